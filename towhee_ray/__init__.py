@@ -1,0 +1,20 @@
+"""towhee-ray: Towhee's DataCollection API and hub operators, run on Ray.
+
+>>> from towhee_ray import DataCollection
+>>> DataCollection.range(5).set_parallel(num_worker=2).map(lambda x: x + 1).to_list()
+[1, 2, 3, 4, 5]
+
+Importing this package does not import Ray; the ``ray`` backend does, when first used.
+"""
+from towhee_ray.backends import ENTRY_POINT_GROUP, Backend, OperatorFactory, available_backends, get_backend
+from towhee_ray.cluster import connect
+from towhee_ray.datacollection import DataCollection
+from towhee_ray.guard import Empty
+from towhee_ray.operators import OperatorNotFoundError, OperatorSpec, resolve_operator
+
+__version__ = '0.1.0'
+
+__all__ = [
+    'DataCollection', 'Empty', 'Backend', 'OperatorFactory', 'OperatorSpec', 'OperatorNotFoundError',
+    'ENTRY_POINT_GROUP', 'available_backends', 'get_backend', 'resolve_operator', 'connect',
+]

@@ -1,0 +1,8 @@
+"""Parallel backends: the interface, discovery by entry point, and the built-in ones.
+
+Only :mod:`towhee_ray.backends.ray_backend` imports Ray, and only when it is loaded.
+"""
+from towhee_ray.backends.base import Backend, OperatorFactory
+from towhee_ray.backends.registry import ENTRY_POINT_GROUP, available_backends, get_backend
+
+__all__ = ['Backend', 'OperatorFactory', 'ENTRY_POINT_GROUP', 'available_backends', 'get_backend']

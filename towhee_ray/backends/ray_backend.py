@@ -1,0 +1,151 @@
+"""The ``ray`` backend: plain callables as Ray tasks, operators as Ray actors.
+
+Resources asked of Ray by default, chosen so that any chain runs on any cluster:
+
+* a task asks for 1 CPU (Ray's default), so Ray never runs more of them at once than
+  there are CPUs, and a step never runs more than ``num_worker`` at once;
+* an actor asks for 0 CPUs: it holds an operator between chunks and must not hold a CPU
+  while idle, or a chain whose actors outnumber the CPUs (three operator steps of two
+  actors on a 2-CPU machine) would wait forever for CPUs held by other steps' actors.
+  At most ``num_worker`` chunks of a step run at once, one per actor.
+
+``ray_remote_args`` replaces these per step (e.g. ``{'num_gpus': 1}``).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Tuple
+
+import ray
+
+from towhee_ray import cluster
+from towhee_ray.backends.base import Backend, OperatorFactory
+from towhee_ray.backends.chunking import ChunkedBackend, ChunkWorkers, timed_map
+
+TASK_REMOTE_ARGS: Dict[str, Any] = {'num_cpus': 1}
+ACTOR_REMOTE_ARGS: Dict[str, Any] = {'num_cpus': 0, 'scheduling_strategy': 'SPREAD'}
+# Chunks queued at each actor beyond the one it runs, so it never waits for the driver.
+QUEUED_CHUNKS_PER_ACTOR = 1
+
+
+@ray.remote
+def _process_chunk(fn: Callable[[Any], Any], chunk: List[Any]) -> Tuple[List[Any], float]:
+    return timed_map(fn, chunk)
+
+
+@ray.remote
+class _OperatorActor:
+    """Builds one operator instance and serves chunks with it for the step's lifetime."""
+
+    def __init__(self, operator: OperatorFactory) -> None:
+        self._call = operator.create()
+
+    def process(self, chunk: List[Any]) -> Tuple[List[Any], float]:
+        return timed_map(self._call, chunk)
+
+
+class _TaskWorkers(ChunkWorkers):
+    """Up to ``num_worker`` tasks at once; the function goes to the object store once."""
+
+    def __init__(self, fn: Callable[[Any], Any], num_worker: int, remote_args: Dict[str, Any]):
+        self.capacity = num_worker
+        self._fn = fn
+        self._fn_ref: Optional[ray.ObjectRef] = None
+        self._remote = _process_chunk.options(**remote_args)
+        self._unfinished: set = set()
+
+    def submit(self, chunk: List[Any]) -> Hashable:
+        if self._fn_ref is None:
+            cluster.connect()
+            self._fn_ref = ray.put(self._fn)
+        ref = self._remote.remote(self._fn_ref, chunk)
+        self._unfinished.add(ref)
+        return ref
+
+    def wait(self, handles: List[Hashable]) -> List[Hashable]:
+        ready, _ = ray.wait(handles, num_returns=1)
+        return ready
+
+    def result(self, handle: Hashable) -> Tuple[List[Any], float]:
+        self._unfinished.discard(handle)
+        return ray.get(handle)
+
+    def close(self) -> None:
+        for ref in self._unfinished:
+            ray.cancel(ref)
+        self._unfinished.clear()
+        self._fn_ref = None
+
+
+class _ActorWorkers(ChunkWorkers):
+    """``num_worker`` actors, each building the operator once; a chunk goes to the least
+    busy one."""
+
+    def __init__(self, operator: OperatorFactory, num_worker: int, remote_args: Dict[str, Any]):
+        self.capacity = num_worker * (1 + QUEUED_CHUNKS_PER_ACTOR)
+        self._operator = operator
+        self._num_worker = num_worker
+        self._remote_args = remote_args
+        self._actors: List[Any] = []
+        self._busy: List[int] = []
+        self._owner: Dict[Hashable, int] = {}
+
+    def _start(self) -> None:
+        cluster.connect()
+        operator_ref = ray.put(self._operator)
+        actor_class = _OperatorActor.options(**self._remote_args)
+        self._actors = [actor_class.remote(operator_ref) for _ in range(self._num_worker)]
+        self._busy = [0] * self._num_worker
+
+    def submit(self, chunk: List[Any]) -> Hashable:
+        if not self._actors:
+            self._start()
+        index = min(range(len(self._actors)), key=self._busy.__getitem__)
+        ref = self._actors[index].process.remote(chunk)
+        self._busy[index] += 1
+        self._owner[ref] = index
+        return ref
+
+    def wait(self, handles: List[Hashable]) -> List[Hashable]:
+        ready, _ = ray.wait(handles, num_returns=1)
+        return ready
+
+    def result(self, handle: Hashable) -> Tuple[List[Any], float]:
+        self._busy[self._owner.pop(handle)] -= 1
+        return ray.get(handle)
+
+    def close(self) -> None:
+        for actor in self._actors:
+            ray.kill(actor)
+        self._actors = []
+        self._owner.clear()
+
+
+class RayBackend(ChunkedBackend, Backend):
+    """Runs plain callables as Ray tasks and operators as Ray actors.
+
+    Options: ``chunk_size`` (elements per chunk; automatic by default) and
+    ``ray_remote_args`` (passed to ``.options()`` of every task or actor of the step,
+    replacing the defaults above, e.g. ``{'num_cpus': 2}`` or ``{'num_gpus': 1}``).
+    Connects to Ray on first use (see :func:`towhee_ray.cluster.connect`).
+
+    >>> backend = RayBackend(num_worker=2)
+    >>> list(backend.map(lambda x: x * 10, range(5)))
+    [0, 10, 20, 30, 40]
+    >>> backend.close()
+    """
+
+    def __init__(self, num_worker: int, chunk_size: Optional[int] = None,
+                 ray_remote_args: Optional[Dict[str, Any]] = None) -> None:
+        ChunkedBackend.__init__(self, num_worker, chunk_size)
+        if ray_remote_args is not None and not isinstance(ray_remote_args, dict):
+            raise ValueError(f'ray_remote_args must be a dict of Ray .options() arguments, '
+                             f'got {ray_remote_args!r}')
+        self.ray_remote_args = ray_remote_args
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        remote_args = {**TASK_REMOTE_ARGS, **(self.ray_remote_args or {})}
+        return self._run(_TaskWorkers(fn, self.num_worker, remote_args), items)
+
+    def map_operator(self, operator: OperatorFactory, items: Iterable[Any]) -> Iterator[Any]:
+        remote_args = {**ACTOR_REMOTE_ARGS, **(self.ray_remote_args or {})}
+        return self._run(_ActorWorkers(operator, self.num_worker, remote_args), items)
