@@ -62,6 +62,10 @@ class _Settings:
     parallel: Optional[Parallel] = None
 
 
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlist = 8
+
+
 def _callable_name(fn: Any) -> str:
     return getattr(fn, '__qualname__', None) or type(fn).__name__
 
@@ -200,7 +204,7 @@ class DataCollection:
         settings += ['safe'] if self._settings.safe else []
         if self.is_stream:
             return f'<DataCollection stream{", " if settings else ""}{", ".join(settings)}>'
-        shown = reprlib.Repr(maxlist=8, maxother=40).repr(list(self._items[:9]))
+        shown = _SHORT_REPR.repr(list(self._items[:_SHORT_REPR.maxlist + 1]))
         return f'DataCollection({shown}{", " if settings else ""}{", ".join(settings)})'
 
     # -- chain settings -------------------------------------------------------------------

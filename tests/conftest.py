@@ -1,0 +1,25 @@
+"""One real local Ray for the whole test session, started the way users get it."""
+import pytest
+
+import towhee_ray
+
+
+@pytest.fixture(scope='session')
+def ray_cluster():
+    """A fresh local Ray (``towhee_ray.connect()``), shut down after the last test."""
+    import ray
+
+    towhee_ray.connect()
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def alive_actors(ray_cluster):
+    """A function listing the ids of this job's live towhee_ray operator actors."""
+    from ray.util.state import list_actors
+
+    def alive():
+        return [actor.actor_id for actor in list_actors(filters=[('state', '=', 'ALIVE')])
+                if actor.class_name == '_OperatorActor']
+    return alive

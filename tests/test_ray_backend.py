@@ -1,0 +1,110 @@
+"""The ``ray`` backend against a real local Ray: tasks, ordering, laziness, pipelining."""
+import itertools
+import os
+import time
+
+import pytest
+
+from towhee_ray import DataCollection
+from towhee_ray.backends import ray_backend
+
+pytestmark = pytest.mark.usefixtures('ray_cluster')
+
+
+def test_seed_example_runs_verbatim():
+    dc = DataCollection.range(1000).stream().set_parallel(num_worker=2, backend='ray')
+    a = dc.map(lambda x: x + 1)
+    b = a.map(lambda x: x * 2)
+    c = b.to_list()
+    assert c == [(x + 1) * 2 for x in range(1000)]
+
+
+def test_both_maps_run_in_ray_worker_processes_not_in_the_driver():
+    dc = DataCollection.range(1000).stream().set_parallel(num_worker=2, backend='ray')
+    a = dc.map(lambda x: (x + 1, os.getpid()))
+    b = a.map(lambda pair: (pair[0] * 2, pair[1], os.getpid()))
+    out = b.to_list()
+    assert [value for value, _, _ in out] == [(x + 1) * 2 for x in range(1000)]
+    first_pids = {pid for _, pid, _ in out}
+    second_pids = {pid for _, _, pid in out}
+    assert os.getpid() not in first_pids | second_pids
+
+
+def test_order_is_kept_under_uneven_work():
+    out = DataCollection.range(300).set_parallel(num_worker=2, backend='ray').map(
+        lambda x: time.sleep(0.002 * (x % 5 == 0)) or x).to_list()
+    assert out == list(range(300))
+
+
+def test_elements_travel_in_chunks_not_one_task_per_element(mocker):
+    submit = mocker.spy(ray_backend._TaskWorkers, 'submit')
+    out = DataCollection.range(20_000).stream().set_parallel(2, 'ray').map(lambda x: x + 1).to_list()
+    assert out == list(range(1, 20_001))
+    assert submit.call_count < 100
+
+
+def test_fixed_chunk_size_is_honoured(mocker):
+    submit = mocker.spy(ray_backend._TaskWorkers, 'submit')
+    DataCollection.range(1000).set_parallel(2, 'ray', chunk_size=100).map(str).to_list()
+    assert [len(call.args[1]) for call in submit.call_args_list] == [100] * 10
+
+
+def test_at_most_num_worker_tasks_run_at_once():
+    # Each element reports its task's start and end; no instant is covered by 3 tasks.
+    spans = DataCollection.range(40).set_parallel(2, 'ray', chunk_size=1).map(
+        lambda x: (time.time(), time.sleep(0.02), time.time())).to_list()
+    instants = [start + 0.001 for start, _, _ in spans]
+    assert max(sum(s <= t <= e for s, _, e in spans) for t in instants) <= 2
+
+
+def test_stream_is_lazy_with_bounded_work_in_flight():
+    pulled = itertools.count()
+
+    def million():
+        for i in range(1_000_000):
+            next(pulled)
+            yield i
+
+    dc = DataCollection(million()).set_parallel(num_worker=2, backend='ray').map(lambda x: x + 1)
+    assert list(itertools.islice(dc, 10)) == list(range(1, 11))
+    assert next(pulled) < 100_000
+    dc.close()
+
+
+def test_consecutive_steps_run_concurrently():
+    def step(_):
+        time.sleep(0.01)
+        return time.time()
+
+    dc = DataCollection.range(100).stream().set_parallel(num_worker=2, backend='ray', chunk_size=5)
+    out = dc.map(lambda x: (x, step(x))).map(lambda pair: (pair[1], step(pair[0]))).to_list()
+    last_of_step_one = max(first for first, _ in out)
+    first_of_step_two = min(second for _, second in out)
+    assert first_of_step_two < last_of_step_one
+
+
+def test_filter_flatten_and_zip_on_ray():
+    dc = DataCollection.range(100).set_parallel(2, 'ray')
+    assert dc.filter(lambda x: x % 10 == 0).to_list() == list(range(0, 100, 10))
+    pairs = dc.map(lambda x: [x, -x]).flatten().batch(2).to_list()
+    assert pairs == [[x, -x] for x in range(100)]
+
+
+def test_mmap_branches_on_ray_read_zipped_or_one_after_the_other():
+    for zipped in (True, False):
+        plus, minus = DataCollection.range(500).stream().mmap(
+            [lambda x: x + 1, lambda x: -x], num_worker=2, backend='ray')
+        if zipped:
+            assert list(zip(plus, minus)) == [(x + 1, -x) for x in range(500)]
+        else:
+            assert minus.to_list() == [-x for x in range(500)]
+            assert plus.to_list() == [x + 1 for x in range(500)]
+
+
+def test_closures_and_local_functions_are_shipped_by_value():
+    offset = 7
+
+    def add_offset(x):
+        return x + offset
+
+    assert DataCollection.range(5).pmap(add_offset, backend='ray').to_list() == [7, 8, 9, 10, 11]
