@@ -16,10 +16,10 @@ def ray_cluster():
 
 @pytest.fixture
 def alive_actors(ray_cluster):
-    """A function listing the ids of this job's live towhee_ray operator actors."""
+    """A function listing the ids of the towhee_ray operator actors not (yet) dead."""
     from ray.util.state import list_actors
 
     def alive():
-        return [actor.actor_id for actor in list_actors(filters=[('state', '=', 'ALIVE')])
+        return [actor.actor_id for actor in list_actors(filters=[('state', '!=', 'DEAD')])
                 if actor.class_name == '_OperatorActor']
     return alive

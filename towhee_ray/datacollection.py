@@ -67,7 +67,7 @@ _SHORT_REPR.maxlist = 8
 
 
 def _callable_name(fn: Any) -> str:
-    return getattr(fn, '__qualname__', None) or type(fn).__name__
+    return getattr(fn, '__name__', None) or type(fn).__name__
 
 
 def _close(iterator: Any) -> None:

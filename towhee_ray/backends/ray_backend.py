@@ -70,8 +70,9 @@ class _TaskWorkers(ChunkWorkers):
         return ray.get(handle)
 
     def close(self) -> None:
-        for ref in self._unfinished:
-            ray.cancel(ref)
+        if ray.is_initialized():   # never let a late close() start Ray again
+            for ref in self._unfinished:
+                ray.cancel(ref)
         self._unfinished.clear()
         self._fn_ref = None
 
@@ -114,8 +115,9 @@ class _ActorWorkers(ChunkWorkers):
         return ray.get(handle)
 
     def close(self) -> None:
-        for actor in self._actors:
-            ray.kill(actor)
+        if ray.is_initialized():   # never let a late close() start Ray again
+            for actor in self._actors:
+                ray.kill(actor)
         self._actors = []
         self._owner.clear()
 

@@ -1,0 +1,119 @@
+"""Errors reach the user as the original type, naming the step and the element."""
+import gc
+import time
+
+import pytest
+
+from tests.ops import BrokenInit  # noqa: F401  (registers tests_ns/broken_init)
+from towhee_ray import DataCollection, Empty
+
+BACKENDS = [None, 'thread', 'ray']
+
+
+def chain(backend, items):
+    dc = DataCollection(items)
+    return dc if backend is None else dc.set_parallel(num_worker=2, backend=backend)
+
+
+@pytest.fixture(params=BACKENDS, ids=lambda b: b or 'serial')
+def backend(request):
+    if request.param == 'ray':
+        request.getfixturevalue('ray_cluster')
+    return request.param
+
+
+def reciprocal(x):
+    return 1 / (x - 37)
+
+
+def test_failure_raises_the_original_type_with_step_and_position(backend):
+    with pytest.raises(ZeroDivisionError) as failure:
+        chain(backend, range(100)).map(lambda x: x).map(reciprocal).to_list()
+    message = str(failure.value)
+    assert 'map(reciprocal) failed on element #37 (37): ZeroDivisionError: division by zero' == message
+    assert isinstance(failure.value.__cause__, ZeroDivisionError)
+
+
+def test_failure_in_a_stream_stops_the_chain_cleanly(backend):
+    seen = []
+    dc = chain(backend, iter(range(1000))).map(reciprocal).map(lambda x: seen.append(x) or x)
+    with pytest.raises(ZeroDivisionError, match='element #37'):
+        for _ in dc:
+            pass
+    assert list(dc) == []
+
+
+def test_worker_traceback_is_kept_as_a_note(backend):
+    with pytest.raises(KeyError) as failure:
+        chain(backend, [{'a': 1}, {}]).map(lambda row: row['a']).to_list()
+    assert "failed on element #1 ({})" in str(failure.value)
+    notes = getattr(failure.value.__cause__, '__notes__', [])
+    assert any("row['a']" in note for note in notes)
+
+
+def test_exception_with_a_custom_constructor_keeps_its_identity(backend):
+    def decode(data):
+        return data.decode('ascii')
+
+    with pytest.raises(UnicodeDecodeError) as failure:
+        chain(backend, [b'ok', b'\xff']).map(decode).to_list()
+    assert any('map(' in note and 'element #1' in note for note in failure.value.__notes__)
+
+
+def test_safe_chain_turns_failures_into_empty_and_goes_on(backend):
+    out = chain(backend, range(5)).safe().map(lambda x: 10 // (x - 2)).map(lambda x: x + 1).to_list()
+    assert out[:2] == [-4, -9] and out[3:] == [11, 6]
+    assert isinstance(out[2], Empty)
+    assert out[2].value == 2 and isinstance(out[2].exception, ZeroDivisionError)
+    assert DataCollection(out).drop_empty().to_list() == [-4, -9, 11, 6]
+
+
+def test_filter_failure_names_the_filter(backend):
+    with pytest.raises(TypeError, match=r'filter\(<lambda>\) failed on element #2'):
+        chain(backend, [1, 2, 'x']).filter(lambda x: x > 1).to_list()
+
+
+def test_operator_whose_init_fails_reports_the_original_error(backend):
+    with pytest.raises(OSError, match=r'operator tests-ns/broken-init failed on element #0 .*model file missing'):
+        chain(backend, range(10)).tests_ns.broken_init().to_list()
+    out = chain(backend, range(3)).safe().tests_ns.broken_init().to_list()
+    assert all(isinstance(item, Empty) and isinstance(item.exception, OSError) for item in out)
+
+
+def test_unpicklable_exception_still_reaches_the_user(ray_cluster):
+    import threading
+
+    class Unpicklable(Exception):
+        def __init__(self):
+            super().__init__('holds a lock')
+            self.lock = threading.Lock()
+
+    def fail(x):
+        raise Unpicklable()
+
+    with pytest.raises(RuntimeError, match='Unpicklable: holds a lock'):
+        DataCollection([1]).set_parallel(2, 'ray').map(fail).to_list()
+
+
+@pytest.mark.parametrize('how', ['exhausted', 'closed', 'garbage-collected', 'failed'])
+def test_operator_actors_are_released_when_a_stream_ends(alive_actors, how):
+    dc = DataCollection.range(10_000).stream().set_parallel(2, 'ray').tests_ns.add_one()
+    if how == 'failed':
+        dc = dc.map(lambda x: 1 // (x - 50))
+    iterator = iter(dc)
+    next(iterator)
+    assert len(alive_actors()) == 2
+    if how == 'exhausted':
+        list(iterator)
+    elif how == 'closed':
+        dc.close()
+    elif how == 'garbage-collected':
+        del dc, iterator
+        gc.collect()
+    else:
+        with pytest.raises(ZeroDivisionError):
+            list(iterator)
+    deadline = time.time() + 10
+    while alive_actors() and time.time() < deadline:
+        time.sleep(0.2)
+    assert alive_actors() == []
