@@ -50,3 +50,16 @@ class BrokenInit:
 
 def init_count(path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+@towhee.register(name='tests_ns/slow_start')
+class SlowStart:
+    """Records when its ``__init__`` began, then takes ``seconds`` to get ready."""
+
+    def __init__(self, init_log: str, seconds: float) -> None:
+        with open(init_log, 'a') as log:
+            log.write(f'{time.time()}\n')
+        time.sleep(seconds)
+
+    def __call__(self, x):
+        return x

@@ -94,6 +94,10 @@ class ChunkWorkers(abc.ABC):
     #: how many chunks may be submitted and not yet finished at once
     capacity: int
 
+    def start(self) -> None:
+        """Begin starting the workers without waiting for them (called before the first
+        chunk is pulled, so the workers of consecutive steps start at the same time)."""
+
     @abc.abstractmethod
     def submit(self, chunk: List[Any]) -> Hashable:
         """Start processing ``chunk``; return a handle for :meth:`wait`/:meth:`result`."""
@@ -125,6 +129,7 @@ def run_in_chunks(workers: ChunkWorkers, items: Iterable[Any], sizer: ChunkSizer
     submitted = yielded = 0
     exhausted = False
     try:
+        workers.start()
         while True:
             while (not exhausted and len(running) < workers.capacity
                    and len(running) + len(finished) < 2 * workers.capacity):

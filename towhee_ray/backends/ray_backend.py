@@ -53,10 +53,11 @@ class _TaskWorkers(ChunkWorkers):
         self._remote = _process_chunk.options(**remote_args)
         self._unfinished: set = set()
 
+    def start(self) -> None:
+        cluster.connect()
+        self._fn_ref = ray.put(self._fn)
+
     def submit(self, chunk: List[Any]) -> Hashable:
-        if self._fn_ref is None:
-            cluster.connect()
-            self._fn_ref = ray.put(self._fn)
         ref = self._remote.remote(self._fn_ref, chunk)
         self._unfinished.add(ref)
         return ref
@@ -90,7 +91,7 @@ class _ActorWorkers(ChunkWorkers):
         self._busy: List[int] = []
         self._owner: Dict[Hashable, int] = {}
 
-    def _start(self) -> None:
+    def start(self) -> None:
         cluster.connect()
         operator_ref = ray.put(self._operator)
         actor_class = _OperatorActor.options(**self._remote_args)
@@ -98,8 +99,6 @@ class _ActorWorkers(ChunkWorkers):
         self._busy = [0] * self._num_worker
 
     def submit(self, chunk: List[Any]) -> Hashable:
-        if not self._actors:
-            self._start()
         index = min(range(len(self._actors)), key=self._busy.__getitem__)
         ref = self._actors[index].process.remote(chunk)
         self._busy[index] += 1

@@ -35,10 +35,11 @@ class _ThreadWorkers(ChunkWorkers):
         finally:
             self._release_call(call)
 
+    def start(self) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            self._num_worker, thread_name_prefix='towhee-ray-thread')
+
     def submit(self, chunk: List[Any]) -> Hashable:
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(
-                self._num_worker, thread_name_prefix='towhee-ray-thread')
         return self._pool.submit(self._process, chunk)
 
     def wait(self, handles: List[Hashable]) -> List[Hashable]:
