@@ -11,7 +11,7 @@ import collections.abc
 import dataclasses
 import itertools
 import reprlib
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Type
 
 from towhee_ray.backends import Backend, get_backend
 from towhee_ray.guard import DROPPED, Empty, Failure, Guarded, GuardedOperator, step_error
@@ -35,7 +35,8 @@ class Parallel:
 
     backend: str
     num_worker: int
-    options: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    options: Dict[str, Any]
+    backend_class: Type[Backend]
 
     @classmethod
     def checked(cls, backend: str, num_worker: int, options: Dict[str, Any]) -> 'Parallel':
@@ -47,10 +48,10 @@ class Parallel:
         except TypeError as error:
             raise ValueError(f'backend {backend!r} does not accept the options '
                              f'{sorted(options)}: {error}') from error
-        return cls(backend, num_worker, dict(options))
+        return cls(backend, num_worker, dict(options), backend_class)
 
     def make_backend(self) -> Backend:
-        return get_backend(self.backend)(self.num_worker, **self.options)
+        return self.backend_class(self.num_worker, **self.options)
 
     def __str__(self) -> str:
         return f'{self.backend} x{self.num_worker}'

@@ -9,25 +9,39 @@ from __future__ import annotations
 import abc
 import itertools
 import math
+import operator
 import time
 from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Tuple
 
-# Worker time one chunk should take. On a 2-core machine a Ray task round trip (submit,
-# schedule, fetch the result) measured 3.5-7 ms; 100 ms chunks keep that below ~5 % of the
-# work while a stream's last chunk leaves the other workers idle for at most that long.
-TARGET_CHUNK_SECONDS = 0.1
+# Worker time one chunk should take. A Ray task costs its worker ~5 ms besides the work
+# (gaps between consecutive tasks in Ray's timeline on a 2-core machine, whether the next
+# task was queued or not): 200 ms chunks keep that near 2.5 % (100 ms left the workers of
+# benchmarks/run.py W1 busy only 91-94 % of the time). In a stream of unknown length the
+# last chunk may leave the other workers idle for up to this long ...
+TARGET_CHUNK_SECONDS = 0.2
+# ... while when the number of elements left is known (a list, a range, a stream made from
+# one) the last chunks shrink (see TAIL_SPLIT), so chunks can be longer: ~1 % overhead.
+# 0.5 s beat 0.2 s and 1 s in interleaved W1 rounds (median 1.65x vs 1.57x and 1.54x).
+KNOWN_LENGTH_CHUNK_SECONDS = 0.5
 # The first chunks are tiny so that a slow function (seconds per element) is never
 # batched blindly; the size then follows the measured time per element.
 FIRST_CHUNK_SIZE = 1
-# Growth per measurement is capped: the first tiny chunks time mostly overhead, so one
-# of them alone must not set a huge chunk. 1 -> 8192 still takes only four steps.
-MAX_GROWTH = 16
+# A chunk is at most MAX_GROWTH times the largest chunk measured so far: one tiny first
+# chunk must not set a huge chunk when later elements are slower. 64 reaches 8192 in three
+# steps (16 took five: at 10,000 elements of `x + 1` that ramp alone cost ~2 us per
+# element in benchmarks/run.py W2).
+MAX_GROWTH = 64
 # Bounds the elements a step holds: at most 2 x capacity chunks are in flight or waiting
 # to be yielded, so 8192 keeps a step's share of a stream in the tens of thousands of
 # elements, while the ~1.5 ms of driver work per Ray chunk stays under 0.2 us per element.
 MAX_CHUNK_SIZE = 1 << 13
-# With a known input length, at least this many chunks per worker so the work balances.
-MIN_CHUNKS_PER_WORKER = 4
+# When the number of elements left is known (a list, a range, a stream made from one), a
+# chunk takes at most 1/(TAIL_SPLIT x num_worker) of them, so chunks shrink towards the
+# end and all workers finish together (guided scheduling) ...
+TAIL_SPLIT = 2
+# ... but never below this much work: a smaller chunk costs more in Ray overhead (~5 ms)
+# than the idle time it saves. For `x + 1` chunks never shrink at all.
+MIN_TAIL_CHUNK_SECONDS = 0.02
 
 
 def check_chunk_size(chunk_size: Optional[int]) -> Optional[int]:
@@ -46,39 +60,54 @@ class ChunkSizer:
     >>> sizer.next_size()
     1
     >>> sizer.record(count=1, seconds=0.001)   # 1 ms per element
-    >>> sizer.next_size()                       # growth is capped at 16x per step
-    16
-    >>> for _ in range(3):
-    ...     sizer.record(count=16, seconds=0.016)
-    >>> sizer.next_size()                       # 100 ms of work
+    >>> sizer.next_size()                       # at most 64x the largest chunk measured
+    64
+    >>> sizer.record(count=64, seconds=0.064)
+    >>> sizer.next_size()                       # 200 ms of work
+    200
+    >>> sizer.next_size(remaining=10_000)       # 500 ms of work when the length is known
+    500
+    >>> sizer.next_size(remaining=400)          # near the end, 1/(2 x 2) of what is left
     100
+    >>> sizer.next_size(remaining=40)           # but at least 20 ms of work
+    20
     """
 
-    def __init__(self, num_worker: int, fixed: Optional[int] = None,
-                 total: Optional[int] = None) -> None:
+    def __init__(self, num_worker: int, fixed: Optional[int] = None) -> None:
+        self._num_worker = num_worker
         self._fixed = fixed
-        self._size = FIRST_CHUNK_SIZE
-        self._limit = MAX_CHUNK_SIZE
-        if total is not None:
-            self._limit = max(1, min(MAX_CHUNK_SIZE,
-                                     math.ceil(total / (num_worker * MIN_CHUNKS_PER_WORKER))))
+        self._growth_limit = FIRST_CHUNK_SIZE
+        self._per_element: Optional[float] = None
         # Decayed sums, so recent chunks count more and big chunks more than tiny ones.
         self._seconds = 0.0
         self._count = 0.0
 
-    def next_size(self) -> int:
+    def _elements_for(self, seconds: float) -> int:
+        if self._per_element == 0:
+            return MAX_CHUNK_SIZE
+        return max(1, int(seconds / self._per_element))
+
+    def next_size(self, remaining: Optional[int] = None) -> int:
+        """The size of the next chunk; ``remaining`` is how many elements are left, if known."""
         if self._fixed is not None:
             return self._fixed
-        return min(self._size, self._limit)
+        if self._per_element is None:
+            return FIRST_CHUNK_SIZE
+        target = KNOWN_LENGTH_CHUNK_SECONDS if remaining else TARGET_CHUNK_SECONDS
+        size = min(self._elements_for(target), self._growth_limit, MAX_CHUNK_SIZE)
+        if remaining:
+            share = math.ceil(remaining / (self._num_worker * TAIL_SPLIT))
+            size = min(size, max(share, self._elements_for(MIN_TAIL_CHUNK_SECONDS)))
+        return size
 
     def record(self, count: int, seconds: float) -> None:
-        if self._fixed is not None or count == 0:
+        """Learn from a finished chunk of ``count`` elements that took ``seconds`` of work."""
+        if count == 0:
             return
         self._seconds = self._seconds / 2 + seconds
         self._count = self._count / 2 + count
-        per_element = self._seconds / self._count
-        ideal = TARGET_CHUNK_SECONDS / per_element if per_element > 0 else MAX_CHUNK_SIZE
-        self._size = max(1, min(int(ideal), self._size * MAX_GROWTH, MAX_CHUNK_SIZE))
+        self._per_element = self._seconds / self._count
+        self._growth_limit = max(self._growth_limit, count * MAX_GROWTH)
 
 
 def timed_map(call: Callable[[Any], Any], chunk: List[Any]) -> Tuple[List[Any], float]:
@@ -133,7 +162,7 @@ def run_in_chunks(workers: ChunkWorkers, items: Iterable[Any], sizer: ChunkSizer
         while True:
             while (not exhausted and len(running) < workers.capacity
                    and len(running) + len(finished) < 2 * workers.capacity):
-                size = sizer.next_size()
+                size = sizer.next_size(operator.length_hint(source))
                 chunk = list(itertools.islice(source, size))
                 exhausted = len(chunk) < size
                 if chunk:
@@ -168,9 +197,7 @@ class ChunkedBackend:
 
     def _run(self, workers: ChunkWorkers, items: Iterable[Any]) -> Iterator[Any]:
         self._workers.append(workers)
-        total = len(items) if hasattr(items, '__len__') else None
-        sizer = ChunkSizer(self.num_worker, fixed=self.chunk_size, total=total)
-        return run_in_chunks(workers, items, sizer)
+        return run_in_chunks(workers, items, ChunkSizer(self.num_worker, fixed=self.chunk_size))
 
     def close(self) -> None:
         while self._workers:

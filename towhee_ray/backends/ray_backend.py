@@ -3,7 +3,8 @@
 Resources asked of Ray by default, chosen so that any chain runs on any cluster:
 
 * a task asks for 1 CPU (Ray's default), so Ray never runs more of them at once than
-  there are CPUs, and a step never runs more than ``num_worker`` at once;
+  there are CPUs; a step never runs more than ``num_worker`` at once (its chunks form
+  ``num_worker`` chains, each task waiting for the previous one of its chain);
 * an actor asks for 0 CPUs: it holds an operator between chunks and must not hold a CPU
   while idle, or a chain whose actors outnumber the CPUs (three operator steps of two
   actors on a 2-CPU machine) would wait forever for CPUs held by other steps' actors.
@@ -23,13 +24,17 @@ from towhee_ray.backends.chunking import ChunkedBackend, ChunkWorkers, timed_map
 
 TASK_REMOTE_ARGS: Dict[str, Any] = {'num_cpus': 1}
 ACTOR_REMOTE_ARGS: Dict[str, Any] = {'num_cpus': 0, 'scheduling_strategy': 'SPREAD'}
-# Chunks queued at each actor beyond the one it runs, so it never waits for the driver.
-QUEUED_CHUNKS_PER_ACTOR = 1
+# Chunks queued at each worker beyond the one it runs, so it never waits for the driver:
+# without it the workers of a CPU-bound step sat idle for a Ray round trip after every
+# chunk (busy 91-93 % of the time in benchmarks/run.py W1 on 2 cores).
+QUEUED_CHUNKS_PER_WORKER = 1
 
 
-@ray.remote
-def _process_chunk(fn: Callable[[Any], Any], chunk: List[Any]) -> Tuple[List[Any], float]:
-    return timed_map(fn, chunk)
+@ray.remote(num_returns=2)
+def _process_chunk(fn: Callable[[Any], Any], chunk: List[Any], *after: None) -> Tuple[Any, None]:
+    """Returns the outputs and a token; the next chunk of the same worker slot takes the
+    token as an argument, so Ray starts it only once this one is done."""
+    return timed_map(fn, chunk), None
 
 
 @ray.remote
@@ -43,23 +48,23 @@ class _OperatorActor:
         return timed_map(self._call, chunk)
 
 
-class _TaskWorkers(ChunkWorkers):
-    """Up to ``num_worker`` tasks at once; the function goes to the object store once."""
+class _SlotWorkers(ChunkWorkers):
+    """``num_worker`` worker slots, each running one chunk with more queued behind it; a
+    chunk goes to the slot with the fewest unfinished chunks."""
 
-    def __init__(self, fn: Callable[[Any], Any], num_worker: int, remote_args: Dict[str, Any]):
-        self.capacity = num_worker
-        self._fn = fn
-        self._fn_ref: Optional[ray.ObjectRef] = None
-        self._remote = _process_chunk.options(**remote_args)
-        self._unfinished: set = set()
+    def __init__(self, num_worker: int) -> None:
+        self.capacity = num_worker * (1 + QUEUED_CHUNKS_PER_WORKER)
+        self._unfinished = [0] * num_worker
+        self._slot_of: Dict[Hashable, int] = {}
 
-    def start(self) -> None:
-        cluster.connect()
-        self._fn_ref = ray.put(self._fn)
+    def _submit_to(self, slot: int, chunk: List[Any]) -> ray.ObjectRef:
+        raise NotImplementedError
 
     def submit(self, chunk: List[Any]) -> Hashable:
-        ref = self._remote.remote(self._fn_ref, chunk)
-        self._unfinished.add(ref)
+        slot = min(range(len(self._unfinished)), key=self._unfinished.__getitem__)
+        ref = self._submit_to(slot, chunk)
+        self._unfinished[slot] += 1
+        self._slot_of[ref] = slot
         return ref
 
     def wait(self, handles: List[Hashable]) -> List[Hashable]:
@@ -67,58 +72,66 @@ class _TaskWorkers(ChunkWorkers):
         return ready
 
     def result(self, handle: Hashable) -> Tuple[List[Any], float]:
-        self._unfinished.discard(handle)
+        self._unfinished[self._slot_of.pop(handle)] -= 1
         return ray.get(handle)
+
+
+class _TaskWorkers(_SlotWorkers):
+    """Tasks, at most ``num_worker`` running at once: each slot is a chain of tasks, the
+    next waiting (inside Ray, not in the driver) for the previous one's token. The
+    function goes to the object store once."""
+
+    def __init__(self, fn: Callable[[Any], Any], num_worker: int, remote_args: Dict[str, Any]):
+        super().__init__(num_worker)
+        self._fn = fn
+        self._fn_ref: Optional[ray.ObjectRef] = None
+        self._remote = _process_chunk.options(**remote_args)
+        self._last_token: List[Tuple[ray.ObjectRef, ...]] = [()] * num_worker
+
+    def start(self) -> None:
+        cluster.connect()
+        self._fn_ref = ray.put(self._fn)
+
+    def _submit_to(self, slot: int, chunk: List[Any]) -> ray.ObjectRef:
+        outputs, token = self._remote.remote(self._fn_ref, chunk, *self._last_token[slot])
+        self._last_token[slot] = (token,)
+        return outputs
 
     def close(self) -> None:
         if ray.is_initialized():   # never let a late close() start Ray again
-            for ref in self._unfinished:
+            for ref in self._slot_of:
                 ray.cancel(ref)
-        self._unfinished.clear()
+        self._slot_of.clear()
+        self._last_token = []
         self._fn_ref = None
 
 
-class _ActorWorkers(ChunkWorkers):
-    """``num_worker`` actors, each building the operator once; a chunk goes to the least
-    busy one."""
+class _ActorWorkers(_SlotWorkers):
+    """``num_worker`` actors, each building the operator once; Ray runs an actor's chunks
+    one at a time, in submission order."""
 
     def __init__(self, operator: OperatorFactory, num_worker: int, remote_args: Dict[str, Any]):
-        self.capacity = num_worker * (1 + QUEUED_CHUNKS_PER_ACTOR)
+        super().__init__(num_worker)
         self._operator = operator
         self._num_worker = num_worker
         self._remote_args = remote_args
         self._actors: List[Any] = []
-        self._busy: List[int] = []
-        self._owner: Dict[Hashable, int] = {}
 
     def start(self) -> None:
         cluster.connect()
         operator_ref = ray.put(self._operator)
         actor_class = _OperatorActor.options(**self._remote_args)
         self._actors = [actor_class.remote(operator_ref) for _ in range(self._num_worker)]
-        self._busy = [0] * self._num_worker
 
-    def submit(self, chunk: List[Any]) -> Hashable:
-        index = min(range(len(self._actors)), key=self._busy.__getitem__)
-        ref = self._actors[index].process.remote(chunk)
-        self._busy[index] += 1
-        self._owner[ref] = index
-        return ref
-
-    def wait(self, handles: List[Hashable]) -> List[Hashable]:
-        ready, _ = ray.wait(handles, num_returns=1)
-        return ready
-
-    def result(self, handle: Hashable) -> Tuple[List[Any], float]:
-        self._busy[self._owner.pop(handle)] -= 1
-        return ray.get(handle)
+    def _submit_to(self, slot: int, chunk: List[Any]) -> ray.ObjectRef:
+        return self._actors[slot].process.remote(chunk)
 
     def close(self) -> None:
         if ray.is_initialized():   # never let a late close() start Ray again
             for actor in self._actors:
                 ray.kill(actor)
         self._actors = []
-        self._owner.clear()
+        self._slot_of.clear()
 
 
 class RayBackend(ChunkedBackend, Backend):
