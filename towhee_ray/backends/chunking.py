@@ -100,6 +100,17 @@ class ChunkSizer:
             size = min(size, max(share, self._elements_for(MIN_TAIL_CHUNK_SECONDS)))
         return size
 
+    def in_flight_limit(self, capacity: int) -> int:
+        """How many chunks may be in flight: while sizes are still held back by MAX_GROWTH,
+        one per worker, since a queued chunk would be one more small chunk and one more
+        Ray round trip before sizes reach their target (at 10,000 elements of `x + 1` in
+        benchmarks/run.py W2, 5-6 sequential tasks per worker instead of 4)."""
+        if self._fixed is not None:
+            return capacity
+        growing = (self._per_element is None
+                   or self._elements_for(TARGET_CHUNK_SECONDS) > self._growth_limit)
+        return min(capacity, self._num_worker) if growing else capacity
+
     def record(self, count: int, seconds: float) -> None:
         """Learn from a finished chunk of ``count`` elements that took ``seconds`` of work."""
         if count == 0:
@@ -160,7 +171,7 @@ def run_in_chunks(workers: ChunkWorkers, items: Iterable[Any], sizer: ChunkSizer
     try:
         workers.start()
         while True:
-            while (not exhausted and len(running) < workers.capacity
+            while (not exhausted and len(running) < sizer.in_flight_limit(workers.capacity)
                    and len(running) + len(finished) < 2 * workers.capacity):
                 size = sizer.next_size(operator.length_hint(source))
                 chunk = list(itertools.islice(source, size))
