@@ -63,3 +63,16 @@ class SlowStart:
 
     def __call__(self, x):
         return x
+
+
+@towhee.register(name='tests_ns/exit_on')
+class ExitOn:
+    """Kills its own process on one element, as a crashing native library would."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __call__(self, x):
+        if x == self.value:
+            os._exit(1)
+        return x

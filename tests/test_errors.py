@@ -117,3 +117,31 @@ def test_operator_actors_are_released_when_a_stream_ends(alive_actors, how):
     while alive_actors() and time.time() < deadline:
         time.sleep(0.2)
     assert alive_actors() == []
+
+
+def test_a_dying_task_worker_raises_rays_error_naming_the_step(ray_cluster):
+    import os
+    from ray.exceptions import WorkerCrashedError
+
+    def die(x):
+        if x == 3:
+            os._exit(1)
+        return x
+
+    dc = DataCollection.range(10).stream().set_parallel(2, 'ray', chunk_size=1,
+                                                        ray_remote_args={'max_retries': 0})
+    with pytest.raises(WorkerCrashedError) as failure:
+        dc.map(die).to_list()
+    assert any('while running map(die) on the RayBackend' in note for note in failure.value.__notes__)
+
+
+def test_a_dying_operator_actor_raises_and_releases_the_other_actors(alive_actors):
+    from ray.exceptions import RayActorError
+
+    with pytest.raises(RayActorError) as failure:
+        DataCollection.range(100).set_parallel(2, 'ray').tests_ns.exit_on(13).to_list()
+    assert any('operator tests-ns/exit-on' in note for note in failure.value.__notes__)
+    deadline = time.time() + 10
+    while alive_actors() and time.time() < deadline:
+        time.sleep(0.2)
+    assert alive_actors() == []

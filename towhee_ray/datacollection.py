@@ -81,12 +81,21 @@ def _settle(outputs: Iterator[Any], step: str, backend: Optional[Backend],
             source: Iterable[Any]) -> Iterator[Any]:
     """Outputs of a guarded step: raise failures (with step and position), skip dropped
     elements, and release the step's workers and its upstream once done."""
+    failure = None
     try:
-        for position, output in enumerate(outputs):
-            if output.__class__ is Failure:
-                raise step_error(output, step, position)
-            if output is not DROPPED:
-                yield output
+        try:
+            for position, output in enumerate(outputs):
+                if output.__class__ is Failure:
+                    failure = output
+                    break
+                if output is not DROPPED:
+                    yield output
+        except Exception as error:   # from the backend itself (a worker died, ...)
+            where = f'the {type(backend).__name__}' if backend else 'the driver'
+            error.add_note(f'while running {step} on {where}')
+            raise
+        if failure is not None:
+            raise step_error(failure, step, position)
     finally:
         _close(outputs)
         if backend is not None:
