@@ -61,7 +61,8 @@ def test_third_party_backend_is_used_without_changing_towhee_ray(third_party_dis
 
 
 def test_unknown_backend_is_a_value_error_listing_the_available_ones():
-    with pytest.raises(ValueError, match=r"unknown parallel backend 'nope'; available backends: .*ray.*thread"):
+    expected = r"unknown parallel backend 'nope'; available backends: .*ray.*thread"
+    with pytest.raises(ValueError, match=expected):
         DataCollection([1]).set_parallel(backend='nope')
     for call in (lambda dc: dc.pmap(str, backend='nope'), lambda dc: dc.mmap([str], backend='nope')):
         with pytest.raises(ValueError, match='nope'):

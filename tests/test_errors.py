@@ -74,7 +74,8 @@ def test_filter_failure_names_the_filter(backend):
 
 
 def test_operator_whose_init_fails_reports_the_original_error(backend):
-    with pytest.raises(OSError, match=r'operator tests-ns/broken-init failed on element #0 .*model file missing'):
+    expected = r'operator tests-ns/broken-init failed on element #0 .*model file missing'
+    with pytest.raises(OSError, match=expected):
         chain(backend, range(10)).tests_ns.broken_init().to_list()
     out = chain(backend, range(3)).safe().tests_ns.broken_init().to_list()
     assert all(isinstance(item, Empty) and isinstance(item.exception, OSError) for item in out)

@@ -18,7 +18,7 @@ import sys
 import threading
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 HUB_PATH_VARIABLE = 'TOWHEE_RAY_HUB'
 # This repository's own hub, present when towhee_ray runs from a source checkout.
