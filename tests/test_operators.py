@@ -104,6 +104,12 @@ def test_unknown_operator_names_where_it_looked_and_what_to_do():
     assert 'never downloads' in message and 'TOWHEE_RAY_HUB' in message
 
 
+def test_a_mistyped_method_is_reported_as_such():
+    with pytest.raises(OperatorNotFoundError) as failure:
+        DataCollection([1]).to_lsit()
+    assert "DataCollection has no method 'to_lsit'; did you mean 'to_list'?" in failure.value.__notes__
+
+
 def test_hub_folders_listed_in_towhee_ray_hub_are_searched(tmp_path, monkeypatch):
     folder = tmp_path / 'acme' / 'reverse'
     folder.mkdir(parents=True)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import difflib
 import itertools
 import reprlib
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Type
 
 from towhee_ray.backends import Backend, get_backend
 from towhee_ray.guard import DROPPED, Empty, Failure, Guarded, GuardedOperator, step_error
-from towhee_ray.operators import OperatorSpec, resolve_operator, spec_from_towhee_op
+from towhee_ray.operators import OperatorNotFoundError, OperatorSpec, resolve_operator, spec_from_towhee_op
 
 DEFAULT_BACKEND = 'thread'
 DEFAULT_NUM_WORKER = 2
@@ -122,7 +123,15 @@ class _OperatorPath:
         return _OperatorPath(self._collection, f'{self._name}.{name}')
 
     def __call__(self, *init_args: Any, **init_kws: Any) -> 'DataCollection':
-        return self._collection._apply_operator(resolve_operator(self._name, init_args, init_kws))
+        try:
+            spec = resolve_operator(self._name, init_args, init_kws)
+        except OperatorNotFoundError as error:
+            methods = [name for name in dir(DataCollection) if not name.startswith('_')]
+            close = difflib.get_close_matches(self._name, methods, n=1)
+            if close and '.' not in self._name:
+                error.add_note(f'DataCollection has no method {self._name!r}; did you mean {close[0]!r}?')
+            raise
+        return self._collection._apply_operator(spec)
 
     def __repr__(self) -> str:
         return f'<operator path {self._name!r}: call it to apply the operator>'
