@@ -252,9 +252,9 @@ class DataCollection:
         chain = self._settings.parallel
         if num_worker is None:
             num_worker = chain.num_worker if chain else DEFAULT_NUM_WORKER
-        if backend is None:
+        if backend is None:   # the chain's backend, with its options
             backend = chain.backend if chain else DEFAULT_BACKEND
-            options = {**(chain.options if chain and chain.backend == backend else {}), **options}
+            options = {**(chain.options if chain else {}), **options}
         return Parallel.checked(backend, num_worker, options)
 
     # -- running steps -------------------------------------------------------------------

@@ -24,9 +24,9 @@ from towhee_ray.backends.chunking import ChunkedBackend, ChunkWorkers, timed_map
 
 TASK_REMOTE_ARGS: Dict[str, Any] = {'num_cpus': 1}
 ACTOR_REMOTE_ARGS: Dict[str, Any] = {'num_cpus': 0, 'scheduling_strategy': 'SPREAD'}
-# Chunks queued at each worker beyond the one it runs, so it never waits for the driver:
-# without it the workers of a CPU-bound step sat idle for a Ray round trip after every
-# chunk (busy 91-93 % of the time in benchmarks/run.py W1 on 2 cores).
+# Chunks queued at each worker beyond the one it runs, so it can start its next chunk
+# without waiting for the driver, which may be busy passing outputs down the chain. (On
+# 2 cores W1 measured the same with 0: a task's ~5 ms gap is Ray's own, queued or not.)
 QUEUED_CHUNKS_PER_WORKER = 1
 
 
