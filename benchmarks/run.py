@@ -156,9 +156,9 @@ def consume(iterable: Iterable[Any]) -> None:
     collections.deque(iterable, maxlen=0)
 
 
-def timed_list(outputs: Outputs, repeat: int = 1) -> Tuple[float, List[Any]]:
+def timed_list(outputs: Outputs) -> Tuple[float, List[Any]]:
     """Seconds to start a contender and collect its outputs, and the outputs."""
-    return timed(lambda: list(outputs()), repeat)
+    return timed(lambda: list(outputs()))
 
 
 def timed_consume(outputs: Outputs, repeat: int = 1) -> float:

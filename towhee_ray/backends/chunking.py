@@ -193,9 +193,6 @@ def run_in_chunks(workers: ChunkWorkers, items: Iterable[Any], sizer: ChunkSizer
                 return
     finally:
         workers.close()
-        close = getattr(source, 'close', None)
-        if close is not None:
-            close()
 
 
 class ChunkedBackend:

@@ -14,6 +14,8 @@ Resources asked of Ray by default, chosen so that any chain runs on any cluster:
 """
 from __future__ import annotations
 
+import abc
+
 from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Tuple
 
 import ray
@@ -57,8 +59,9 @@ class _SlotWorkers(ChunkWorkers):
         self._unfinished = [0] * num_worker
         self._slot_of: Dict[Hashable, int] = {}
 
+    @abc.abstractmethod
     def _submit_to(self, slot: int, chunk: List[Any]) -> ray.ObjectRef:
-        raise NotImplementedError
+        """Send ``chunk`` to worker slot ``slot``; return the reference to its outputs."""
 
     def submit(self, chunk: List[Any]) -> Hashable:
         slot = min(range(len(self._unfinished)), key=self._unfinished.__getitem__)
@@ -113,7 +116,6 @@ class _ActorWorkers(_SlotWorkers):
     def __init__(self, operator: OperatorFactory, num_worker: int, remote_args: Dict[str, Any]):
         super().__init__(num_worker)
         self._operator = operator
-        self._num_worker = num_worker
         self._remote_args = remote_args
         self._actors: List[Any] = []
 
@@ -121,7 +123,7 @@ class _ActorWorkers(_SlotWorkers):
         cluster.connect()
         operator_ref = ray.put(self._operator)
         actor_class = _OperatorActor.options(**self._remote_args)
-        self._actors = [actor_class.remote(operator_ref) for _ in range(self._num_worker)]
+        self._actors = [actor_class.remote(operator_ref) for _ in self._unfinished]
 
     def _submit_to(self, slot: int, chunk: List[Any]) -> ray.ObjectRef:
         return self._actors[slot].process.remote(chunk)
