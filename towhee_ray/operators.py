@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 HUB_PATH_VARIABLE = 'TOWHEE_RAY_HUB'
+# Set by towhee_ray.init in the workers' environment: the hub folders it shipped.
+SHIPPED_HUBS_VARIABLE = 'TOWHEE_RAY_SHIPPED_HUBS'
 # This repository's own hub, present when towhee_ray runs from a source checkout.
 PROJECT_HUB = Path(__file__).resolve().parent.parent / 'operators'
 
@@ -88,10 +90,11 @@ class HubOperator:
         with _load_lock:
             module = _loaded_hub_modules.get(self.folder)
             if module is None:
+                folder = shipped_copy(self.folder) or self.folder
                 module_name = 'towhee_ray_hub.' + self.name.replace('/', '.').replace('-', '_')
                 spec = importlib.util.spec_from_file_location(
-                    module_name, Path(self.folder) / '__init__.py',
-                    submodule_search_locations=[self.folder])
+                    module_name, Path(folder) / '__init__.py',
+                    submodule_search_locations=[folder])
                 module = importlib.util.module_from_spec(spec)
                 sys.modules[module_name] = module
                 spec.loader.exec_module(module)
@@ -99,9 +102,38 @@ class HubOperator:
         return module
 
 
+def shipped_copy(folder: str) -> Optional[str]:
+    """In a Ray worker, the copy of the driver's hub ``folder`` that ``towhee_ray.init``
+    shipped with the runtime environment (Ray puts each shipped folder, under its own
+    name, in a directory on ``sys.path``); None when the folder was not shipped."""
+    for root in os.environ.get(SHIPPED_HUBS_VARIABLE, '').split(os.pathsep):
+        if root and Path(folder).is_relative_to(root):
+            relative = Path(Path(root).name) / Path(folder).relative_to(root)
+            for entry in sys.path:
+                copy = Path(entry or '.') / relative
+                if str(copy) != folder and (copy / '__init__.py').is_file():
+                    return str(copy)
+    return None
+
+
+_added_hubs: List[Path] = []
+
+
+def add_hub(folder: Any) -> None:
+    """Search ``folder`` (laid out as ``<namespace>/<name>/__init__.py``) for operators
+    from now on, before the ``TOWHEE_RAY_HUB`` folders (``towhee_ray.init(operators_dir=...)``)."""
+    path = Path(folder).expanduser().resolve()
+    if not path.is_dir():
+        raise ValueError(f'operators_dir {str(folder)!r} is not a folder; it should hold operators '
+                         f'laid out as <namespace>/<name>/__init__.py')
+    if path not in _added_hubs:
+        _added_hubs.append(path)
+
+
 def hub_roots() -> List[Path]:
     """The local hub folders searched after Towhee's cache, in order."""
-    roots = [Path(p) for p in os.environ.get(HUB_PATH_VARIABLE, '').split(os.pathsep) if p]
+    roots = list(_added_hubs)
+    roots += [Path(p) for p in os.environ.get(HUB_PATH_VARIABLE, '').split(os.pathsep) if p]
     if PROJECT_HUB.is_dir():
         roots.append(PROJECT_HUB)
     return roots
