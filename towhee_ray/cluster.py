@@ -269,8 +269,9 @@ def init(address: Optional[str] = None, *, local_packages: Iterable[LocalPackage
         runtime_env = build_runtime_env(remote, local_packages, pip_packages,
                                         ray_init_kwargs.pop('runtime_env', None))
         ray_init_kwargs.setdefault('logging_level', logging.ERROR)
-        if runtime_env:
-            ray_init_kwargs['runtime_env'] = runtime_env
+        if runtime_env:   # a copy: ray.init replaces the paths in it by upload URIs
+            ray_init_kwargs['runtime_env'] = {key: list(value) if isinstance(value, list) else value
+                                              for key, value in runtime_env.items()}
         logger.info('connecting to Ray at %s', address)
         ray.init(address=address, **ray_init_kwargs)
         return describe(runtime_env=runtime_env)

@@ -112,6 +112,10 @@ class Guarded:
             return value if output else DROPPED
         return output
 
+    @property
+    def __wrapped__(self) -> Callable[[Any], Any]:   # what it wraps (inspect.unwrap)
+        return self.fn
+
     def fail(self, value: Any, error: BaseException) -> Any:
         if self.safe:
             return Empty(value, error)
@@ -148,6 +152,10 @@ class GuardedOperator:
         self.operator = operator
         self.name = operator.name
         self.safe = safe
+
+    @property
+    def __wrapped__(self) -> Any:   # what it wraps (inspect.unwrap)
+        return self.operator
 
     def create(self) -> Callable[[Any], Any]:
         try:
