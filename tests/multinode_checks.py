@@ -112,6 +112,22 @@ def test_user_module_only_in_a_temporary_folder_loads_on_the_second_node(cluster
     assert 'runtime_resources' in shipped_file and shipped_file != user_module.__file__
 
 
+def test_the_readme_cluster_example_uses_both_nodes(cluster):
+    import subprocess
+    from pathlib import Path
+
+    nodes, _ = cluster
+    example = Path(__file__).resolve().parent.parent / 'examples' / 'cluster.py'
+    result = subprocess.run([sys.executable, str(example), nodes.address],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f'Ray cluster at {nodes.address}: 2 nodes, 2 CPUs, 0 GPUs, token authentication on'
+    assert lines[1].startswith('100 elements on 2 workers; elements per node: {')
+    assert len(eval(lines[1].split('per node: ')[1])) == 2
+    assert lines[2] == "text_split on Ray actors: ['Ray runs it.', 'On every node.', 'Of the cluster.']"
+
+
 def test_hub_operators_load_on_the_second_node_from_the_shipped_folders(cluster, user_hub):
     from towhee_ray import operators
 

@@ -15,6 +15,7 @@ import reprlib
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Type
 
 from towhee_ray.backends import Backend, get_backend
+from towhee_ray.backends.options import check_option_names
 from towhee_ray.guard import DROPPED, Empty, Failure, Guarded, GuardedOperator, step_error
 from towhee_ray.operators import OperatorNotFoundError, OperatorSpec, resolve_operator, spec_from_towhee_op
 
@@ -44,6 +45,7 @@ class Parallel:
         """Refuse bad settings now, before any work starts."""
         check_num_worker(num_worker)
         backend_class = get_backend(backend)
+        check_option_names(backend, backend_class, options)
         try:
             backend_class(num_worker, **options)
         except TypeError as error:
