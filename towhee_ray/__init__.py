@@ -6,7 +6,8 @@
 
 Importing this package does not import Ray; the ``ray`` backend does, when first used.
 """
-from towhee_ray.backends import ENTRY_POINT_GROUP, Backend, OperatorFactory, available_backends, get_backend
+from towhee_ray.backends import (ENTRY_POINT_GROUP, Backend, OperatorFactory, WorkerError, available_backends,
+                                 get_backend)
 from towhee_ray.cluster import ClusterInfo, connect, init
 from towhee_ray.datacollection import DataCollection
 from towhee_ray.guard import Empty
@@ -17,5 +18,5 @@ __version__ = '0.1.0'
 __all__ = [
     'DataCollection', 'Empty', 'Backend', 'OperatorFactory', 'OperatorSpec', 'OperatorNotFoundError',
     'ENTRY_POINT_GROUP', 'available_backends', 'get_backend', 'resolve_operator', 'connect',
-    'init', 'ClusterInfo',
+    'init', 'ClusterInfo', 'WorkerError',
 ]

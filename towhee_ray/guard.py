@@ -101,6 +101,12 @@ class Guarded:
         self.safe = safe
         self.keep_if = keep_if
 
+    @property
+    def name(self) -> str:
+        """The step, for logs and for naming the backend's workers: ``map(parse_row)``."""
+        function = getattr(self.fn, '__name__', None) or type(self.fn).__name__
+        return f'{"filter" if self.keep_if else "map"}({function})'
+
     def __call__(self, value: Any) -> Any:
         if value.__class__ is Empty:
             return value

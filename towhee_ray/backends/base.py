@@ -66,3 +66,9 @@ class Backend(abc.ABC):
 
     def close(self) -> None:
         """Release every worker this backend started; nothing of it runs afterwards."""
+
+
+class WorkerError(RuntimeError):
+    """A step's workers, not its function, failed: a worker process died on every try of a
+    chunk, the workers cannot be placed on the cluster, or Ray went away under the stream.
+    The message names the step and what to do; Ray's own error, if any, is the cause."""

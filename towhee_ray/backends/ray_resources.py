@@ -1,0 +1,167 @@
+"""What a step of the ``ray`` backend asks of Ray: resources, retries, names.
+
+The named options of ``set_parallel``/``pmap``/``mmap`` (``num_cpus``, ``num_gpus``,
+``resources``, ``memory``, ``max_retries``) become the ``.options()`` of the step's tasks or
+actors; ``ray_remote_args`` is applied last, for everything else Ray has. A step asking for
+more than any node of the cluster has would wait forever in Ray; :func:`wait_until_placeable`
+turns that into an error naming the step and what it asked for.
+"""
+from __future__ import annotations
+
+import logging
+import numbers
+import time
+from typing import Any, Dict, List, Optional
+
+logger = logging.getLogger(__name__)
+
+# A worker process that dies (SIGKILL, os._exit, a segfault, out of memory) has its chunk
+# re-run this many times before the step fails; Ray's own default for tasks.
+DEFAULT_MAX_RETRIES = 3
+# How long a step whose workers no node can hold waits for the cluster to grow (a node
+# being added by hand, an autoscaler) before failing. `ray.cluster_utils` adds a node to a
+# running cluster in ~10 s on a 2-vCPU VM; an autoscaler that needs longer still gets the
+# error, which names what to ask for instead.
+PLACEMENT_TIMEOUT_SECONDS = 20.0
+PLACEMENT_POLL_SECONDS = 1.0
+
+# option name -> the Ray resource it asks for
+_RESOURCE_OF = {'num_cpus': 'CPU', 'num_gpus': 'GPU', 'memory': 'memory'}
+
+
+def _check_amount(option: str, value: Any, integer: bool = False) -> None:
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0
+            or (integer and not isinstance(value, numbers.Integral))):
+        kind = 'a non-negative integer' if integer else 'a non-negative number'
+        raise ValueError(f'{option} must be {kind}, got {value!r}')
+
+
+def check_step_options(num_cpus: Any = None, num_gpus: Any = None, resources: Any = None,
+                       memory: Any = None, max_retries: Any = None,
+                       ray_remote_args: Any = None) -> None:
+    """Refuse a bad value now, naming the option (``set_parallel`` calls this via the backend).
+
+    >>> check_step_options(num_gpus=-1)
+    Traceback (most recent call last):
+    ...
+    ValueError: num_gpus must be a non-negative number, got -1
+    """
+    for option, value in (('num_cpus', num_cpus), ('num_gpus', num_gpus)):
+        if value is not None:
+            _check_amount(option, value)
+    if memory is not None:
+        _check_amount('memory (bytes)', memory, integer=True)
+    if resources is not None:
+        if not isinstance(resources, dict) or not all(isinstance(key, str) for key in resources):
+            raise ValueError(f'resources must be a dict of custom resource names to amounts, '
+                             f'e.g. {{"accelerator": 1}}, got {resources!r}')
+        for name, amount in resources.items():
+            if name in ('CPU', 'GPU', 'memory'):
+                option = {'CPU': 'num_cpus', 'GPU': 'num_gpus', 'memory': 'memory'}[name]
+                raise ValueError(f'resources={{{name!r}: ...}}: ask for {name} with {option}=')
+            _check_amount(f'resources[{name!r}]', amount)
+    if max_retries is not None and max_retries != -1:
+        _check_amount('max_retries (-1 for no limit)', max_retries, integer=True)
+    if ray_remote_args is not None and not isinstance(ray_remote_args, dict):
+        raise ValueError(f'ray_remote_args must be a dict of Ray .options() arguments, '
+                         f'got {ray_remote_args!r}')
+
+
+def step_remote_args(defaults: Dict[str, Any], *, actor: bool, num_cpus: Any = None,
+                     num_gpus: Any = None, resources: Any = None, memory: Any = None,
+                     max_retries: Any = None, ray_remote_args: Optional[Dict[str, Any]] = None
+                     ) -> Dict[str, Any]:
+    """The ``.options()`` of a step's tasks (``actor=False``) or actors.
+
+    ``max_retries`` means the same for both: how many times a chunk whose worker process
+    died is run again. A task is simply retried; a dead actor is restarted (its operator
+    built again, as often as needed) and its unfinished chunks re-run on it.
+
+    >>> step_remote_args({'num_cpus': 1}, actor=False, num_gpus=1, max_retries=0)
+    {'num_cpus': 1, 'max_retries': 0, 'num_gpus': 1}
+    >>> step_remote_args({'num_cpus': 0}, actor=True, resources={'tpu': 1})
+    {'num_cpus': 0, 'max_restarts': -1, 'max_task_retries': 3, 'resources': {'tpu': 1}}
+    """
+    retries = DEFAULT_MAX_RETRIES if max_retries is None else max_retries
+    args = dict(defaults)
+    if actor:
+        args.update(max_restarts=-1, max_task_retries=retries)
+    else:
+        args['max_retries'] = retries
+    named = {'num_cpus': num_cpus, 'num_gpus': num_gpus, 'memory': memory, 'resources': resources}
+    args.update({option: value for option, value in named.items() if value is not None})
+    args.update(ray_remote_args or {})
+    return args
+
+
+def requested_resources(remote_args: Dict[str, Any]) -> Dict[str, float]:
+    """What one task or actor with these ``.options()`` occupies on a node.
+
+    >>> requested_resources({'num_cpus': 0, 'num_gpus': 1, 'resources': {'tpu': 2}})
+    {'GPU': 1, 'tpu': 2}
+    """
+    asked = {_RESOURCE_OF[option]: remote_args[option] for option in _RESOURCE_OF
+             if remote_args.get(option)}
+    asked.update({name: amount for name, amount in (remote_args.get('resources') or {}).items() if amount})
+    return asked
+
+
+def _fits(node: Dict[str, float], asked: Dict[str, float]) -> int:
+    return int(min(node.get(name, 0) / amount for name, amount in asked.items()) + 1e-9)
+
+
+def placement_problem(asked: Dict[str, float], count: int, nodes: List[Dict[str, float]]) -> Optional[str]:
+    """Why ``count`` workers asking ``asked`` each can never all be placed on ``nodes``
+    (their total resources), or None when they can.
+
+    >>> placement_problem({'GPU': 1}, 1, [{'CPU': 2.0}])
+    'no node has them (the nodes have: CPU 2)'
+    >>> placement_problem({'CPU': 1}, 3, [{'CPU': 2.0}])
+    'the nodes hold only 2 of them at once (the nodes have: CPU 2)'
+    >>> placement_problem({'CPU': 1}, 2, [{'CPU': 1.0}, {'CPU': 1.0}]) is None
+    True
+    """
+    fitting = sum(_fits(node, asked) for node in nodes) if asked else count
+    if fitting >= count:
+        return None
+    have = '; '.join(', '.join(f'{name} {amount:g}' for name, amount in sorted(node.items())
+                               if not name.startswith(('node:', 'object_store_memory'))) or 'nothing'
+                     for node in nodes)
+    if fitting == 0:
+        return f'no node has them (the nodes have: {have})'
+    return f'the nodes hold only {fitting} of them at once (the nodes have: {have})'
+
+
+def _node_totals() -> List[Dict[str, float]]:
+    import ray
+    return [node['Resources'] for node in ray.nodes() if node['Alive']]
+
+
+def wait_until_placeable(what: str, remote_args: Dict[str, Any], count: int, all_at_once: bool,
+                         timeout: Optional[float] = None) -> None:
+    """Return once the cluster's nodes can hold the workers (``count`` actors at once, or
+    one task at a time); raise ``WorkerError`` naming ``what`` and its request after
+    ``timeout`` seconds (``PLACEMENT_TIMEOUT_SECONDS``) otherwise. A step with Ray's default
+    requests, or with its own scheduling strategy or placement group, is not checked."""
+    from towhee_ray.backends.base import WorkerError
+
+    asked = requested_resources(remote_args)
+    custom = (remote_args.get('scheduling_strategy') not in (None, 'DEFAULT', 'SPREAD')
+              or remote_args.get('placement_group'))
+    if custom or (set(asked) <= {'CPU'} and asked.get('CPU', 0) <= 1):   # any node holds one
+        return
+    needed = count if all_at_once else 1
+    deadline = time.monotonic() + (PLACEMENT_TIMEOUT_SECONDS if timeout is None else timeout)
+    while True:
+        problem = placement_problem(asked, needed, _node_totals())
+        if problem is None:
+            return
+        if time.monotonic() >= deadline:
+            each = ', '.join(f'{name}: {amount:g}' for name, amount in asked.items())
+            workers = f'each of its {count} actors' if all_at_once else 'each of its tasks'
+            raise WorkerError(
+                f'{what} cannot be placed on this Ray cluster: {workers} asks for {{{each}}}, but '
+                f'{problem}. Ask for less (num_cpus=, num_gpus=, memory=, resources=), use fewer '
+                f'workers (num_worker=), or add nodes that have these resources.')
+        logger.info('%s waits for nodes that can hold it: %s', what, problem)
+        time.sleep(PLACEMENT_POLL_SECONDS)
