@@ -1,0 +1,125 @@
+"""Bad input is refused before any work starts, with a message naming what is wrong."""
+import threading
+import time
+
+import pytest
+
+from tests import fault_ops  # noqa: F401  (registers the faults/ operators)
+from tests.ops import BrokenInit  # noqa: F401  (registers tests_ns/broken_init)
+from towhee_ray import DataCollection, OperatorNotFoundError, WorkerError
+
+pytestmark = pytest.mark.usefixtures('ray_cluster')
+
+
+def no_workers_started():
+    from ray.util.state import list_actors, list_tasks
+    actors = [actor for actor in list_actors(filters=[('state', '!=', 'DEAD')])
+              if (actor.name or '').startswith('towhee_ray')]
+    tasks = list_tasks(filters=[('name', '=', 'towhee_ray map(never_called)')])
+    return not actors and not tasks
+
+
+def never_called(x):
+    raise AssertionError('no work may start')
+
+
+def test_an_unpicklable_function_is_refused_naming_it_and_what_it_captures():
+    lock = threading.Lock()
+
+    def count_with_lock(x):
+        with lock:
+            return x
+
+    dc = DataCollection.range(10).stream().set_parallel(2, 'ray')
+    with pytest.raises(TypeError) as failure:
+        dc.map(count_with_lock)
+    message = str(failure.value)
+    assert message.startswith("map(count_with_lock) cannot be sent to Ray workers: it captures 'lock' "
+                              "(a _thread.lock object), which cannot be pickled")
+    assert 'Create such an object inside the function' in message
+
+
+def test_an_operator_with_an_unpicklable_init_argument_is_refused_naming_it():
+    with pytest.raises(TypeError, match=r"operator faults/served-by cannot be sent to Ray workers: "
+                                        r"it captures 'kws\['seconds'\]' \(a _thread.lock object\)"):
+        DataCollection.range(3).set_parallel(2, 'ray').faults.served_by(seconds=threading.Lock())
+
+
+@pytest.mark.parametrize('call, error, message', [
+    (lambda dc: dc.set_parallel(2, backend='rya'), ValueError, "unknown parallel backend 'rya'; available"),
+    (lambda dc: dc.set_parallel(0, backend='ray'), ValueError, 'num_worker must be a positive integer'),
+    (lambda dc: dc.pmap(never_called, num_worker=-2, backend='ray'), ValueError, 'got -2'),
+    (lambda dc: dc.set_parallel(2, 'ray', num_gpu=1), ValueError,
+     r"backend 'ray' does not take the option 'num_gpu' \(did you mean 'num_gpus'\?\)"),
+    (lambda dc: dc.pmap(never_called, backend='ray', num_cpu=1), ValueError, "'num_cpu' .did you mean 'num_cpus'"),
+    (lambda dc: dc.set_parallel(2, 'thread', num_gpus=1), ValueError,
+     r"backend 'thread' does not take the option 'num_gpus' \(an option of the 'ray' backend only\)"),
+    (lambda dc: dc.mmap([never_called], backend='thread', max_retries=2), ValueError, "'max_retries'"),
+    (lambda dc: dc.set_parallel(2, 'ray', num_gpus=-1), ValueError, 'num_gpus must be a non-negative number'),
+    (lambda dc: dc.set_parallel(2, 'ray', memory=1.5), ValueError, r'memory \(bytes\) must be a non-negative integer'),
+    (lambda dc: dc.set_parallel(2, 'ray', resources=['tpu']), ValueError, 'resources must be a dict'),
+    (lambda dc: dc.set_parallel(2, 'ray', resources={'GPU': 1}), ValueError, 'ask for GPU with num_gpus='),
+    (lambda dc: dc.set_parallel(2, 'ray', max_retries=-3), ValueError, 'max_retries'),
+    (lambda dc: dc.set_parallel(2, 'ray').no_such_ns.no_such_op(), OperatorNotFoundError,
+     "operator 'no-such-ns/no-such-op' not found"),
+])
+def test_bad_settings_are_refused_by_the_call_that_makes_them(call, error, message):
+    dc = DataCollection.range(10).stream()
+    with pytest.raises(error, match=message):
+        call(dc).map(never_called)
+    assert no_workers_started()
+
+
+def test_an_operator_whose_init_fails_raises_once_with_its_name_and_its_actors_go():
+    from ray.util.state import list_actors
+    with pytest.raises(OSError, match='operator tests-ns/broken-init failed on element #0') as failure:
+        DataCollection.range(100).set_parallel(2, 'ray').tests_ns.broken_init().to_list()
+    assert 'model file missing' in str(failure.value)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        alive = [actor for actor in list_actors(filters=[('state', '!=', 'DEAD')])
+                 if 'broken-init' in (actor.name or '')]
+        if not alive:
+            break
+        time.sleep(0.3)
+    assert not alive
+
+
+@pytest.mark.timeout(120)
+def test_actors_asking_more_than_the_cluster_has_fail_naming_the_step_and_the_ask(ray_cluster):
+    cpus = int(ray_cluster.cluster_resources()['CPU'])
+    dc = DataCollection.range(10).set_parallel(cpus + 1, 'ray', num_cpus=1)
+    start = time.monotonic()
+    with pytest.raises(WorkerError) as failure:
+        dc.faults.double().to_list()
+    assert time.monotonic() - start < 60
+    message = str(failure.value)
+    assert f'operator faults/double cannot be placed on this Ray cluster: each of its {cpus + 1} actors ' \
+           f"asks for {{CPU: 1}}, but the nodes hold only {cpus} of them at once" in message
+
+
+@pytest.mark.timeout(120)
+def test_tasks_asking_for_a_gpu_the_cluster_lacks_fail_naming_the_step(ray_cluster):
+    assert 'GPU' not in ray_cluster.cluster_resources()
+    with pytest.raises(WorkerError, match=r'map\(never_called\) cannot be placed on this Ray cluster: '
+                                          r'each of its tasks asks for \{GPU: 1\}, but no node has them'):
+        DataCollection.range(10).pmap(never_called, backend='ray', num_gpus=1).to_list()
+
+
+def test_named_resources_reach_the_steps_tasks_and_actors(ray_cluster):
+    import ray
+
+    def assigned(_):
+        return ray.get_runtime_context().get_assigned_resources()
+
+    [resources] = set(map(str, DataCollection([1]).pmap(assigned, backend='ray', num_cpus=0.5).to_list()))
+    assert resources == "{'CPU': 0.5}"
+
+
+def test_a_hub_operator_never_runs_pip_install(tmp_path, monkeypatch):
+    folder = tmp_path / 'acme' / 'needs_things'
+    folder.mkdir(parents=True)
+    (folder / 'requirements.txt').write_text('towhee-ray-no-such-package==9.9\n')
+    (folder / '__init__.py').write_text('def needs_things():\n    return lambda x: -x\n')
+    monkeypatch.setenv('TOWHEE_RAY_HUB', str(tmp_path))
+    assert DataCollection([1, 2]).set_parallel(2, 'ray').acme.needs_things().to_list() == [-1, -2]
