@@ -19,7 +19,8 @@ def alive_actors(ray_cluster):
     """A function listing the ids of the towhee_ray operator actors not (yet) dead."""
     from ray.util.state import list_actors
 
-    def alive():
-        return [actor.actor_id for actor in list_actors(filters=[('state', '!=', 'DEAD')])
+    def alive():   # this session's Ray, not the machine's "current cluster" (maybe someone else's)
+        address = ray_cluster.get_runtime_context().gcs_address
+        return [actor.actor_id for actor in list_actors(address=address, filters=[('state', '!=', 'DEAD')])
                 if actor.class_name == '_OperatorActor']
     return alive

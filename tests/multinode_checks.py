@@ -57,9 +57,24 @@ def user_hub(tmp_path_factory):
 def cluster(user_module, user_hub):
     """A head and a second node (1 CPU each), connected with towhee_ray.init."""
     import ray
+    import ray._common.utils
+    import ray._private.utils
     from ray.cluster_utils import Cluster
 
     assert os.environ.get('RAY_AUTH_MODE') == 'token'
+    # Cluster records its address as this machine's "current cluster" (and deletes that
+    # record at shutdown), where `ray.init('auto')` and the state API of every other Ray
+    # user of this machine would find it: keep it out of there.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ray._private.utils, 'write_ray_address', lambda *args, **kws: None)
+        patch.setattr(ray._common.utils, 'reset_ray_address', lambda *args, **kws: None)
+        yield from _two_nodes(user_module, user_hub)
+
+
+def _two_nodes(user_module, user_hub):
+    import ray
+    from ray.cluster_utils import Cluster
+
     nodes = Cluster(initialize_head=True, head_node_args={'num_cpus': 1, 'include_dashboard': False})
     try:
         nodes.add_node(num_cpus=1, resources={SECOND_NODE: 1})

@@ -17,6 +17,13 @@ from tests import fault_ops
 from towhee_ray import DataCollection, WorkerError
 
 pytestmark = pytest.mark.usefixtures('ray_cluster')
+
+
+def gcs_address():
+    """This session's Ray, for the state API (which would otherwise look for this machine's
+    "current cluster", possibly someone else's)."""
+    import ray
+    return ray.get_runtime_context().gcs_address
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -32,13 +39,13 @@ def eventually(condition, seconds=20.0):
 def step_tasks(name, states=('RUNNING', 'PENDING_NODE_ASSIGNMENT', 'PENDING_ARGS_AVAIL',
                              'SUBMITTED_TO_WORKER', 'PENDING_ACTOR_TASK_ARGS_AVAIL')):
     from ray.util.state import list_tasks
-    return [task for task in list_tasks(filters=[('name', '=', f'towhee_ray {name}')], limit=10_000)
+    return [task for task in list_tasks(address=gcs_address(), filters=[('name', '=', f'towhee_ray {name}')], limit=10_000)
             if task.state in states]
 
 
 def chain_actors(prefix='towhee_ray operator'):
     from ray.util.state import list_actors
-    return [actor for actor in list_actors(filters=[('state', '!=', 'DEAD')], limit=10_000)
+    return [actor for actor in list_actors(address=gcs_address(), filters=[('state', '!=', 'DEAD')], limit=10_000)
             if (actor.name or '').startswith(prefix)]
 
 

@@ -11,11 +11,18 @@ from towhee_ray import DataCollection, OperatorNotFoundError, WorkerError
 pytestmark = pytest.mark.usefixtures('ray_cluster')
 
 
+def gcs_address():
+    """This session's Ray, for the state API (which would otherwise look for this machine's
+    "current cluster", possibly someone else's)."""
+    import ray
+    return ray.get_runtime_context().gcs_address
+
+
 def no_workers_started():
     from ray.util.state import list_actors, list_tasks
-    actors = [actor for actor in list_actors(filters=[('state', '!=', 'DEAD')])
+    actors = [actor for actor in list_actors(address=gcs_address(), filters=[('state', '!=', 'DEAD')])
               if (actor.name or '').startswith('towhee_ray')]
-    tasks = list_tasks(filters=[('name', '=', 'towhee_ray map(never_called)')])
+    tasks = list_tasks(address=gcs_address(), filters=[('name', '=', 'towhee_ray map(never_called)')])
     return not actors and not tasks
 
 
@@ -77,7 +84,7 @@ def test_an_operator_whose_init_fails_raises_once_with_its_name_and_its_actors_g
     assert 'model file missing' in str(failure.value)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        alive = [actor for actor in list_actors(filters=[('state', '!=', 'DEAD')])
+        alive = [actor for actor in list_actors(address=gcs_address(), filters=[('state', '!=', 'DEAD')])
                  if 'broken-init' in (actor.name or '')]
         if not alive:
             break
