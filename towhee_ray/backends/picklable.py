@@ -78,7 +78,11 @@ def _describe(obj: Any) -> str:
     return f'{name!r}' if name else f'a {type(obj).__module__}.{type(obj).__qualname__} object'
 
 
-def check_picklable(obj: Any, what: str) -> None:
+DEFAULT_ADVICE = ('Create such an object inside the function, or use an operator (a class '
+                  'registered with @towhee.register) whose __init__ builds it once per worker.')
+
+
+def check_picklable(obj: Any, what: str, advice: str = DEFAULT_ADVICE) -> None:
     """Raise ``TypeError`` naming ``what`` and the captured object that cannot be pickled,
     unless ``obj`` pickles with cloudpickle (as Ray sends functions to its workers).
 
@@ -93,10 +97,9 @@ def check_picklable(obj: Any, what: str) -> None:
     if error is None:
         return
     path, culprit = find_unpicklable(obj)
-    captured = (f"it captures {path!r} ({_describe(culprit)})" if path
+    shown = path if "'" in path else f"'{path}'"
+    captured = (f'it captures {shown} ({_describe(culprit)})' if path
                 else f'{_describe(culprit)} itself cannot be pickled')
     raise TypeError(
         f'{what} cannot be sent to Ray workers: {captured}, which cannot be pickled '
-        f'({type(error).__name__}: {error}). Create such an object inside the function, or use '
-        f'an operator (a class registered with @towhee.register) whose __init__ builds it once '
-        f'per worker.') from error
+        f'({type(error).__name__}: {error}). {advice}') from error

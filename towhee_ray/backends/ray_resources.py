@@ -74,20 +74,17 @@ def step_remote_args(defaults: Dict[str, Any], *, actor: bool, num_cpus: Any = N
     """The ``.options()`` of a step's tasks (``actor=False``) or actors.
 
     ``max_retries`` means the same for both: how many times a chunk whose worker process
-    died is run again. A task is simply retried; a dead actor is restarted (its operator
-    built again, as often as needed) and its unfinished chunks re-run on it.
+    died is run again. Ray retries a task itself; a dead actor is replaced by the ray
+    backend (which counts the tries of each chunk), so Ray does not restart actors.
 
     >>> step_remote_args({'num_cpus': 1}, actor=False, num_gpus=1, max_retries=0)
     {'num_cpus': 1, 'max_retries': 0, 'num_gpus': 1}
     >>> step_remote_args({'num_cpus': 0}, actor=True, resources={'tpu': 1})
-    {'num_cpus': 0, 'max_restarts': -1, 'max_task_retries': 3, 'resources': {'tpu': 1}}
+    {'num_cpus': 0, 'resources': {'tpu': 1}}
     """
-    retries = DEFAULT_MAX_RETRIES if max_retries is None else max_retries
     args = dict(defaults)
-    if actor:
-        args.update(max_restarts=-1, max_task_retries=retries)
-    else:
-        args['max_retries'] = retries
+    if not actor:
+        args['max_retries'] = DEFAULT_MAX_RETRIES if max_retries is None else max_retries
     named = {'num_cpus': num_cpus, 'num_gpus': num_gpus, 'memory': memory, 'resources': resources}
     args.update({option: value for option, value in named.items() if value is not None})
     args.update(ray_remote_args or {})
@@ -104,6 +101,10 @@ def requested_resources(remote_args: Dict[str, Any]) -> Dict[str, float]:
              if remote_args.get(option)}
     asked.update({name: amount for name, amount in (remote_args.get('resources') or {}).items() if amount})
     return asked
+
+
+def _amount(name: str, amount: float) -> str:
+    return f'{name} {amount / 2**30:.1f} GiB' if name == 'memory' else f'{name} {amount:g}'
 
 
 def _fits(node: Dict[str, float], asked: Dict[str, float]) -> int:
@@ -124,7 +125,7 @@ def placement_problem(asked: Dict[str, float], count: int, nodes: List[Dict[str,
     fitting = sum(_fits(node, asked) for node in nodes) if asked else count
     if fitting >= count:
         return None
-    have = '; '.join(', '.join(f'{name} {amount:g}' for name, amount in sorted(node.items())
+    have = '; '.join(', '.join(_amount(name, amount) for name, amount in sorted(node.items())
                                if not name.startswith(('node:', 'object_store_memory'))) or 'nothing'
                      for node in nodes)
     if fitting == 0:
@@ -148,8 +149,8 @@ def wait_until_placeable(what: str, remote_args: Dict[str, Any], count: int, all
     asked = requested_resources(remote_args)
     custom = (remote_args.get('scheduling_strategy') not in (None, 'DEFAULT', 'SPREAD')
               or remote_args.get('placement_group'))
-    if custom or (set(asked) <= {'CPU'} and asked.get('CPU', 0) <= 1):   # any node holds one
-        return
+    if custom or not asked or (not all_at_once and set(asked) == {'CPU'} and asked['CPU'] <= 1):
+        return   # Ray's defaults: any node can hold one
     needed = count if all_at_once else 1
     deadline = time.monotonic() + (PLACEMENT_TIMEOUT_SECONDS if timeout is None else timeout)
     while True:
@@ -157,7 +158,7 @@ def wait_until_placeable(what: str, remote_args: Dict[str, Any], count: int, all
         if problem is None:
             return
         if time.monotonic() >= deadline:
-            each = ', '.join(f'{name}: {amount:g}' for name, amount in asked.items())
+            each = ', '.join(_amount(name, amount).replace(' ', ': ', 1) for name, amount in asked.items())
             workers = f'each of its {count} actors' if all_at_once else 'each of its tasks'
             raise WorkerError(
                 f'{what} cannot be placed on this Ray cluster: {workers} asks for {{{each}}}, but '
