@@ -22,7 +22,7 @@ import ray
 
 from towhee_ray import cluster
 from towhee_ray.backends.base import Backend, OperatorFactory
-from towhee_ray.backends.chunking import ChunkedBackend, ChunkWorkers, timed_map
+from towhee_ray.backends.chunking import ByteBounds, ChunkedBackend, ChunkWorkers, timed_map
 
 TASK_REMOTE_ARGS: Dict[str, Any] = {'num_cpus': 1}
 ACTOR_REMOTE_ARGS: Dict[str, Any] = {'num_cpus': 0, 'scheduling_strategy': 'SPREAD'}
@@ -34,9 +34,10 @@ QUEUED_CHUNKS_PER_WORKER = 1
 
 @ray.remote(num_returns=2)
 def _process_chunk(fn: Callable[[Any], Any], chunk: List[Any], *after: None) -> Tuple[Any, None]:
-    """Returns the outputs and a token; the next chunk of the same worker slot takes the
-    token as an argument, so Ray starts it only once this one is done."""
-    return timed_map(fn, chunk), None
+    """Returns the outputs (with their timing and size) and a token; the next chunk of the
+    same worker slot takes the token as an argument, so Ray starts it only once this one
+    is done."""
+    return timed_map(fn, chunk, measure_outputs=True), None
 
 
 @ray.remote
@@ -46,8 +47,8 @@ class _OperatorActor:
     def __init__(self, operator: OperatorFactory) -> None:
         self._call = operator.create()
 
-    def process(self, chunk: List[Any]) -> Tuple[List[Any], float]:
-        return timed_map(self._call, chunk)
+    def process(self, chunk: List[Any]) -> Tuple[List[Any], float, Optional[int]]:
+        return timed_map(self._call, chunk, measure_outputs=True)
 
 
 class _SlotWorkers(ChunkWorkers):
@@ -74,7 +75,7 @@ class _SlotWorkers(ChunkWorkers):
         ready, _ = ray.wait(handles, num_returns=1)
         return ready
 
-    def result(self, handle: Hashable) -> Tuple[List[Any], float]:
+    def result(self, handle: Hashable) -> Tuple[List[Any], float, Optional[int]]:
         self._unfinished[self._slot_of.pop(handle)] -= 1
         return ray.get(handle)
 
@@ -139,9 +140,17 @@ class _ActorWorkers(_SlotWorkers):
 class RayBackend(ChunkedBackend, Backend):
     """Runs plain callables as Ray tasks and operators as Ray actors.
 
-    Options: ``chunk_size`` (elements per chunk; automatic by default) and
-    ``ray_remote_args`` (passed to ``.options()`` of every task or actor of the step,
-    replacing the defaults above, e.g. ``{'num_cpus': 2}`` or ``{'num_gpus': 1}``).
+    Options:
+
+    * ``chunk_size``: elements per chunk; automatic by default (from the measured time
+      and bytes per element);
+    * ``chunk_bytes``: the most bytes of inputs or outputs one chunk carries, unless a
+      single element is larger (it then travels alone); 32 MiB by default;
+    * ``max_bytes_in_flight``: the most bytes a step holds in chunks submitted, running,
+      or finished and not yet yielded (a single chunk may exceed it); 128 MiB per worker
+      by default;
+    * ``ray_remote_args``: passed to ``.options()`` of every task or actor of the step,
+      replacing the defaults above, e.g. ``{'num_cpus': 2}`` or ``{'num_gpus': 1}``.
     Connects to Ray on first use (see :func:`towhee_ray.cluster.connect`).
 
     >>> backend = RayBackend(num_worker=2)
@@ -151,8 +160,10 @@ class RayBackend(ChunkedBackend, Backend):
     """
 
     def __init__(self, num_worker: int, chunk_size: Optional[int] = None,
+                 chunk_bytes: Optional[int] = None, max_bytes_in_flight: Optional[int] = None,
                  ray_remote_args: Optional[Dict[str, Any]] = None) -> None:
-        ChunkedBackend.__init__(self, num_worker, chunk_size)
+        ChunkedBackend.__init__(self, num_worker, chunk_size,
+                                ByteBounds(num_worker, chunk_bytes, max_bytes_in_flight))
         if ray_remote_args is not None and not isinstance(ray_remote_args, dict):
             raise ValueError(f'ray_remote_args must be a dict of Ray .options() arguments, '
                              f'got {ray_remote_args!r}')
