@@ -12,6 +12,10 @@ Every number comes from the same run on the same machine, with 2 workers everywh
   a file every construction appends to); the same with Ray Data's actor pool.
 * W4 memory: a generator of 1,000,000 elements through two chained ``ray`` steps,
   consumed without keeping anything: growth of the driver's peak RSS, sampled every 10 ms.
+* W6 large elements: 8 MB arrays in and a float out, and integers in and an 8 MB array
+  out, through towhee_ray (automatic chunks and ``chunk_size=4``), raw Ray and
+  ``multiprocessing.Pool.imap``, each case in a fresh process: MB/s and the driver's
+  anonymous-memory growth (see ``large_elements.py``).
 
 Run from the repository root::
 
@@ -58,6 +62,8 @@ import towhee
 import towhee_ray
 from towhee_ray import DataCollection
 
+import large_elements
+
 T = TypeVar('T')
 Outputs = Callable[[], Iterable[Any]]   # starts a contender; its outputs arrive as pulled
 
@@ -94,6 +100,9 @@ W2_MAX_US_PER_ELEMENT = 3.0
 W3_SLACK = 1.3
 W3_INIT_CALLS = WORKERS
 W4_MAX_GROWTH_MB = 150.0
+W6_MIN_OVER_POOL = 2.0
+W6_MAX_GROWTH_MB = 512.0
+W6_ELEMENT_MB = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,10 +114,11 @@ class Sizes:
     overhead_compared_at: int   # the size Ray Data and serial Python are shown at
     init_elements: int
     memory_elements: int
+    large_elements: int
 
 
-FULL = Sizes(10_000, (10_000, 100_000, 1_000_000), 100_000, 2_000, 1_000_000)
-QUICK = Sizes(2_000, (10_000, 100_000), 100_000, 400, 200_000)
+FULL = Sizes(10_000, (10_000, 100_000, 1_000_000), 100_000, 2_000, 1_000_000, 600)
+QUICK = Sizes(2_000, (10_000, 100_000), 100_000, 400, 200_000, 60)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -457,8 +467,33 @@ def memory(config: Config) -> List[Row]:
                 f'< {W4_MAX_GROWTH_MB:g} MB', rss.growth_mb < W4_MAX_GROWTH_MB)]
 
 
+def large(config: Config) -> List[Row]:
+    """W6: MB/s and driver anonymous-memory growth with 8 MB elements, both directions;
+    every case in a fresh process (so it does not share this one's Ray or heap)."""
+    n = config.sizes.large_elements
+    results = large_elements.run_all(n, W6_ELEMENT_MB)
+    rows = []
+    for direction in large_elements.DIRECTIONS:
+        by_case = {r['case']: r for r in results if r['direction'] == direction}
+        auto = by_case['towhee_auto']
+        raw_ray = by_case['raw_ray']['mb_per_second']
+        pool = by_case['pool_imap']['mb_per_second']
+        for case, result in by_case.items():
+            rate, growth = result['mb_per_second'], result['anonymous_growth_mb']
+            note = f'+{growth:,.0f} MB anon; {rate / raw_ray:.2f}x raw Ray, {rate / pool:.2f}x Pool'
+            target, met = '', None
+            if result is auto:
+                target = (f'>= raw Ray, >= {W6_MIN_OVER_POOL:g}x Pool, '
+                          f'< {W6_MAX_GROWTH_MB:g} MB anon')
+                met = rate >= raw_ray and rate >= W6_MIN_OVER_POOL * pool and growth < W6_MAX_GROWTH_MB
+            rows.append(Row(f'W6 large, {direction}-heavy, {n} x {W6_ELEMENT_MB} MB',
+                            large_elements.CASE_NAMES[case], rate, 'MB/s', note, target, met))
+    return rows
+
+
 # Memory runs first: the others grow the driver's heap, which would then hide W4's growth.
-WORKLOADS: Sequence[Callable[[Config], List[Row]]] = (memory, cpu_bound, overhead, init_once)
+# W6 runs every case in its own process, so its place does not matter.
+WORKLOADS: Sequence[Callable[[Config], List[Row]]] = (memory, cpu_bound, overhead, init_once, large)
 
 
 # -- reporting ----------------------------------------------------------------------------
@@ -517,7 +552,7 @@ def run_workloads(config: Config) -> List[Row]:
     for workload in WORKLOADS:
         print(f'running {workload.__name__} ...', file=sys.stderr, flush=True)
         rows += workload(config)
-    return sorted(rows, key=lambda row: row.workload.split()[0])   # W1..W4, stable
+    return sorted(rows, key=lambda row: row.workload.split()[0])   # W1..W6, stable
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

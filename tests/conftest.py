@@ -19,8 +19,10 @@ def alive_actors(ray_cluster):
     """A function listing the ids of the towhee_ray operator actors not (yet) dead."""
     from ray.util.state import list_actors
 
-    def alive():   # this session's Ray, not the machine's "current cluster" (maybe someone else's)
-        address = ray_cluster.get_runtime_context().gcs_address
+    # This session's own cluster: other Ray instances on the machine must not confuse it.
+    address = ray_cluster.get_runtime_context().gcs_address
+
+    def alive():
         return [actor.actor_id for actor in list_actors(address=address, filters=[('state', '!=', 'DEAD')])
                 if actor.class_name == '_OperatorActor']
     return alive

@@ -120,9 +120,10 @@ def test_operator_actors_are_released_when_a_stream_ends(alive_actors, how):
     assert alive_actors() == []
 
 
-def test_a_dying_task_worker_raises_rays_error_naming_the_step(ray_cluster):
+def test_a_dying_task_worker_raises_a_worker_error_naming_the_step(ray_cluster):
     import os
     from ray.exceptions import WorkerCrashedError
+    from towhee_ray import WorkerError
 
     def die(x):
         if x == 3:
@@ -131,17 +132,20 @@ def test_a_dying_task_worker_raises_rays_error_naming_the_step(ray_cluster):
 
     dc = DataCollection.range(10).stream().set_parallel(2, 'ray', chunk_size=1,
                                                         ray_remote_args={'max_retries': 0})
-    with pytest.raises(WorkerCrashedError) as failure:
+    with pytest.raises(WorkerError, match=r'map\(die\): the Ray worker process running element #3 '
+                                          r'died on its only try \(max_retries=0\)') as failure:
         dc.map(die).to_list()
+    assert isinstance(failure.value.__cause__, WorkerCrashedError)
     assert any('while running map(die) on the RayBackend' in note for note in failure.value.__notes__)
 
 
-def test_a_dying_operator_actor_raises_and_releases_the_other_actors(alive_actors):
+def test_an_operator_actor_dying_on_every_try_raises_and_releases_the_other_actors(alive_actors):
     from ray.exceptions import RayActorError
+    from towhee_ray import WorkerError
 
-    with pytest.raises(RayActorError) as failure:
+    with pytest.raises(WorkerError, match='operator tests-ns/exit-on: .* died on each of its 4 tries') as failure:
         DataCollection.range(100).set_parallel(2, 'ray').tests_ns.exit_on(13).to_list()
-    assert any('operator tests-ns/exit-on' in note for note in failure.value.__notes__)
+    assert isinstance(failure.value.__cause__, RayActorError)
     deadline = time.time() + 10
     while alive_actors() and time.time() < deadline:
         time.sleep(0.2)

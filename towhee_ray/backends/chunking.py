@@ -3,6 +3,11 @@
 Every chunked backend (``thread``, ``ray``) shares this: the backend says how to start
 workers and submit one chunk (:class:`ChunkWorkers`); :func:`run_in_chunks` decides how
 big chunks are, how many are in flight, and yields outputs in input order.
+
+Chunks are sized by time (enough work per chunk to hide the per-chunk overhead) and, when
+elements are copied to other processes (``ray``), by bytes as well: a chunk stays under
+``chunk_bytes`` and a step holds at most ``max_bytes_in_flight`` bytes of chunks submitted,
+running, or finished and not yet yielded, whatever the element size.
 """
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ import math
 import operator
 import time
 from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Tuple
+
+from towhee_ray.backends.sizes import chunk_bytes as measure_chunk
 
 # Worker time one chunk should take. A Ray task costs its worker ~5 ms besides the work
 # (gaps between consecutive tasks in Ray's timeline on a 2-core machine, whether the next
@@ -44,6 +51,17 @@ TAIL_SPLIT = 2
 MIN_TAIL_CHUNK_SECONDS = 0.02
 
 
+# Bytes one chunk carries at most (inputs or outputs), unless one element alone is larger.
+# Measured on the 2-core VM (a chunk of k arrays per Ray task, 4 tasks in flight): with 1 MB
+# elements throughput rose from 162 MB/s (1 MB chunks) to 748 (16 MB) and 975 (32 MB), then
+# fell to 799 (64 MB) and 625 (128 MB); with 8 MB elements 32-64 MB chunks were fastest.
+DEFAULT_CHUNK_BYTES = 32 << 20
+# Bytes a step may hold per worker in chunks submitted, running, or finished and not yet
+# yielded: 4 chunks of DEFAULT_CHUNK_BYTES, which is what a worker's running, queued and two
+# finished chunks take, so the bound only bites when single elements exceed the chunk target.
+DEFAULT_BYTES_IN_FLIGHT_PER_WORKER = 4 * DEFAULT_CHUNK_BYTES
+
+
 def check_chunk_size(chunk_size: Optional[int]) -> Optional[int]:
     """Validate a user-given ``chunk_size`` (``None`` means automatic)."""
     if chunk_size is not None and (
@@ -53,8 +71,54 @@ def check_chunk_size(chunk_size: Optional[int]) -> Optional[int]:
     return chunk_size
 
 
+def check_bytes(name: str, value: Optional[int]) -> Optional[int]:
+    """Validate a byte bound given by the user (``None`` means the default).
+
+    >>> check_bytes('chunk_bytes', 64 << 20)
+    67108864
+    >>> check_bytes('chunk_bytes', '64MB')
+    Traceback (most recent call last):
+    ...
+    ValueError: chunk_bytes must be a positive integer number of bytes (e.g. 64 << 20 for 64 MiB) or None for the default, got '64MB'
+    """
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ValueError(f'{name} must be a positive integer number of bytes (e.g. 64 << 20 for '
+                         f'64 MiB) or None for the default, got {value!r}')
+    return value
+
+
+class ByteBounds:
+    """The byte limits of one step whose elements are copied to workers.
+
+    >>> bounds = ByteBounds(num_worker=2)
+    >>> bounds.chunk_bytes >> 20, bounds.max_bytes_in_flight >> 20
+    (32, 256)
+    """
+
+    def __init__(self, num_worker: int, chunk_bytes: Optional[int] = None,
+                 max_bytes_in_flight: Optional[int] = None) -> None:
+        self.chunk_bytes = check_bytes('chunk_bytes', chunk_bytes) or DEFAULT_CHUNK_BYTES
+        self.max_bytes_in_flight = (check_bytes('max_bytes_in_flight', max_bytes_in_flight)
+                                    or num_worker * DEFAULT_BYTES_IN_FLIGHT_PER_WORKER)
+
+
+class _DecayedMean:
+    """A per-element mean in which recent and big chunks count most."""
+
+    def __init__(self) -> None:
+        self._total = 0.0
+        self._count = 0.0
+        self.value: Optional[float] = None
+
+    def add(self, count: int, total: float) -> None:
+        self._total = self._total / 2 + total
+        self._count = self._count / 2 + count
+        self.value = self._total / self._count
+
+
 class ChunkSizer:
-    """Picks the next chunk size from the measured worker time per element.
+    """Picks the next chunk size from the measured worker time per element and, with
+    ``bounds``, the measured bytes per element (inputs and outputs).
 
     >>> sizer = ChunkSizer(num_worker=2)
     >>> sizer.next_size()
@@ -71,30 +135,50 @@ class ChunkSizer:
     100
     >>> sizer.next_size(remaining=40)           # but at least 20 ms of work
     20
+
+    Elements of 8 MB fit four to a 32 MB chunk, however cheap the work:
+
+    >>> sizer = ChunkSizer(num_worker=2, bounds=ByteBounds(2))
+    >>> sizer.record_input(count=1, nbytes=8 << 20)
+    >>> sizer.record(count=1, seconds=0.0001, output_bytes=8)
+    >>> sizer.next_size()
+    4
     """
 
-    def __init__(self, num_worker: int, fixed: Optional[int] = None) -> None:
+    def __init__(self, num_worker: int, fixed: Optional[int] = None,
+                 bounds: Optional[ByteBounds] = None) -> None:
         self._num_worker = num_worker
         self._fixed = fixed
+        self.bounds = bounds
         self._growth_limit = FIRST_CHUNK_SIZE
-        self._per_element: Optional[float] = None
-        # Decayed sums, so recent chunks count more and big chunks more than tiny ones.
-        self._seconds = 0.0
-        self._count = 0.0
+        self._seconds = _DecayedMean()
+        self._input_bytes = _DecayedMean()
+        self._output_bytes = _DecayedMean()
 
     def _elements_for(self, seconds: float) -> int:
-        if self._per_element == 0:
+        per_element = self._seconds.value
+        if per_element == 0:
             return MAX_CHUNK_SIZE
-        return max(1, int(seconds / self._per_element))
+        return max(1, int(seconds / per_element))
+
+    def _bytes_per_element(self) -> float:
+        return max(self._input_bytes.value or 0.0, self._output_bytes.value or 0.0)
+
+    def _elements_within_bytes(self) -> int:
+        per_element = self._bytes_per_element() if self.bounds else 0
+        if per_element <= 0:
+            return MAX_CHUNK_SIZE
+        return max(1, int(self.bounds.chunk_bytes / per_element))
 
     def next_size(self, remaining: Optional[int] = None) -> int:
         """The size of the next chunk; ``remaining`` is how many elements are left, if known."""
         if self._fixed is not None:
             return self._fixed
-        if self._per_element is None:
+        if self._seconds.value is None:
             return FIRST_CHUNK_SIZE
         target = KNOWN_LENGTH_CHUNK_SECONDS if remaining else TARGET_CHUNK_SECONDS
-        size = min(self._elements_for(target), self._growth_limit, MAX_CHUNK_SIZE)
+        size = min(self._elements_for(target), self._growth_limit, MAX_CHUNK_SIZE,
+                   self._elements_within_bytes())
         if remaining:
             share = math.ceil(remaining / (self._num_worker * TAIL_SPLIT))
             size = min(size, max(share, self._elements_for(MIN_TAIL_CHUNK_SECONDS)))
@@ -104,28 +188,63 @@ class ChunkSizer:
         """How many chunks may be in flight: while sizes are still held back by MAX_GROWTH,
         one per worker, since a queued chunk would be one more small chunk and one more
         Ray round trip before sizes reach their target (at 10,000 elements of `x + 1` in
-        benchmarks/run.py W2, 5-6 sequential tasks per worker instead of 4)."""
+        benchmarks/run.py W2, 5-6 sequential tasks per worker instead of 4). Chunks held
+        back by bytes instead have reached their size: all slots are used."""
         if self._fixed is not None:
             return capacity
-        growing = (self._per_element is None
-                   or self._elements_for(TARGET_CHUNK_SECONDS) > self._growth_limit)
+        growing = (self._seconds.value is None
+                   or min(self._elements_for(TARGET_CHUNK_SECONDS),
+                          self._elements_within_bytes()) > self._growth_limit)
         return min(capacity, self._num_worker) if growing else capacity
 
-    def record(self, count: int, seconds: float) -> None:
-        """Learn from a finished chunk of ``count`` elements that took ``seconds`` of work."""
+    def cut(self, sizes: List[int], total: int, count: int) -> int:
+        """How many elements of a pulled chunk to send so that it stays under the byte
+        target (never fewer than one; a fixed ``chunk_size`` is never cut). ``sizes`` are
+        the elements' sizes when each was measured, else ``total`` is an estimate."""
+        if self.bounds is None or self._fixed is not None or total <= self.bounds.chunk_bytes:
+            return count
+        if not sizes:
+            return max(1, int(count * self.bounds.chunk_bytes / total))
+        running = 0
+        for index, size in enumerate(sizes):
+            running += size
+            if running > self.bounds.chunk_bytes:
+                return max(1, index)
+        return count
+
+    def expected_bytes(self, count: int) -> int:
+        """What a chunk of ``count`` elements is expected to hold in flight (inputs or
+        outputs, the larger), from the chunks so far."""
+        return int(count * self._bytes_per_element())
+
+    def expected_output_bytes(self, count: int) -> int:
+        """What ``count`` elements' outputs are expected to take, from the chunks so far."""
+        return int(count * (self._output_bytes.value or 0.0))
+
+    def record_input(self, count: int, nbytes: int) -> None:
+        """Learn from a chunk of ``count`` elements, ``nbytes`` in all, sent to a worker."""
+        if count:
+            self._input_bytes.add(count, nbytes)
+
+    def record(self, count: int, seconds: float, output_bytes: Optional[int] = None) -> None:
+        """Learn from a finished chunk of ``count`` elements that took ``seconds`` of work
+        (and whose outputs take ``output_bytes``, when the worker measured them)."""
         if count == 0:
             return
-        self._seconds = self._seconds / 2 + seconds
-        self._count = self._count / 2 + count
-        self._per_element = self._seconds / self._count
+        self._seconds.add(count, seconds)
+        if output_bytes is not None:
+            self._output_bytes.add(count, output_bytes)
         self._growth_limit = max(self._growth_limit, count * MAX_GROWTH)
 
 
-def timed_map(call: Callable[[Any], Any], chunk: List[Any]) -> Tuple[List[Any], float]:
-    """Apply ``call`` to a chunk in a worker; also return the seconds it took (for sizing)."""
+def timed_map(call: Callable[[Any], Any], chunk: List[Any],
+              measure_outputs: bool = False) -> Tuple[List[Any], float, Optional[int]]:
+    """Apply ``call`` to a chunk in a worker; also return the seconds it took and, with
+    ``measure_outputs``, the estimated bytes of the outputs (for sizing)."""
     start = time.perf_counter()
     outputs = [call(item) for item in chunk]
-    return outputs, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    return outputs, seconds, measure_chunk(outputs)[0] if measure_outputs else None
 
 
 class ChunkWorkers(abc.ABC):
@@ -147,12 +266,76 @@ class ChunkWorkers(abc.ABC):
         """Block until at least one of ``handles`` is finished; return the finished ones."""
 
     @abc.abstractmethod
-    def result(self, handle: Hashable) -> Tuple[List[Any], float]:
-        """The outputs of a finished chunk and the worker seconds it took."""
+    def result(self, handle: Hashable) -> Tuple[List[Any], float, Optional[int]]:
+        """A finished chunk's outputs, the worker seconds it took and, if measured, the
+        bytes of its outputs (what :func:`timed_map` returns)."""
 
     @abc.abstractmethod
     def close(self) -> None:
         """Cancel unfinished chunks and release the workers."""
+
+
+class _Source:
+    """The step's input, pulled in chunks; elements cut from a chunk go back in front."""
+
+    def __init__(self, items: Iterable[Any]) -> None:
+        self._items = iter(items)
+        self._returned: List[Any] = []
+        self._items_left = True
+
+    @property
+    def drained(self) -> bool:
+        """Whether every element has been taken (and none given back)."""
+        return not (self._items_left or self._returned)
+
+    def take(self, count: int) -> List[Any]:
+        chunk = self._returned[:count]
+        del self._returned[:count]
+        wanted = count - len(chunk)
+        if wanted and self._items_left:
+            before = len(chunk)
+            chunk.extend(itertools.islice(self._items, wanted))
+            self._items_left = len(chunk) - before == wanted
+        return chunk
+
+    def give_back(self, elements: List[Any]) -> None:
+        self._returned[:0] = elements
+
+    def length_hint(self) -> int:
+        return operator.length_hint(self._items) + len(self._returned)
+
+
+def _cut_to_bounds(chunk: List[Any], source: _Source, sizer: ChunkSizer) -> int:
+    """Cut ``chunk`` (in place) to the byte target, giving the rest back to ``source``;
+    learn its input bytes and return the bytes it will hold in flight: its inputs, or
+    its expected outputs if those are larger."""
+    nbytes, sizes = measure_chunk(chunk)
+    pulled = len(chunk)
+    keep = sizer.cut(sizes, nbytes, pulled)
+    if keep < pulled:
+        source.give_back(chunk[keep:])
+        del chunk[keep:]
+        nbytes = sum(sizes[:keep]) if sizes else nbytes * keep // pulled
+    sizer.record_input(keep, nbytes)
+    return max(nbytes, sizer.expected_output_bytes(keep))
+
+
+def _pull_chunk(source: _Source, sizer: ChunkSizer, held: int) -> Tuple[List[Any], int]:
+    """The next chunk to submit and the bytes it will hold in flight; no elements when the
+    input is drained, or when the chunk would take the bytes held over the step's bound
+    (it is sent once the chunks ahead are yielded; a chunk alone always goes)."""
+    size = sizer.next_size(source.length_hint())
+    bounds = sizer.bounds
+    if bounds is None:
+        return source.take(size), 0
+    if held and held + sizer.expected_bytes(size) > bounds.max_bytes_in_flight:
+        return [], 0
+    chunk = source.take(size)
+    nbytes = _cut_to_bounds(chunk, source, sizer) if chunk else 0
+    if held and held + nbytes > bounds.max_bytes_in_flight:
+        source.give_back(chunk)
+        return [], 0
+    return chunk, nbytes
 
 
 def run_in_chunks(workers: ChunkWorkers, items: Iterable[Any], sizer: ChunkSizer) -> Iterator[Any]:
@@ -161,34 +344,41 @@ def run_in_chunks(workers: ChunkWorkers, items: Iterable[Any], sizer: ChunkSizer
     At most ``workers.capacity`` chunks are running, and at most twice that are running or
     finished-but-not-yet-yielded, so memory stays bounded however long the stream is;
     finished chunks free their slot at once even when an earlier chunk is still running.
-    The workers are closed when the output is exhausted, closed or garbage-collected.
+    With ``sizer.bounds``, chunks are cut at ``chunk_bytes`` and the bytes held (a running
+    chunk's inputs or expected outputs, a finished chunk's outputs, until yielded) stay
+    under ``max_bytes_in_flight``, except for one chunk alone. The workers are closed when
+    the output is exhausted, closed or garbage-collected.
     """
-    source = iter(items)
-    running: Dict[Hashable, Tuple[int, int]] = {}   # handle -> (sequence number, length)
-    finished: Dict[int, List[Any]] = {}             # sequence number -> outputs
+    source = _Source(items)
+    running: Dict[Hashable, Tuple[int, int, int]] = {}   # handle -> (sequence, length, bytes)
+    finished: Dict[int, Tuple[List[Any], int]] = {}      # sequence -> (outputs, bytes)
+    held = 0            # bytes of the chunks in ``running`` and ``finished`` and being yielded
     submitted = yielded = 0
-    exhausted = False
     try:
         workers.start()
         while True:
-            while (not exhausted and len(running) < sizer.in_flight_limit(workers.capacity)
+            while (not source.drained and len(running) < sizer.in_flight_limit(workers.capacity)
                    and len(running) + len(finished) < 2 * workers.capacity):
-                size = sizer.next_size(operator.length_hint(source))
-                chunk = list(itertools.islice(source, size))
-                exhausted = len(chunk) < size
-                if chunk:
-                    running[workers.submit(chunk)] = (submitted, len(chunk))
-                    submitted += 1
+                chunk, nbytes = _pull_chunk(source, sizer, held)
+                if not chunk:
+                    break
+                running[workers.submit(chunk)] = (submitted, len(chunk), nbytes)
+                held += nbytes
+                submitted += 1
+                del chunk   # the worker has its own copy; keep none in the driver
             if yielded in finished:
-                outputs = finished.pop(yielded)
+                outputs, nbytes = finished.pop(yielded)
                 yielded += 1
                 yield from outputs
+                held -= nbytes
             elif running:
                 for handle in workers.wait(list(running)):
-                    sequence, count = running.pop(handle)
-                    outputs, seconds = workers.result(handle)
-                    sizer.record(count, seconds)
-                    finished[sequence] = outputs
+                    sequence, count, sent_bytes = running.pop(handle)
+                    outputs, seconds, output_bytes = workers.result(handle)
+                    sizer.record(count, seconds, output_bytes)
+                    kept_bytes = sent_bytes if output_bytes is None else output_bytes
+                    held += kept_bytes - sent_bytes
+                    finished[sequence] = (outputs, kept_bytes)
             else:
                 return
     finally:
@@ -196,16 +386,20 @@ def run_in_chunks(workers: ChunkWorkers, items: Iterable[Any], sizer: ChunkSizer
 
 
 class ChunkedBackend:
-    """Mixin for backends built on :func:`run_in_chunks`; takes the ``chunk_size`` option."""
+    """Mixin for backends built on :func:`run_in_chunks`; takes the ``chunk_size`` option
+    and, for backends that copy elements to other processes, the byte bounds."""
 
-    def __init__(self, num_worker: int, chunk_size: Optional[int] = None) -> None:
+    def __init__(self, num_worker: int, chunk_size: Optional[int] = None,
+                 bounds: Optional[ByteBounds] = None) -> None:
         self.num_worker = num_worker
         self.chunk_size = check_chunk_size(chunk_size)
+        self.bounds = bounds
         self._workers: List[ChunkWorkers] = []
 
     def _run(self, workers: ChunkWorkers, items: Iterable[Any]) -> Iterator[Any]:
         self._workers.append(workers)
-        return run_in_chunks(workers, items, ChunkSizer(self.num_worker, fixed=self.chunk_size))
+        sizer = ChunkSizer(self.num_worker, fixed=self.chunk_size, bounds=self.bounds)
+        return run_in_chunks(workers, items, sizer)
 
     def close(self) -> None:
         while self._workers:

@@ -10,19 +10,34 @@ Resources asked of Ray by default, chosen so that any chain runs on any cluster:
   actors on a 2-CPU machine) would wait forever for CPUs held by other steps' actors.
   At most ``num_worker`` chunks of a step run at once, one per actor.
 
-``ray_remote_args`` replaces these per step (e.g. ``{'num_gpus': 1}``).
+The named options ``num_cpus``, ``num_gpus``, ``resources``, ``memory`` replace these per
+step, ``ray_remote_args`` passes anything else to Ray (see ray_resources.py).
+
+Faults: a task whose worker process dies is retried by Ray (``max_retries``); an actor
+whose process dies is replaced here, its operator built again and its unfinished chunks
+re-run, each chunk at most ``max_retries`` times. Tasks and actors carry the step's name
+(``towhee_ray map(parse_row)``, ``towhee_ray operator image/decode #1``) for ``ray list``,
+the dashboard, ``ray timeline`` and Ray's log prefixes.
 """
 from __future__ import annotations
 
 import abc
-
+import contextlib
+import itertools
+import logging
+import os
 from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Tuple
 
 import ray
+from ray import exceptions as ray_errors
 
 from towhee_ray import cluster
-from towhee_ray.backends.base import Backend, OperatorFactory
-from towhee_ray.backends.chunking import ChunkedBackend, ChunkWorkers, timed_map
+from towhee_ray.backends import ray_resources
+from towhee_ray.backends.base import Backend, OperatorFactory, WorkerError
+from towhee_ray.backends.chunking import ByteBounds, ChunkedBackend, ChunkWorkers, timed_map
+from towhee_ray.backends.picklable import check_picklable
+
+logger = logging.getLogger(__name__)
 
 TASK_REMOTE_ARGS: Dict[str, Any] = {'num_cpus': 1}
 ACTOR_REMOTE_ARGS: Dict[str, Any] = {'num_cpus': 0, 'scheduling_strategy': 'SPREAD'}
@@ -30,69 +45,173 @@ ACTOR_REMOTE_ARGS: Dict[str, Any] = {'num_cpus': 0, 'scheduling_strategy': 'SPRE
 # without waiting for the driver, which may be busy passing outputs down the chain. (On
 # 2 cores W1 measured the same with 0: a task's ~5 ms gap is Ray's own, queued or not.)
 QUEUED_CHUNKS_PER_WORKER = 1
+# How often a driver waiting for chunks looks whether Ray is still there (ray.shutdown()
+# in another thread); a wait returns as soon as a chunk is done, so this costs nothing.
+WAIT_POLL_SECONDS = 1.0
+# Ray's errors that mean a chunk's worker process (or its node) died; the step's own
+# errors never arrive as exceptions (guard.py turns them into values).
+WORKER_DIED = (ray_errors.WorkerCrashedError, ray_errors.RayActorError, ray_errors.NodeDiedError,
+               ray_errors.OutOfMemoryError, ray_errors.ObjectLostError)
+
+_step_numbers = itertools.count(1)
 
 
 @ray.remote(num_returns=2)
 def _process_chunk(fn: Callable[[Any], Any], chunk: List[Any], *after: None) -> Tuple[Any, None]:
-    """Returns the outputs and a token; the next chunk of the same worker slot takes the
-    token as an argument, so Ray starts it only once this one is done."""
-    return timed_map(fn, chunk), None
+    """Returns the outputs (with their timing and size) and a token; the next chunk of the
+    same worker slot takes the token as an argument, so Ray starts it only once this one
+    is done."""
+    return timed_map(fn, chunk, measure_outputs=True), None
 
 
 @ray.remote
 class _OperatorActor:
     """Builds one operator instance and serves chunks with it for the step's lifetime."""
 
-    def __init__(self, operator: OperatorFactory) -> None:
+    def __init__(self, operator: OperatorFactory, name: str) -> None:
+        self._name = name
         self._call = operator.create()
 
-    def process(self, chunk: List[Any]) -> Tuple[List[Any], float]:
-        return timed_map(self._call, chunk)
+    def process(self, chunk: List[Any]) -> Tuple[List[Any], float, Optional[int]]:
+        return timed_map(self._call, chunk, measure_outputs=True)
+
+    def __repr__(self) -> str:   # Ray prefixes the actor's log lines with it
+        return self._name
+
+
+@contextlib.contextmanager
+def _ray_calls(step: str) -> Iterator[None]:
+    """Ray shut down under a running stream (``ray.shutdown()`` in another thread, the
+    cluster gone) surfaces in Ray's calls as a bare ``SystemExit`` or as errors about an
+    uninitialized Ray; either becomes a :class:`WorkerError` that says so."""
+    try:
+        yield
+    except (Exception, SystemExit) as error:
+        if isinstance(error, SystemExit) or not ray.is_initialized():
+            raise WorkerError(f'Ray was shut down while {step} was running (ray.shutdown(), or the '
+                              f'cluster went away); the rest of the stream was not processed.') from error
+        raise
+
+
+class _Chunk:
+    """A chunk in flight: its elements (to re-run it), where it runs, how often it crashed."""
+
+    __slots__ = ('items', 'first', 'slot', 'ref', 'outputs', 'generation', 'deaths')
+
+    def __init__(self, items: List[Any], first: int, slot: int) -> None:
+        self.items = items
+        self.first = first
+        self.slot = slot
+        self.ref: Optional[ray.ObjectRef] = None
+        self.outputs: Optional[Tuple[List[Any], float, Optional[int]]] = None
+        self.generation = 0   # of the actor it was sent to
+        self.deaths = 0       # actors that died while running it
+
+    def elements(self) -> str:
+        last = self.first + len(self.items) - 1
+        return f'element #{self.first}' if last == self.first else f'elements #{self.first}-#{last}'
 
 
 class _SlotWorkers(ChunkWorkers):
     """``num_worker`` worker slots, each running one chunk with more queued behind it; a
     chunk goes to the slot with the fewest unfinished chunks."""
 
-    def __init__(self, num_worker: int) -> None:
+    def __init__(self, num_worker: int, step: str, max_retries: int) -> None:
         self.capacity = num_worker * (1 + QUEUED_CHUNKS_PER_WORKER)
+        self.step = step
+        self.max_retries = max_retries
         self._unfinished = [0] * num_worker
-        self._slot_of: Dict[Hashable, int] = {}
+        self._in_flight: Dict[ray.ObjectRef, _Chunk] = {}
+        self._submitted = 0   # elements so far: chunks are submitted in input order
 
     @abc.abstractmethod
     def _submit_to(self, slot: int, chunk: List[Any]) -> ray.ObjectRef:
         """Send ``chunk`` to worker slot ``slot``; return the reference to its outputs."""
 
+    def _worker_died(self, chunk: _Chunk, error: BaseException) -> None:
+        """``chunk``'s worker died (after Ray's own retries): re-run it, or raise."""
+        raise self._died_error(self._first_failed(chunk), error) from error
+
+    def _send(self, chunk: _Chunk) -> None:
+        with _ray_calls(self.step):
+            chunk.ref = self._submit_to(chunk.slot, chunk.items)
+        self._in_flight[chunk.ref] = chunk
+
     def submit(self, chunk: List[Any]) -> Hashable:
         slot = min(range(len(self._unfinished)), key=self._unfinished.__getitem__)
-        ref = self._submit_to(slot, chunk)
+        handle = _Chunk(chunk, self._submitted, slot)
+        self._submitted += len(chunk)
+        self._send(handle)
         self._unfinished[slot] += 1
-        self._slot_of[ref] = slot
-        return ref
+        return handle
 
     def wait(self, handles: List[Hashable]) -> List[Hashable]:
-        ready, _ = ray.wait(handles, num_returns=1)
-        return ready
+        while True:
+            with _ray_calls(self.step):
+                ready, _ = ray.wait([handle.ref for handle in handles], num_returns=1,
+                                    timeout=WAIT_POLL_SECONDS)
+                if not ready and not ray.is_initialized():
+                    raise RuntimeError('Ray is not initialized')
+            for ref in ready:
+                chunk = self._in_flight.pop(ref)
+                try:
+                    with _ray_calls(self.step):
+                        chunk.outputs = ray.get(ref)
+                except WORKER_DIED as error:
+                    self._worker_died(chunk, error)
+            done = [handle for handle in handles if handle.outputs is not None]
+            if done:
+                return done
 
-    def result(self, handle: Hashable) -> Tuple[List[Any], float]:
-        self._unfinished[self._slot_of.pop(handle)] -= 1
-        return ray.get(handle)
+    def _first_failed(self, chunk: _Chunk) -> _Chunk:
+        """The earliest chunk of ``chunk``'s slot (and actor) whose worker died. A slot's
+        worker runs its chunks in submission order, so that is the one it was running when
+        it died; the chunks queued behind it only waited (or, for tasks, took its token)."""
+        for earlier in sorted(self._in_flight.values(), key=lambda other: other.first):
+            if (earlier.slot == chunk.slot and earlier.generation == chunk.generation
+                    and earlier.first < chunk.first):
+                try:
+                    ray.get(earlier.ref, timeout=0)
+                except WORKER_DIED:
+                    return earlier
+                except Exception:   # still running, or failed for another reason
+                    continue
+        return chunk
+
+    def _died_error(self, chunk: _Chunk, error: BaseException) -> WorkerError:
+        tries = (f'each of its {self.max_retries + 1} tries' if self.max_retries else 'its only try')
+        tries += f' (max_retries={self.max_retries})'
+        reason = (str(error).strip().splitlines() or [''])[0]
+        return WorkerError(
+            f'{self.step}: the Ray worker process running {chunk.elements()} died on {tries}: a '
+            f'crash in native code, os._exit(), a signal, or running out of memory. Find the cause '
+            f"in the worker's log (the dashboard, or `ray logs`), or allow more tries with "
+            f'max_retries=. Ray said: {type(error).__name__}: {reason}')
+
+    def result(self, handle: Hashable) -> Tuple[List[Any], float, Optional[int]]:
+        self._unfinished[handle.slot] -= 1
+        outputs, handle.outputs, handle.items = handle.outputs, None, None
+        return outputs
 
 
 class _TaskWorkers(_SlotWorkers):
     """Tasks, at most ``num_worker`` running at once: each slot is a chain of tasks, the
     next waiting (inside Ray, not in the driver) for the previous one's token. The
-    function goes to the object store once."""
+    function goes to the object store once. Ray itself retries a task whose worker died."""
 
-    def __init__(self, fn: Callable[[Any], Any], num_worker: int, remote_args: Dict[str, Any]):
-        super().__init__(num_worker)
+    def __init__(self, fn: Callable[[Any], Any], num_worker: int, step: str,
+                 remote_args: Dict[str, Any]) -> None:
+        super().__init__(num_worker, step, remote_args['max_retries'])
         self._fn = fn
         self._fn_ref: Optional[ray.ObjectRef] = None
-        self._remote = _process_chunk.options(**remote_args)
+        self._remote_args = remote_args
+        self._remote = _process_chunk.options(name=f'towhee_ray {step}', **remote_args)
         self._last_token: List[Tuple[ray.ObjectRef, ...]] = [()] * num_worker
 
     def start(self) -> None:
         cluster.connect()
+        ray_resources.wait_until_placeable(self.step, self._remote_args, len(self._unfinished),
+                                           all_at_once=False)
         self._fn_ref = ray.put(self._fn)
 
     def _submit_to(self, slot: int, chunk: List[Any]) -> ray.ObjectRef:
@@ -102,66 +221,125 @@ class _TaskWorkers(_SlotWorkers):
 
     def close(self) -> None:
         if ray.is_initialized():   # never let a late close() start Ray again
-            for ref in self._slot_of:
+            for ref in self._in_flight:
                 ray.cancel(ref)
-        self._slot_of.clear()
+        self._in_flight.clear()
         self._last_token = []
         self._fn_ref = None
 
 
 class _ActorWorkers(_SlotWorkers):
     """``num_worker`` actors, each building the operator once; Ray runs an actor's chunks
-    one at a time, in submission order."""
+    one at a time, in submission order. A dead actor is replaced and its chunks re-run."""
 
-    def __init__(self, operator: OperatorFactory, num_worker: int, remote_args: Dict[str, Any]):
-        super().__init__(num_worker)
+    def __init__(self, operator: OperatorFactory, num_worker: int, step: str,
+                 remote_args: Dict[str, Any], max_retries: int) -> None:
+        super().__init__(num_worker, step, max_retries)
         self._operator = operator
+        self._operator_ref: Optional[ray.ObjectRef] = None
         self._remote_args = remote_args
         self._actors: List[Any] = []
+        self._generations = [0] * num_worker
+        self._step_id = f'{os.getpid()}.{next(_step_numbers)}'
+
+    def _new_actor(self, slot: int) -> Any:
+        generation = self._generations[slot]
+        name = f'towhee_ray {self.step} #{slot + 1}' + (f' (replacement {generation})' if generation else '')
+        options = {'name': f'{name} [{self._step_id}]', **self._remote_args}
+        return _OperatorActor.options(**options).remote(self._operator_ref, name)
 
     def start(self) -> None:
         cluster.connect()
-        operator_ref = ray.put(self._operator)
-        actor_class = _OperatorActor.options(**self._remote_args)
-        self._actors = [actor_class.remote(operator_ref) for _ in self._unfinished]
+        ray_resources.wait_until_placeable(self.step, self._remote_args, len(self._unfinished),
+                                           all_at_once=True)
+        self._operator_ref = ray.put(self._operator)
+        self._actors = [self._new_actor(slot) for slot in range(len(self._unfinished))]
 
     def _submit_to(self, slot: int, chunk: List[Any]) -> ray.ObjectRef:
         return self._actors[slot].process.remote(chunk)
+
+    def _send(self, chunk: _Chunk) -> None:
+        chunk.generation = self._generations[chunk.slot]
+        super()._send(chunk)
+
+    def _worker_died(self, chunk: _Chunk, error: BaseException) -> None:
+        slot = chunk.slot
+        if chunk.generation == self._generations[slot]:   # the first of its chunks to notice
+            running = self._first_failed(chunk)
+            running.deaths += 1
+            if 0 <= self.max_retries < running.deaths:
+                raise self._died_error(running, error) from error
+            logger.warning('%s: actor #%d died running %s (%s); replacing it and re-running its chunks',
+                           self.step, slot + 1, running.elements(), type(error).__name__)
+            with contextlib.suppress(Exception):
+                ray.kill(self._actors[slot])
+            self._generations[slot] += 1
+            self._actors[slot] = self._new_actor(slot)
+        self._send(chunk)
 
     def close(self) -> None:
         if ray.is_initialized():   # never let a late close() start Ray again
             for actor in self._actors:
                 ray.kill(actor)
         self._actors = []
-        self._slot_of.clear()
+        self._in_flight.clear()
+        self._operator_ref = None
+
+
+def _step_name(fn: Callable[[Any], Any]) -> str:
+    return getattr(fn, 'name', None) or f'map({getattr(fn, "__name__", type(fn).__name__)})'
 
 
 class RayBackend(ChunkedBackend, Backend):
     """Runs plain callables as Ray tasks and operators as Ray actors.
 
-    Options: ``chunk_size`` (elements per chunk; automatic by default) and
-    ``ray_remote_args`` (passed to ``.options()`` of every task or actor of the step,
-    replacing the defaults above, e.g. ``{'num_cpus': 2}`` or ``{'num_gpus': 1}``).
+    Options:
+
+    * ``chunk_size``: elements per chunk; automatic by default (from the measured time
+      and bytes per element);
+    * ``chunk_bytes``: the most bytes of inputs or outputs one chunk carries, unless a
+      single element is larger (it then travels alone); 32 MiB by default;
+    * ``max_bytes_in_flight``: the most bytes a step holds in chunks submitted, running,
+      or finished and not yet yielded (a single chunk may exceed it); 128 MiB per worker
+      by default;
+    * ``num_cpus``, ``num_gpus``, ``memory`` (bytes), ``resources`` (custom resources):
+      what each task or actor of the step asks of Ray, replacing the defaults above;
+    * ``max_retries``: how many times a chunk whose worker process died is run again
+      (3 by default, -1 for no limit), for tasks and actors alike;
+    * ``ray_remote_args``: any other ``.options()`` of the step's tasks or actors
+      (applied last), e.g. ``{'scheduling_strategy': 'SPREAD'}``.
+
     Connects to Ray on first use (see :func:`towhee_ray.cluster.connect`).
 
-    >>> backend = RayBackend(num_worker=2)
+    >>> backend = RayBackend(num_worker=2, num_cpus=0.5)
     >>> list(backend.map(lambda x: x * 10, range(5)))
     [0, 10, 20, 30, 40]
     >>> backend.close()
     """
 
     def __init__(self, num_worker: int, chunk_size: Optional[int] = None,
+                 chunk_bytes: Optional[int] = None, max_bytes_in_flight: Optional[int] = None, *,
+                 num_cpus: Optional[float] = None, num_gpus: Optional[float] = None,
+                 resources: Optional[Dict[str, float]] = None, memory: Optional[int] = None,
+                 max_retries: Optional[int] = None,
                  ray_remote_args: Optional[Dict[str, Any]] = None) -> None:
-        ChunkedBackend.__init__(self, num_worker, chunk_size)
-        if ray_remote_args is not None and not isinstance(ray_remote_args, dict):
-            raise ValueError(f'ray_remote_args must be a dict of Ray .options() arguments, '
-                             f'got {ray_remote_args!r}')
-        self.ray_remote_args = ray_remote_args
+        ChunkedBackend.__init__(self, num_worker, chunk_size,
+                                ByteBounds(num_worker, chunk_bytes, max_bytes_in_flight))
+        self.step_options = dict(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+                                 memory=memory, max_retries=max_retries, ray_remote_args=ray_remote_args)
+        ray_resources.check_step_options(**self.step_options)
 
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
-        remote_args = {**TASK_REMOTE_ARGS, **(self.ray_remote_args or {})}
-        return self._run(_TaskWorkers(fn, self.num_worker, remote_args), items)
+        step = _step_name(fn)
+        check_picklable(fn, step)
+        remote_args = ray_resources.step_remote_args(TASK_REMOTE_ARGS, actor=False, **self.step_options)
+        return self._run(_TaskWorkers(fn, self.num_worker, step, remote_args), items)
 
     def map_operator(self, operator: OperatorFactory, items: Iterable[Any]) -> Iterator[Any]:
-        remote_args = {**ACTOR_REMOTE_ARGS, **(self.ray_remote_args or {})}
-        return self._run(_ActorWorkers(operator, self.num_worker, remote_args), items)
+        step = f'operator {operator.name}'
+        check_picklable(operator, step, advice='Pass the operator something picklable (a path, '
+                                               'a setting) and build the object in its __init__.')
+        remote_args = ray_resources.step_remote_args(ACTOR_REMOTE_ARGS, actor=True, **self.step_options)
+        max_retries = self.step_options['max_retries']
+        max_retries = ray_resources.DEFAULT_MAX_RETRIES if max_retries is None else max_retries
+        return self._run(_ActorWorkers(operator, self.num_worker, step, remote_args, max_retries), items)

@@ -28,7 +28,7 @@ class _ThreadWorkers(ChunkWorkers):
         self._release_call = release_call
         self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
 
-    def _process(self, chunk: List[Any]) -> Tuple[List[Any], float]:
+    def _process(self, chunk: List[Any]) -> Tuple[List[Any], float, None]:
         call = self._make_call()
         try:
             return timed_map(call, chunk)
@@ -46,7 +46,7 @@ class _ThreadWorkers(ChunkWorkers):
         done, _ = concurrent.futures.wait(handles, return_when=concurrent.futures.FIRST_COMPLETED)
         return list(done)
 
-    def result(self, handle: Hashable) -> Tuple[List[Any], float]:
+    def result(self, handle: Hashable) -> Tuple[List[Any], float, None]:
         return handle.result()
 
     def close(self) -> None:
@@ -80,7 +80,9 @@ class _OperatorInstances:
 class ThreadBackend(ChunkedBackend, Backend):
     """Runs each step on ``num_worker`` threads of the driver process.
 
-    Options: ``chunk_size`` (elements per chunk; automatic by default).
+    Options: ``chunk_size`` (elements per chunk; automatic by default). Threads share the
+    driver's memory, so elements are never copied and chunks are bounded by count and
+    time only (the ``ray`` backend's byte bounds do not apply).
 
     >>> backend = ThreadBackend(num_worker=2)
     >>> list(backend.map(lambda x: x * 10, range(5)))
