@@ -195,10 +195,10 @@ def slow(x):
 
 towhee_ray.init()
 dc = DataCollection.range(100_000).stream().set_parallel(2, 'ray').map(slow)
-threading.Timer(3, ray.shutdown).start()
 try:
-    for _ in dc:
-        pass
+    for position, _ in enumerate(dc):
+        if position == 0:   # the stream runs: shut Ray down under it
+            threading.Timer(1, ray.shutdown).start()
 except WorkerError as error:
     print('WorkerError:', error)
 '''
@@ -206,3 +206,27 @@ except WorkerError as error:
                             timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert 'WorkerError: Ray was shut down while map(slow) was running' in result.stdout
+
+
+def test_tasks_and_actors_carry_their_steps_name_in_ray():
+    from ray.util.state import list_actors
+
+    def parse_row(x):
+        time.sleep(0.01)
+        return x
+
+    dc = (DataCollection.range(200).stream().set_parallel(2, 'ray', chunk_size=5)
+          .map(parse_row).faults.double())
+    iterator = iter(dc)
+    next(iterator)
+
+    def ours():   # (name, the __repr__ Ray prefixes log lines with), once the actor is built
+        actors = list_actors(address=gcs_address(), filters=[('state', '=', 'ALIVE')], detail=True)
+        return sorted((actor.name, actor.repr_name) for actor in actors
+                      if (actor.name or '').startswith('towhee_ray operator faults/double'))
+
+    expected = ['towhee_ray operator faults/double #1', 'towhee_ray operator faults/double #2']
+    assert eventually(lambda: [repr_name for _, repr_name in ours()] == expected), ours()
+    assert all(name.startswith(f'{repr_name} [') for name, repr_name in ours())
+    assert list(iterator) == [2 * x for x in range(1, 200)]
+    assert eventually(lambda: step_tasks('map(parse_row)', states=('FINISHED',)))
