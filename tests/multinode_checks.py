@@ -16,7 +16,7 @@ import towhee_ray
 from towhee_ray import DataCollection
 
 SECOND_NODE = 'second_node'   # a custom resource only the second node has
-ON_SECOND_NODE = {'resources': {SECOND_NODE: 0.01}}
+ON_SECOND_NODE = {SECOND_NODE: 0.01}
 
 
 def node_of(_=None):
@@ -119,7 +119,7 @@ def test_one_steps_work_lands_on_both_nodes(cluster):
 
 
 def test_user_module_only_in_a_temporary_folder_loads_on_the_second_node(cluster, user_module):
-    out = (DataCollection.range(10).set_parallel(1, 'ray', ray_remote_args=ON_SECOND_NODE)
+    out = (DataCollection.range(10).set_parallel(1, 'ray', resources=ON_SECOND_NODE)
            .map(user_module.tag).to_list())
     assert [x for x, _, _ in out] == [2 * x for x in range(10)]
     assert {node for _, node, _ in out} == {second_node_id()}
@@ -146,7 +146,7 @@ def test_the_readme_cluster_example_uses_both_nodes(cluster):
 def test_hub_operators_load_on_the_second_node_from_the_shipped_folders(cluster, user_hub):
     from towhee_ray import operators
 
-    out = (DataCollection.range(10).set_parallel(1, 'ray', ray_remote_args=ON_SECOND_NODE)
+    out = (DataCollection.range(10).set_parallel(1, 'ray', resources=ON_SECOND_NODE)
            .acme.where_am_i().to_list())
     assert {node for _, node, _ in out} == {second_node_id()}
     [loaded_from] = {file for _, _, file in out}
@@ -154,9 +154,9 @@ def test_hub_operators_load_on_the_second_node_from_the_shipped_folders(cluster,
 
     # this repository's operators/ is shipped too: the second node finds its copy
     text_split = str(operators.PROJECT_HUB / 'towhee' / 'text_split')
-    [copy] = (DataCollection([text_split]).set_parallel(1, 'ray', ray_remote_args=ON_SECOND_NODE)
+    [copy] = (DataCollection([text_split]).set_parallel(1, 'ray', resources=ON_SECOND_NODE)
               .map(operators.shipped_copy).to_list())
     assert 'runtime_resources' in copy and copy.endswith('operators/towhee/text_split')
-    out = (DataCollection(['One two. Three four five.']).set_parallel(1, 'ray', ray_remote_args=ON_SECOND_NODE)
+    out = (DataCollection(['One two. Three four five.']).set_parallel(1, 'ray', resources=ON_SECOND_NODE)
            .towhee.text_split(max_words=3).to_list())
     assert out == [['One two.', 'Three four five.']]
