@@ -56,10 +56,8 @@ def user_hub(tmp_path_factory):
 @pytest.fixture(scope='module')
 def cluster(user_module, user_hub):
     """A head and a second node (1 CPU each), connected with towhee_ray.init."""
-    import ray
     import ray._common.utils
     import ray._private.utils
-    from ray.cluster_utils import Cluster
 
     assert os.environ.get('RAY_AUTH_MODE') == 'token'
     # Cluster records its address as this machine's "current cluster" (and deletes that

@@ -143,7 +143,8 @@ def test_an_operator_actor_dying_on_every_try_raises_and_releases_the_other_acto
     from ray.exceptions import RayActorError
     from towhee_ray import WorkerError
 
-    with pytest.raises(WorkerError, match='operator tests-ns/exit-on: .* died on each of its 4 tries') as failure:
+    with pytest.raises(WorkerError,
+                       match='operator tests-ns/exit-on: .* died on each of its 4 tries') as failure:
         DataCollection.range(100).set_parallel(2, 'ray').tests_ns.exit_on(13).to_list()
     assert isinstance(failure.value.__cause__, RayActorError)
     deadline = time.time() + 10

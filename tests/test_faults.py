@@ -39,14 +39,14 @@ def eventually(condition, seconds=20.0):
 def step_tasks(name, states=('RUNNING', 'PENDING_NODE_ASSIGNMENT', 'PENDING_ARGS_AVAIL',
                              'SUBMITTED_TO_WORKER', 'PENDING_ACTOR_TASK_ARGS_AVAIL')):
     from ray.util.state import list_tasks
-    return [task for task in list_tasks(address=gcs_address(), filters=[('name', '=', f'towhee_ray {name}')], limit=10_000)
-            if task.state in states]
+    tasks = list_tasks(address=gcs_address(), filters=[('name', '=', f'towhee_ray {name}')], limit=10_000)
+    return [task for task in tasks if task.state in states]
 
 
 def chain_actors(prefix='towhee_ray operator'):
     from ray.util.state import list_actors
-    return [actor for actor in list_actors(address=gcs_address(), filters=[('state', '!=', 'DEAD')], limit=10_000)
-            if (actor.name or '').startswith(prefix)]
+    actors = list_actors(address=gcs_address(), filters=[('state', '!=', 'DEAD')], limit=10_000)
+    return [actor for actor in actors if (actor.name or '').startswith(prefix)]
 
 
 def test_an_operator_actor_killed_mid_stream_is_replaced_and_its_chunks_rerun():

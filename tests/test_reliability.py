@@ -5,7 +5,7 @@ import time
 import pytest
 
 from tests import fault_ops  # noqa: F401  (registers the faults/ operators)
-from tests.ops import BrokenInit  # noqa: F401  (registers tests_ns/broken_init)
+from tests import ops  # noqa: F401  (registers tests_ns/broken_init)
 from towhee_ray import DataCollection, OperatorNotFoundError, WorkerError
 
 pytestmark = pytest.mark.usefixtures('ray_cluster')
@@ -58,12 +58,14 @@ def test_an_operator_with_an_unpicklable_init_argument_is_refused_naming_it():
     (lambda dc: dc.pmap(never_called, num_worker=-2, backend='ray'), ValueError, 'got -2'),
     (lambda dc: dc.set_parallel(2, 'ray', num_gpu=1), ValueError,
      r"backend 'ray' does not take the option 'num_gpu' \(did you mean 'num_gpus'\?\)"),
-    (lambda dc: dc.pmap(never_called, backend='ray', num_cpu=1), ValueError, "'num_cpu' .did you mean 'num_cpus'"),
+    (lambda dc: dc.pmap(never_called, backend='ray', num_cpu=1), ValueError,
+     "'num_cpu' .did you mean 'num_cpus'"),
     (lambda dc: dc.set_parallel(2, 'thread', num_gpus=1), ValueError,
      r"backend 'thread' does not take the option 'num_gpus' \(an option of the 'ray' backend only\)"),
     (lambda dc: dc.mmap([never_called], backend='thread', max_retries=2), ValueError, "'max_retries'"),
     (lambda dc: dc.set_parallel(2, 'ray', num_gpus=-1), ValueError, 'num_gpus must be a non-negative number'),
-    (lambda dc: dc.set_parallel(2, 'ray', memory=1.5), ValueError, r'memory \(bytes\) must be a non-negative integer'),
+    (lambda dc: dc.set_parallel(2, 'ray', memory=1.5), ValueError,
+     r'memory \(bytes\) must be a non-negative integer'),
     (lambda dc: dc.set_parallel(2, 'ray', resources=['tpu']), ValueError, 'resources must be a dict'),
     (lambda dc: dc.set_parallel(2, 'ray', resources={'GPU': 1}), ValueError, 'ask for GPU with num_gpus='),
     (lambda dc: dc.set_parallel(2, 'ray', max_retries=-3), ValueError, 'max_retries'),
@@ -108,8 +110,9 @@ def test_actors_asking_more_than_the_cluster_has_fail_naming_the_step_and_the_as
 @pytest.mark.timeout(120)
 def test_tasks_asking_for_a_gpu_the_cluster_lacks_fail_naming_the_step(ray_cluster):
     assert 'GPU' not in ray_cluster.cluster_resources()
-    with pytest.raises(WorkerError, match=r'map\(never_called\) cannot be placed on this Ray cluster: '
-                                          r'each of its tasks asks for \{CPU: 1, GPU: 1\}, but no node has them \(the nodes have: CPU \d+, memory [\d.]+ GiB\)'):
+    expected = (r'map\(never_called\) cannot be placed on this Ray cluster: each of its tasks asks for '
+                r'\{CPU: 1, GPU: 1\}, but no node has them \(the nodes have: CPU \d+, memory [\d.]+ GiB\)')
+    with pytest.raises(WorkerError, match=expected):
         DataCollection.range(10).pmap(never_called, backend='ray', num_gpus=1).to_list()
 
 

@@ -5,4 +5,5 @@ Only :mod:`towhee_ray.backends.ray_backend` imports Ray, and only when it is loa
 from towhee_ray.backends.base import Backend, OperatorFactory, WorkerError
 from towhee_ray.backends.registry import ENTRY_POINT_GROUP, available_backends, get_backend
 
-__all__ = ['Backend', 'OperatorFactory', 'WorkerError', 'ENTRY_POINT_GROUP', 'available_backends', 'get_backend']
+__all__ = ['Backend', 'OperatorFactory', 'WorkerError', 'ENTRY_POINT_GROUP', 'available_backends',
+           'get_backend']

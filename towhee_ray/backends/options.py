@@ -35,7 +35,7 @@ def check_option_names(backend: str, backend_class: Type[Any], options: Dict[str
     >>> check_option_names('thread', ThreadBackend, {'chunk_size': 10, 'num_gpus': 1})
     Traceback (most recent call last):
     ...
-    ValueError: backend 'thread' does not take the option 'num_gpus' (an option of the 'ray' backend only); it takes: chunk_size
+    ValueError: backend 'thread' does not take the option 'num_gpus' (an option of the 'ray' backend only)...
     """
     accepted = accepted_options(backend_class)
     if accepted is None:
