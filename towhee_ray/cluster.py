@@ -196,7 +196,10 @@ def describe(note: str = '', runtime_env: Optional[Dict[str, Any]] = None) -> Cl
 
     resources = ray.cluster_resources()
     context = ray.get_runtime_context()
-    address = getattr(context, 'gcs_address', None) or os.environ.get('RAY_ADDRESS', '?')
+    try:
+        address = context.gcs_address
+    except Exception:   # a Ray Client connection (ray://) has no GCS address of its own
+        address = os.environ.get('RAY_ADDRESS', 'a Ray Client connection')
     if runtime_env is None:
         runtime_env = dict(context.runtime_env or {})
     return ClusterInfo(address=address, nodes=sum(node['Alive'] for node in ray.nodes()),

@@ -9,9 +9,10 @@ import difflib
 import inspect
 from typing import Any, Dict, List, Optional, Type
 
-# The ray backend's per-step options (see ray_backend.RayBackend); named here, without
+# The ray backend's own options (see ray_backend.RayBackend); named here, without
 # importing Ray, to tell a user of another backend where an option belongs.
-RAY_STEP_OPTIONS = ('num_cpus', 'num_gpus', 'resources', 'memory', 'max_retries', 'ray_remote_args')
+RAY_ONLY_OPTIONS = ('num_cpus', 'num_gpus', 'resources', 'memory', 'max_retries', 'ray_remote_args',
+                    'chunk_bytes', 'max_bytes_in_flight')
 
 
 def accepted_options(backend_class: Type[Any]) -> Optional[List[str]]:
@@ -48,7 +49,7 @@ def check_option_names(backend: str, backend_class: Type[Any], options: Dict[str
         close = difflib.get_close_matches(name, accepted, n=1)
         if close:
             problems.append(f'{name!r} (did you mean {close[0]!r}?)')
-        elif name in RAY_STEP_OPTIONS:
+        elif name in RAY_ONLY_OPTIONS:
             problems.append(f"{name!r} (an option of the 'ray' backend only)")
         else:
             problems.append(repr(name))
