@@ -136,8 +136,11 @@ def test_chaos_100000_elements_through_a_task_step_and_an_operator_step_while_wo
         fault_ops.busy(0.00005)
         return x + 1
 
-    killer = Killer(limit=8, task_name='map(work)')
-    dc = (DataCollection(iter(range(100_000))).set_parallel(2, 'ray')
+    # Every kill may hit the same chunk (a retried chunk is running again when the next kill
+    # comes): with as many retries as kills, no chunk can run out of tries.
+    kills = 8
+    killer = Killer(limit=kills, task_name='map(work)')
+    dc = (DataCollection(iter(range(100_000))).set_parallel(2, 'ray', max_retries=kills)
           .map(work).faults.double(seconds=0.00005))
     killer.start()
     try:

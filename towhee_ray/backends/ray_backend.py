@@ -94,12 +94,14 @@ def _ray_calls(step: str) -> Iterator[None]:
 
 
 class _Chunk:
-    """A chunk in flight: its elements (to re-run it), where it runs, how often it crashed."""
+    """A chunk in flight: its elements (kept only where it may be re-run by the driver),
+    where it runs, how often its worker died running it."""
 
-    __slots__ = ('items', 'first', 'slot', 'ref', 'outputs', 'generation', 'deaths')
+    __slots__ = ('items', 'count', 'first', 'slot', 'ref', 'outputs', 'generation', 'deaths')
 
     def __init__(self, items: List[Any], first: int, slot: int) -> None:
-        self.items = items
+        self.items: Optional[List[Any]] = items
+        self.count = len(items)
         self.first = first
         self.slot = slot
         self.ref: Optional[ray.ObjectRef] = None
@@ -108,7 +110,7 @@ class _Chunk:
         self.deaths = 0       # actors that died while running it
 
     def elements(self) -> str:
-        last = self.first + len(self.items) - 1
+        last = self.first + self.count - 1
         return f'element #{self.first}' if last == self.first else f'elements #{self.first}-#{last}'
 
 
@@ -132,10 +134,15 @@ class _SlotWorkers(ChunkWorkers):
         """``chunk``'s worker died (after Ray's own retries): re-run it, or raise."""
         raise self._died_error(self._first_failed(chunk), error) from error
 
+    #: whether a chunk's elements are kept until its outputs arrive, to send it again
+    resends = False
+
     def _send(self, chunk: _Chunk) -> None:
         with _ray_calls(self.step):
             chunk.ref = self._submit_to(chunk.slot, chunk.items)
         self._in_flight[chunk.ref] = chunk
+        if not self.resends:   # Ray holds the serialized copy; the driver need not
+            chunk.items = None
 
     def submit(self, chunk: List[Any]) -> Hashable:
         slot = min(range(len(self._unfinished)), key=self._unfinished.__getitem__)
@@ -231,6 +238,8 @@ class _TaskWorkers(_SlotWorkers):
 class _ActorWorkers(_SlotWorkers):
     """``num_worker`` actors, each building the operator once; Ray runs an actor's chunks
     one at a time, in submission order. A dead actor is replaced and its chunks re-run."""
+
+    resends = True
 
     def __init__(self, operator: OperatorFactory, num_worker: int, step: str,
                  remote_args: Dict[str, Any], max_retries: int) -> None:
