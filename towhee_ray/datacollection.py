@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 from towhee_ray.backends import Backend, get_backend
 from towhee_ray.collection import (DisplayMixin, EntityMixin, ListMixin, ProcessingMixin, SafetyMixin,
                                    SettingsMixin, SourcesMixin)
-from towhee_ray.collection.columns import ColumnCall, ColumnOperator, Columns, column_method
+from towhee_ray.collection.columns import ColumnCall, ColumnOperator, Columns, column_method, field_names
 from towhee_ray.collection.compat import missing_method_error
 from towhee_ray.guard import DROPPED, Failure, Guarded, GuardedOperator, step_error
 from towhee_ray.operators import OperatorNotFoundError, OperatorSpec, resolve_operator, spec_from_towhee_op
@@ -366,7 +366,8 @@ class DataCollection(SettingsMixin, EntityMixin, SafetyMixin, ProcessingMixin, L
             raise TypeError(f'filter needs a callable, got {fn!r}')
         step = f'filter({_callable_name(fn)})'
         if columns is not None:
-            columns = Columns(Columns.parse(columns).inputs)
+            names = (columns,) if isinstance(columns, str) else columns
+            columns = Columns(field_names(sum(((n,) if isinstance(n, str) else tuple(n) for n in names), ())))
             step, fn = f'filter{columns}({_callable_name(fn)})', ColumnCall(fn, columns, result_only=True)
         kept = self._run(step, Guarded(fn, self._settings.safe, keep_if=True))
         return kept.drop_empty() if drop_empty else kept

@@ -169,7 +169,7 @@ class EntityMixin:
         ``_ReplaceNoneValue=True`` a field whose default is None is set to 0.
 
         >>> from towhee_ray import DataCollection
-        >>> DataCollection['num'](range(2)).fill_entity({'foo': 'bar'}).fill_entity(usage='test')
+        >>> DataCollection['num'](range(2)).fill_entity({'foo': 'bar'}).fill_entity(usage='test').to_list()
         [<Entity dict_keys(['num', 'foo', 'usage'])>, <Entity dict_keys(['num', 'foo', 'usage'])>]
         """
         defaults = {**defaults, **(_DefaultKVs or {})}

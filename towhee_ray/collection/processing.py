@@ -153,7 +153,7 @@ class ProcessingMixin:
         """Each element kept with probability ``ratio``.
 
         >>> from towhee_ray import DataCollection
-        >>> 800 < len(DataCollection.range(10000).sample(0.1)) * 10 < 1200
+        >>> 800 < len(DataCollection.range(10000).sample(0.1)) < 1200
         True
         """
         if not 0 <= ratio <= 1:
