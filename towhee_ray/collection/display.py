@@ -108,6 +108,15 @@ def in_notebook() -> bool:
     return type(shell).__name__ == 'ZMQInteractiveShell'
 
 
+def _display_html(table: str) -> None:
+    try:
+        from IPython.display import HTML, display
+    except ImportError:   # not in a notebook: the HTML text is what there is to show
+        sys.stdout.write(table + '\n')
+        return
+    display(HTML(table))
+
+
 class DisplayMixin:
     """``show()`` and the notebook table."""
 
@@ -128,8 +137,7 @@ class DisplayMixin:
             raise ValueError(f"show(tablefmt=...) supports 'plain', 'grid' and 'html', got {tablefmt!r}")
         elements = self._first(limit)
         if tablefmt == 'html':
-            from IPython.display import HTML, display
-            display(HTML(html_table(elements, header, formatter)))
+            _display_html(html_table(elements, header, formatter))
         else:
             sys.stdout.write(plain_table(elements, header, tablefmt) + '\n')
 
