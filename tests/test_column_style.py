@@ -1,6 +1,10 @@
 """Column style (Towhee 0.9's ``['in', 'out']``) with the same results on every backend;
 on ``ray`` column-style operator steps are actors and column-style callables tasks."""
 import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -127,3 +131,21 @@ def test_on_ray_a_column_operator_runs_as_actors_and_a_callable_as_tasks(ray_clu
     pids = source.runas_op['x', 'pid'](lambda x: os.getpid()).to_list()
     assert map_tasks.call_count == 1 and map_operator.call_count == 1
     assert all(row.pid != os.getpid() for row in pids)
+
+
+def test_the_readme_column_style_example_runs_on_ray_as_shown(tmp_path):
+    # A fresh process in the docs' folder, as a user runs it: the Ray it starts has the
+    # same working directory, where the workers resolve the relative paths.
+    readme = (Path(__file__).resolve().parent.parent / 'README.md').read_text()
+    section = readme[readme.index('## Coming from Towhee 0.9'):]
+    blocks = re.findall(r'```(\w*)\n(.*?)```', section, re.S)
+    code = next(body for lang, body in blocks if lang == 'python' and 'demo/word_count' in body)
+    shown = next(body for lang, body in blocks if lang == '' and 'words' in body)
+    docs = tmp_path / 'docs'
+    docs.mkdir()
+    (docs / 'install.txt').write_text(' '.join(f'w{i}' for i in range(101)) + '.')
+    (docs / 'usage.txt').write_text(' '.join(f'u{i}' for i in range(64)) + '. Short one.')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                            timeout=240, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == shown
