@@ -14,7 +14,8 @@ from towhee_ray import DataCollection, Empty, Entity, dc
 
 
 def test_construction_chaining_and_decorators():
-    assert DataCollection([0, 1, 2, 3, 4]).map(lambda x: x + 1).map(lambda x: x * 2).to_list() == [2, 4, 6, 8, 10]
+    chained = DataCollection([0, 1, 2, 3, 4]).map(lambda x: x + 1).map(lambda x: x * 2)
+    assert chained.to_list() == [2, 4, 6, 8, 10]
     data = DataCollection([1, 2, 3, 4])
 
     @data.map
@@ -35,7 +36,8 @@ def test_construction_chaining_and_decorators():
 def test_repr_indexing_concatenation_and_mmap():
     assert repr(DataCollection([1, 2, 3]).unstream()) == '[1, 2, 3]'
     assert DataCollection([0, 1, 2, 3, 4])[2] == 2
-    assert repr(DataCollection.range(5) + DataCollection.range(5) + DataCollection.range(5)) == '[0, 1, 2, 3, 4, 0, ...]'
+    dc0, dc1, dc2 = DataCollection.range(5), DataCollection.range(5), DataCollection.range(5)
+    assert repr(dc0 + dc1 + dc2) == '[0, 1, 2, 3, 4, 0, ...]'
     a, b = DataCollection([1, 2, 3, 4]).map(lambda x: x + 1, lambda x: x * 2)
     assert (a.to_list(), b.to_list()) == ([2, 3, 4, 5], [2, 4, 6, 8])
     dc_ = DataCollection([0, 1, 2, 3, 4])
@@ -62,10 +64,12 @@ def test_exception_safety():
     assert out[:3] + out[4:] == [0.0, 0.5, 1.0, 2.0] and isinstance(out[3], Empty)
     assert len(safe.filter(lambda x: x < 1.5).to_list()) == 4          # Empty kept
     assert safe.filter(lambda x: x < 1.5, drop_empty=True).to_list() == [0.0, 0.5, 1.0]
-    assert dc_.safe().map(lambda x: x / (0 if x == 3 else 2)).fill_empty(-1.0).to_list() == [0.0, 0.5, 1.0, -1.0, 2.0]
+    filled = dc_.safe().map(lambda x: x / (0 if x == 3 else 2)).fill_empty(-1.0)
+    assert filled.to_list() == [0.0, 0.5, 1.0, -1.0, 2.0]
     assert dc_.safe().map(lambda x: x / (0 if x == 3 else 2)).drop_empty().to_list() == [0.0, 0.5, 1.0, 2.0]
     exception_inputs = []
-    dc_.safe().map(lambda x: x / (0 if x == 3 else 2)).drop_empty(lambda x: exception_inputs.append(x.get().value))
+    dc_.safe().map(lambda x: x / (0 if x == 3 else 2)).drop_empty(
+        lambda x: exception_inputs.append(x.get().value))
     assert exception_inputs == [3]
 
 
@@ -75,7 +79,8 @@ def test_entity_conversions():
     assert DataCollection([(1, 2), (2, 3)]).as_entity(schema=['a', 'b']).as_str().to_list() == \
         ["{'a': 1, 'b': 2}", "{'a': 2, 'b': 3}"]
     assert DataCollection([1, 2]).as_entity(schema=['a']).as_str().to_list() == ["{'a': 1}", "{'a': 2}"]
-    assert DataCollection([(1, 2), (2, 3)]).as_entity(schema=['a', 'b']).as_raw().to_list() == [(1, 2), (2, 3)]
+    raw = DataCollection([(1, 2), (2, 3)]).as_entity(schema=['a', 'b']).as_raw()
+    assert raw.to_list() == [(1, 2), (2, 3)]
     assert DataCollection([1, 2]).as_entity(schema=['a']).as_raw().to_list() == [1, 2]
     assert DataCollection(['{"x": 1}']).parse_json()[0].x == 1
     assert repr(DataCollection([Entity(x=1)]).as_json()) == '[\'{"x": 1}\']'
@@ -125,8 +130,10 @@ def test_batch_and_rolling():
         [[0], [0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 4]]
     assert [list(b) for b in DataCollection(range(5)).rolling(3, drop_tail=False)] == \
         [[0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4], [4]]
-    assert repr(DataCollection(range(5)).rolling(2, 2, drop_head=False, drop_tail=False)) == '[[0], [0, 1], [2, 3], [4]]'
-    assert repr(DataCollection(range(5)).rolling(2, 4, drop_head=False, drop_tail=False)) == '[[0], [0, 1], [4]]'
+    every_second = DataCollection(range(5)).rolling(2, 2, drop_head=False, drop_tail=False)
+    assert repr(every_second) == '[[0], [0, 1], [2, 3], [4]]'
+    every_fourth = DataCollection(range(5)).rolling(2, 4, drop_head=False, drop_tail=False)
+    assert repr(every_fourth) == '[[0], [0, 1], [4]]'
 
 
 def test_flatten_shuffle_group_by_split_head_sample():
@@ -167,7 +174,8 @@ def test_dc_factory_and_runas_op():
         "[<Entity dict_keys(['column'])>, <Entity dict_keys(['column'])>, <Entity dict_keys(['column'])>]"
     assert repr(towhee.dc['string', 'int']([['a', 1], ['b', 2], ['c', 3]]).to_list()) == \
         "[" + ", ".join(["<Entity dict_keys(['string', 'int'])>"] * 3) + "]"
-    res = DataCollection([Entity(a=i, b=i) for i in range(5)]).runas_op['a', 'b'](func=lambda x: x - 1).to_list()
+    entities = [Entity(a=i, b=i) for i in range(5)]
+    res = DataCollection(entities).runas_op['a', 'b'](func=lambda x: x - 1).to_list()
     assert res[0].a == res[0].b + 1
     assert [str(r) for r in dc['a'](range(3)).runas_op['a', 'b'](lambda x: x + 1)] == \
         ["{'a': 0, 'b': 1}", "{'a': 1, 'b': 2}", "{'a': 2, 'b': 3}"]

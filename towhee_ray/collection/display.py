@@ -120,8 +120,8 @@ def _display_html(table: str) -> None:
 class DisplayMixin:
     """``show()`` and the notebook table."""
 
-    def show(self, limit: int = 5, header: Optional[Sequence[str]] = None,
-             tablefmt: Optional[str] = None, formatter: Optional[Dict[str, Callable[[Any], str]]] = None) -> None:
+    def show(self, limit: int = 5, header: Optional[Sequence[str]] = None, tablefmt: Optional[str] = None,
+             formatter: Optional[Dict[str, Callable[[Any], str]]] = None) -> None:
         """Show the first ``limit`` elements as a table (all if ``limit`` is negative): in
         a notebook as HTML, in a terminal as text (``tablefmt`` ``'plain'``, ``'grid'`` or
         ``'html'`` chooses). On a stream it reads, and so consumes, those elements.
