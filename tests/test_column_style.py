@@ -93,7 +93,7 @@ def test_column_style_on_rows_that_are_not_entities_names_the_row_type(backend):
     with pytest.raises(TypeError) as failure:
         source.tests_ns.add_one['a', 'b']().to_list()
     assert 'failed on element #0' in str(failure.value)
-    assert 'Entity or dict rows, got a int row' in str(failure.value)
+    assert 'Entity or dict rows, got a row of type int (1)' in str(failure.value)
     assert "DataCollection['name'](...)" in str(failure.value)
 
 

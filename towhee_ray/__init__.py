@@ -8,7 +8,7 @@ Importing this package does not import Ray; the ``ray`` backend does, when first
 """
 from towhee_ray.backends import ENTRY_POINT_GROUP, Backend, OperatorFactory, available_backends, get_backend
 from towhee_ray.cluster import connect
-from towhee_ray.collection.sources import dc, glob, range
+from towhee_ray.collection.sources import dc, glob, range  # noqa: F401 (towhee_ray.range, as towhee.range)
 from towhee_ray.datacollection import DataCollection
 from towhee_ray.guard import Empty
 from towhee_ray.operators import OperatorNotFoundError, OperatorSpec, resolve_operator
@@ -18,7 +18,7 @@ __version__ = '0.1.0'
 __all__ = [
     'DataCollection', 'Empty', 'Backend', 'OperatorFactory', 'OperatorSpec', 'OperatorNotFoundError',
     'ENTRY_POINT_GROUP', 'available_backends', 'get_backend', 'resolve_operator', 'connect',
-    'Entity', 'dc', 'range', 'glob',
+    'Entity', 'dc', 'glob',   # not 'range': a star import would shadow the builtin
 ]
 
 

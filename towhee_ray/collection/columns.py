@@ -48,8 +48,8 @@ def is_entity(row: Any) -> bool:
 def _row_type_error(row: Any, wanted: str) -> TypeError:
     shown = repr(row)
     shown = shown if len(shown) <= 60 else shown[:57] + '...'
-    return TypeError(f'column style {wanted} fields of Entity or dict rows, got a '
-                     f'{type(row).__name__} row ({shown}); make entity rows first, e.g. with '
+    return TypeError(f'column style {wanted} fields of Entity or dict rows, got a row of type '
+                     f'{type(row).__name__} ({shown}); make entity rows first, e.g. with '
                      f"DataCollection['name'](...), dc['name'](...) or .as_entity(schema=['name'])")
 
 
