@@ -73,14 +73,14 @@ def with_fields(row: Any, updates: Dict[str, Any], drop: Iterable[str] = ()) -> 
     >>> with_fields({'a': 1, 'b': 2}, {'c': 3}, drop=['b'])
     {'a': 1, 'c': 3}
     """
-    fields = dict(fields_of(row))
+    fields = {**fields_of(row), **updates}
     for name in drop:
-        fields.pop(name, None)
-    fields.update(updates)
+        if name not in updates:
+            fields.pop(name, None)
     if isinstance(row, dict):
         return fields
     copy = row.__class__.__new__(row.__class__)
-    copy.__dict__.update(fields)
+    copy.__dict__ = fields
     return copy
 
 
@@ -137,7 +137,7 @@ class Columns:
         """The input fields' values; a missing field is an error naming it."""
         fields = fields_of(row)
         try:
-            return tuple(fields[name] for name in self.inputs)
+            return tuple([fields[name] for name in self.inputs])
         except KeyError as missing:
             error = KeyError if isinstance(row, dict) else AttributeError
             raise error(f'the row has no field {missing.args[0]!r} (its fields: '
