@@ -98,6 +98,13 @@ def test_dict_rows_stay_dicts_through_the_conversions():
     assert rows.to_list()[0] == {'a': 1, 'b': ''}    # the input rows are unchanged
 
 
+def test_flatten_without_fields_passes_empty_and_asks_rows_for_their_fields():
+    out = DataCollection([[1], 0, [2, 3]]).safe().map(lambda x: x * 1 if x else 1 // x).flatten().to_list()
+    assert out[0] == 1 and isinstance(out[1], Empty) and out[2:] == [2, 3]
+    with pytest.raises(TypeError, match=r"needs the list field\(s\) to flatten: flatten\('field'\)"):
+        dc['a']([[1]]).flatten().to_list()
+
+
 def test_group_by_and_flatten_on_dicts():
     rows = DataCollection([{'k': 1, 'v': 'a'}, {'k': 1, 'v': 'b'}, {'k': 2, 'v': 'c'}])
     grouped = rows.group_by('k')

@@ -19,6 +19,7 @@ from towhee_ray.collection import (DisplayMixin, EntityMixin, ListMixin, Process
                                    SettingsMixin, SourcesMixin)
 from towhee_ray.collection.columns import ColumnCall, ColumnOperator, Columns, column_method, field_names
 from towhee_ray.collection.compat import missing_method_error
+from towhee_ray.collection.processing import flatten_values
 from towhee_ray.guard import DROPPED, Failure, Guarded, GuardedOperator, step_error
 from towhee_ray.operators import OperatorNotFoundError, OperatorSpec, resolve_operator, spec_from_towhee_op
 
@@ -414,7 +415,7 @@ class DataCollection(SettingsMixin, EntityMixin, SafetyMixin, ProcessingMixin, L
         """
         if fields:
             return self._flatten_fields(fields)
-        return self._derive(itertools.chain.from_iterable(self._items))
+        return self._derive(flatten_values(self._items))
 
     def zip(self, *others: 'DataCollection') -> 'DataCollection':
         """Tuples of this collection's elements with the others'; a stream if any is one.

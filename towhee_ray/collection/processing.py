@@ -9,7 +9,7 @@ import itertools
 import random
 from typing import Any, Iterable, Iterator, List, Sequence, Tuple
 
-from towhee_ray.collection.columns import Columns, fields_of, with_fields
+from towhee_ray.collection.columns import Columns, fields_of, is_entity, with_fields
 from towhee_ray.guard import Empty, Guarded
 
 
@@ -73,6 +73,19 @@ class _Expand:
     def __call__(self, row: Any) -> List[Any]:
         values = Columns(self.fields).read(row)
         return [with_fields(row, dict(zip(self.fields, parts))) for parts in zip(*values)]
+
+
+def flatten_values(items: Iterable[Any]) -> Iterator[Any]:
+    """The elements of each element; an ``Empty`` passes through, and a row (whose
+    iteration would give its field names) asks for the fields to flatten."""
+    for item in items:
+        if item.__class__ is Empty:
+            yield item
+        elif isinstance(item, dict) or is_entity(item):
+            raise TypeError("flatten() of entity or dict rows needs the list field(s) to flatten: "
+                            "flatten('field')")
+        else:
+            yield from item
 
 
 def _unnest(expanded: Iterable[Any]) -> Iterator[Any]:
