@@ -26,7 +26,6 @@ TOWHEE_09_NAMES = frozenset('''
 
 # What to use instead, where towhee_ray has an answer.
 _INSTEAD = {
-    'to_dc': 'a towhee_ray DataCollection is already both; use it as is',
     'to_column': 'rows stay entities; column storage (pyarrow) is not provided',
     'get_executor': 'use get_backend() and get_num_worker()',
     'ray_start': 'use towhee_ray.connect() or ray.init(...) before running the chain',

@@ -199,6 +199,17 @@ class EntityMixin:
             return other[index]
         return self._convert('select_from', pick)
 
+    def to_dc(self) -> 'EntityMixin':
+        """Towhee 0.9 turned its entity ``DataFrame`` into a ``DataCollection`` with it;
+        towhee_ray has one class, so this is the collection itself.
+
+        >>> from towhee_ray import dc
+        >>> rows = dc['a']([1])
+        >>> rows.to_dc() is rows
+        True
+        """
+        return self
+
     @classmethod
     def combine(cls, *collections: Iterable[Any]) -> 'EntityMixin':
         """Rows with the fields of the rows at the same position in each collection.
