@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, Iterable, Tuple
 ENTITY_MODULE = 'towhee.datacollection.entity'
 
 
+@functools.lru_cache(maxsize=None)
 def entity_class() -> type:
     """Towhee's ``Entity`` class (imported on first use; importing Towhee is slow)."""
     from towhee.datacollection.entity import Entity
