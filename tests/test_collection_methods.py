@@ -58,7 +58,7 @@ def test_a_towhee_09_method_that_is_not_provided_says_so():
         DataCollection.range(3).to_video('out.mp4')
     with pytest.raises(AttributeError, match='ray_start is not provided by towhee_ray: use towhee_ray.conn'):
         DataCollection.range(3).ray_start
-    assert not hasattr(DataCollection.range(3), 'split_train_test')
+    assert not hasattr(DataCollection.range(3), 'with_metrics')
     with pytest.raises(towhee_ray.OperatorNotFoundError):     # any other name is still an operator
         DataCollection.range(3).no_such_namespace.no_such_op()
 
@@ -148,6 +148,19 @@ def test_list_methods_refuse_a_stream(method, args):
 def test_list_methods_turn_a_range_into_a_list():
     numbers = DataCollection.range(3).append(3)
     assert numbers.to_list() == [0, 1, 2, 3] and numbers.count(3) == 1
+
+
+def test_split_train_test_shuffles_reproducibly():
+    train, test = DataCollection.range(100).split_train_test(size=[0.75, 0.25], random_state=1)
+    assert len(train) == 75 and len(test) == 25
+    assert sorted(train.to_list() + test.to_list()) == list(range(100))
+    again, _ = DataCollection.range(100).split_train_test(size=[0.75, 0.25], random_state=1)
+    assert again.to_list() == train.to_list() != list(range(75))
+    assert [len(part) for part in DataCollection.range(10).split_train_test(size=[5, 2])] == [5, 2]
+    with pytest.raises(ValueError, match='asks for 9 \\+ 2 elements of 10'):
+        DataCollection.range(10).split_train_test(size=[0.9, 0.2])
+    with pytest.raises(TypeError, match='unstream'):
+        DataCollection(iter([1])).split_train_test()
 
 
 def test_shuffle_sample_split_batch_rolling_arguments():

@@ -152,6 +152,11 @@ def test_flatten_shuffle_group_by_split_head_sample():
     assert 0.09 < len(DataCollection(range(10000)).sample(0.1).to_list()) / 10000. < 0.11
 
 
+def test_split_train_test():
+    train, test = DataCollection.range(10).split_train_test(shuffle=False)
+    assert train.to_list() == [0, 1, 2, 3, 4, 5, 6, 7, 8] and test.to_list() == [9]
+
+
 def test_list_methods():
     assert repr(DataCollection([0, 1, 2]).append(3).append(4)) == '[0, 1, 2, 3, 4]'
     assert repr(DataCollection([1, 2, 3]).clear()) == '[]'

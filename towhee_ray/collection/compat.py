@@ -32,7 +32,6 @@ _INSTEAD = {
     'serve': 'serve a Towhee 1.x pipeline instead',
     'api': 'serve a Towhee 1.x pipeline instead',
     'smap': 'use map() with an operator',
-    'split_train_test': 'use shuffle() and slicing: dc[:n], dc[n:]',
 }
 
 

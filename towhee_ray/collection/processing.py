@@ -6,8 +6,9 @@ they never go to a backend.
 from __future__ import annotations
 
 import itertools
+import math
 import random
-from typing import Any, Iterable, Iterator, List, Sequence, Tuple
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from towhee_ray.collection.columns import Columns, fields_of, is_entity, with_fields
 from towhee_ray.guard import Empty, Guarded
@@ -184,6 +185,30 @@ class ProcessingMixin:
         _positive(count, 'split count')
         sources = itertools.tee(self._items, count) if self.is_stream else [self._items] * count
         return [self._derive(source) for source in sources]
+
+    def split_train_test(self, size: Sequence[float] = (0.9, 0.1), shuffle: bool = True,
+                         random_state: Optional[int] = None) -> Tuple['ProcessingMixin', 'ProcessingMixin']:
+        """A train and a test collection, as scikit-learn's ``train_test_split`` (which 0.9
+        called) cuts them: ``size`` is the two fractions (or counts); the test part is
+        rounded up, the train part down. Unstreamed collections only.
+
+        >>> from towhee_ray import DataCollection
+        >>> train, test = DataCollection.range(10).split_train_test(shuffle=False)
+        >>> train.to_list(), test.to_list()
+        ([0, 1, 2, 3, 4, 5, 6, 7, 8], [9])
+        """
+        if self.is_stream:
+            raise TypeError('split_train_test() needs an unstreamed DataCollection: call unstream() first')
+        items = list(self._items)
+        train_size, test_size = size
+        test_count = test_size if isinstance(test_size, int) else math.ceil(test_size * len(items))
+        train_count = train_size if isinstance(train_size, int) else math.floor(train_size * len(items))
+        if train_count + test_count > len(items) or min(train_count, test_count) < 0:
+            raise ValueError(f'split_train_test(size={list(size)}) asks for {train_count} + {test_count} '
+                             f'elements of {len(items)}')
+        if shuffle:
+            random.Random(random_state).shuffle(items)
+        return self._derive(items[:train_count]), self._derive(items[train_count:train_count + test_count])
 
     def group_by(self, field: str) -> 'ProcessingMixin':
         """Merge consecutive rows with the same value of ``field``; their other fields
