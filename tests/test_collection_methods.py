@@ -212,6 +212,7 @@ def test_pandas_round_trip_gives_rows_not_column_names():
     rows = DataCollection.from_df(frame)
     assert [str(row) for row in rows][0] == "{'a': 1, 'b': 'x'}" and len(rows) == 3
     assert DataCollection.from_df(frame, as_stream=True).is_stream
+    assert [str(row) for row in DataCollection(frame)] == [str(row) for row in rows]
     assert rows.runas_op['a', 'c'](lambda a: a * 2).to_df()['c'].tolist() == [2, 4, 6]
     assert rows.to_df().equals(frame)
     assert DataCollection([1, 2]).to_df()[0].tolist() == [1, 2]

@@ -20,6 +20,7 @@ from towhee_ray.collection import (DisplayMixin, EntityMixin, ListMixin, Process
 from towhee_ray.collection.columns import ColumnCall, ColumnOperator, Columns, column_method, field_names
 from towhee_ray.collection.compat import missing_method_error
 from towhee_ray.collection.processing import flatten_values
+from towhee_ray.collection.sources import frame_rows, is_frame
 from towhee_ray.guard import DROPPED, Failure, Guarded, GuardedOperator, step_error
 from towhee_ray.operators import OperatorNotFoundError, OperatorSpec, resolve_operator, spec_from_towhee_op
 
@@ -187,8 +188,8 @@ class DataCollection(SettingsMixin, EntityMixin, SafetyMixin, ProcessingMixin, L
             self._items: Iterable[Any] = iterable
         elif isinstance(iterable, (list, tuple, range)):
             self._items = iterable
-        else:
-            self._items = list(iterable)
+        else:   # a pandas DataFrame gives its rows (as entities), not its column names
+            self._items = frame_rows(iterable) if is_frame(iterable) else list(iterable)
         self._settings = _settings or _Settings()
 
     # -- construction and shape ---------------------------------------------------------

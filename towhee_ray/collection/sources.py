@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import glob as globbing
 import json
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Union
 
@@ -23,6 +24,18 @@ def _import_pandas() -> Any:
     except ImportError as error:
         raise ImportError('to_df()/from_df() need pandas: pip install pandas') from error
     return pandas
+
+
+def is_frame(data: Any) -> bool:
+    """True for a pandas DataFrame (checked without importing pandas)."""
+    pandas = sys.modules.get('pandas')
+    return pandas is not None and isinstance(data, pandas.DataFrame)
+
+
+def frame_rows(dataframe: Any) -> Iterator[Any]:
+    """Entity rows of a pandas DataFrame, its columns as fields."""
+    return (make_entity({str(name): value for name, value in record.items()})
+            for record in dataframe.to_dict('records'))
 
 
 def _glob_paths(patterns: tuple) -> Iterator[str]:
@@ -101,7 +114,8 @@ class SourcesMixin:
 
     @classmethod
     def from_df(cls, dataframe: Any, as_stream: bool = False) -> 'SourcesMixin':
-        """Entity rows from the rows of a pandas DataFrame (its columns become fields).
+        """Entity rows from the rows of a pandas DataFrame (its columns become fields);
+        ``DataCollection(df)`` is the same.
 
         >>> import pandas
         >>> from towhee_ray import DataCollection
@@ -111,8 +125,7 @@ class SourcesMixin:
         pandas = _import_pandas()
         if not isinstance(dataframe, pandas.DataFrame):
             raise TypeError(f'from_df() needs a pandas DataFrame, got {type(dataframe).__name__}')
-        rows = (make_entity({str(name): value for name, value in record.items()})
-                for record in dataframe.to_dict('records'))
+        rows = frame_rows(dataframe)
         return cls(rows if as_stream else list(rows))
 
     def to_csv(self, csv_path: PathLike, encoding: str = 'utf-8-sig') -> None:
