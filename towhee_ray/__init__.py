@@ -9,6 +9,7 @@ Importing this package does not import Ray; the ``ray`` backend does, when first
 from towhee_ray.backends import (ENTRY_POINT_GROUP, Backend, OperatorFactory, WorkerError, available_backends,
                                  get_backend)
 from towhee_ray.cluster import ClusterInfo, connect, init
+from towhee_ray.collection.sources import dc, glob, range  # noqa: F401 (towhee_ray.range, as towhee.range)
 from towhee_ray.datacollection import DataCollection
 from towhee_ray.guard import Empty
 from towhee_ray.operators import OperatorNotFoundError, OperatorSpec, resolve_operator
@@ -19,4 +20,13 @@ __all__ = [
     'DataCollection', 'Empty', 'Backend', 'OperatorFactory', 'OperatorSpec', 'OperatorNotFoundError',
     'ENTRY_POINT_GROUP', 'available_backends', 'get_backend', 'resolve_operator', 'connect',
     'init', 'ClusterInfo', 'WorkerError',
+    'Entity', 'dc', 'glob',   # not 'range': a star import would shadow the builtin
 ]
+
+
+def __getattr__(name: str):
+    # Entity is Towhee's class; importing Towhee takes seconds, so only when asked for.
+    if name == 'Entity':
+        from towhee.datacollection.entity import Entity
+        return Entity
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -16,7 +16,13 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 from towhee_ray.backends import Backend, get_backend
 from towhee_ray.backends.options import check_option_names
-from towhee_ray.guard import DROPPED, Empty, Failure, Guarded, GuardedOperator, step_error
+from towhee_ray.collection import (DisplayMixin, EntityMixin, ListMixin, ProcessingMixin, SafetyMixin,
+                                   SettingsMixin, SourcesMixin)
+from towhee_ray.collection.columns import ColumnCall, ColumnOperator, Columns, column_method, field_names
+from towhee_ray.collection.compat import missing_method_error
+from towhee_ray.collection.processing import flatten_values
+from towhee_ray.collection.sources import frame_rows, is_frame
+from towhee_ray.guard import DROPPED, Failure, Guarded, GuardedOperator, step_error
 from towhee_ray.operators import OperatorNotFoundError, OperatorSpec, resolve_operator, spec_from_towhee_op
 
 DEFAULT_BACKEND = 'thread'
@@ -66,8 +72,8 @@ class _Settings:
     parallel: Optional[Parallel] = None
 
 
+# Towhee 0.9 printed an unstreamed collection with reprlib's defaults: [0, 1, 2, 3, 4, 0, ...]
 _SHORT_REPR = reprlib.Repr()
-_SHORT_REPR.maxlist = 8
 
 
 def _callable_name(fn: Any) -> str:
@@ -115,16 +121,25 @@ def _serial_operator(operator: GuardedOperator, items: Iterable[Any]) -> Iterato
 class _OperatorPath:
     """``dc.<namespace>.<name>``: collects the dotted name until it is called."""
 
-    def __init__(self, collection: 'DataCollection', name: str) -> None:
+    def __init__(self, collection: 'DataCollection', name: str,
+                 columns: Optional[Columns] = None) -> None:
         self._collection = collection
         self._name = name
+        self._columns = columns
 
     def __getattr__(self, name: str) -> '_OperatorPath':
-        if name.startswith('__'):
+        if name.startswith('__') or self._columns is not None:
             raise AttributeError(name)
         return _OperatorPath(self._collection, f'{self._name}.{name}')
 
+    def __getitem__(self, key: Any) -> '_OperatorPath':
+        """``dc.ns.name['in', 'out']``: read field ``in``, write field ``out``."""
+        return _OperatorPath(self._collection, self._name, Columns.parse(key))
+
     def __call__(self, *init_args: Any, **init_kws: Any) -> 'DataCollection':
+        if self._name == 'runas_op':   # Towhee 0.9's way to apply a plain function column style
+            return self._collection._apply('runas_op', _runas_function(init_args, init_kws),
+                                           columns=self._columns)
         try:
             spec = resolve_operator(self._name, init_args, init_kws)
         except OperatorNotFoundError as error:
@@ -133,13 +148,20 @@ class _OperatorPath:
             if close and '.' not in self._name:
                 error.add_note(f'DataCollection has no method {self._name!r}; did you mean {close[0]!r}?')
             raise
-        return self._collection._apply_operator(spec)
+        return self._collection._apply_operator(spec, columns=self._columns)
 
     def __repr__(self) -> str:
         return f'<operator path {self._name!r}: call it to apply the operator>'
 
 
-class DataCollection:
+def _runas_function(args: Sequence[Any], kws: Dict[str, Any]) -> Callable[..., Any]:
+    if len(args) + len(kws) != 1 or (kws and 'func' not in kws):
+        raise TypeError('runas_op takes one function: runas_op[\'in\', \'out\'](func=f) or (f)')
+    return args[0] if args else kws['func']
+
+
+class DataCollection(SettingsMixin, EntityMixin, SafetyMixin, ProcessingMixin, ListMixin,
+                     SourcesMixin, DisplayMixin):
     """A chain of steps over a sequence or a stream, run serially or on a backend.
 
     >>> DataCollection([1, 2, 3]).map(lambda x: x * 10).to_list()
@@ -152,6 +174,15 @@ class DataCollection:
 
     >>> DataCollection(['One. Two three.']).towhee.text_split(max_words=2).to_list()
     [['One.', 'Two three.']]
+
+    In column style (Towhee 0.9's), rows are entities and steps name their fields:
+
+    >>> dc = DataCollection['text'](['One. Two three.']).towhee.text_split['text', 'parts'](max_words=2)
+    >>> dc.select['parts']().as_raw().to_list()
+    [['One.', 'Two three.']]
+
+    Everything else a Towhee 0.9 DataCollection offers comes from the modules of
+    :mod:`towhee_ray.collection`, one per concern.
     """
 
     def __init__(self, iterable: Iterable[Any] = (), *, _settings: Optional[_Settings] = None):
@@ -159,8 +190,8 @@ class DataCollection:
             self._items: Iterable[Any] = iterable
         elif isinstance(iterable, (list, tuple, range)):
             self._items = iterable
-        else:
-            self._items = list(iterable)
+        else:   # a pandas DataFrame gives its rows (as entities), not its column names
+            self._items = frame_rows(iterable) if is_frame(iterable) else list(iterable)
         self._settings = _settings or _Settings()
 
     # -- construction and shape ---------------------------------------------------------
@@ -221,12 +252,19 @@ class DataCollection:
         _close(self._items)
 
     def __repr__(self) -> str:
-        settings = [f'parallel={self._settings.parallel}'] if self._settings.parallel else []
-        settings += ['safe'] if self._settings.safe else []
+        """An unstreamed collection shows its elements, as Towhee 0.9 did; a stream says
+        it is one (showing it would consume it).
+
+        >>> DataCollection.range(10)
+        [0, 1, 2, 3, 4, 5, ...]
+        >>> DataCollection.range(3).stream().set_parallel(2)
+        <DataCollection stream, parallel=thread x2>
+        """
         if self.is_stream:
+            settings = [f'parallel={self._settings.parallel}'] if self._settings.parallel else []
+            settings += ['safe'] if self._settings.safe else []
             return f'<DataCollection stream{", " if settings else ""}{", ".join(settings)}>'
-        shown = _SHORT_REPR.repr(list(self._items[:_SHORT_REPR.maxlist + 1]))
-        return f'DataCollection({shown}{", " if settings else ""}{", ".join(settings)})'
+        return _SHORT_REPR.repr(list(self._items[:_SHORT_REPR.maxlist + 1]))
 
     # -- chain settings -------------------------------------------------------------------
 
@@ -235,11 +273,19 @@ class DataCollection:
         """Run every following map, filter and operator step on ``backend`` with
         ``num_worker`` workers; extra keywords are backend options (e.g. ``chunk_size``).
 
+        As in Towhee 0.9 it changes this collection and returns it; chains already derived
+        from it keep their settings.
+
         >>> DataCollection([1, 2]).set_parallel(2, 'thread').map(str).to_list()
         ['1', '2']
+        >>> dc = DataCollection.range(3)
+        >>> _ = dc.set_parallel(4)
+        >>> dc.get_num_worker()
+        4
         """
         parallel = Parallel.checked(backend, num_worker, backend_options)
-        return self._derive(self._items, dataclasses.replace(self._settings, parallel=parallel))
+        self._settings = dataclasses.replace(self._settings, parallel=parallel)
+        return self
 
     def safe(self) -> 'DataCollection':
         """From here on a failing element becomes :class:`Empty` and the chain goes on.
@@ -263,8 +309,8 @@ class DataCollection:
 
     def _run(self, step: str, fn: Optional[Guarded] = None,
              operator: Optional[GuardedOperator] = None,
-             parallel: Optional[Parallel] = None) -> 'DataCollection':
-        parallel = parallel or self._settings.parallel
+             parallel: Optional[Parallel] = None, in_driver: bool = False) -> 'DataCollection':
+        parallel = None if in_driver else parallel or self._settings.parallel
         backend = parallel.make_backend() if parallel else None
         if backend is None:
             outputs = map(fn, self._items) if operator is None else _serial_operator(operator, self._items)
@@ -274,19 +320,23 @@ class DataCollection:
             outputs = backend.map_operator(operator, self._items)
         return self._derive(_settle(iter(outputs), step, backend, self._items))
 
-    def _apply_operator(self, spec: OperatorSpec,
-                        parallel: Optional[Parallel] = None) -> 'DataCollection':
-        return self._run(f'operator {spec.name}', operator=GuardedOperator(spec, self._settings.safe),
+    def _apply_operator(self, spec: OperatorSpec, parallel: Optional[Parallel] = None,
+                        columns: Optional[Columns] = None) -> 'DataCollection':
+        operator = spec if columns is None else ColumnOperator(spec, columns)
+        return self._run(f'operator {operator.name}', operator=GuardedOperator(operator, self._settings.safe),
                          parallel=parallel)
 
-    def _apply(self, step: str, fn: Callable[[Any], Any],
-               parallel: Optional[Parallel] = None) -> 'DataCollection':
+    def _apply(self, step: str, fn: Callable[[Any], Any], parallel: Optional[Parallel] = None,
+               columns: Optional[Columns] = None) -> 'DataCollection':
         if not callable(fn):
             raise TypeError(f'{step} needs a callable, got {fn!r}')
         spec = spec_from_towhee_op(fn)
         if spec is not None:
-            return self._apply_operator(spec, parallel)
-        return self._run(f'{step}({_callable_name(fn)})', Guarded(fn, self._settings.safe), parallel=parallel)
+            return self._apply_operator(spec, parallel, columns)
+        if columns is not None:   # the fields are read and written in the worker
+            step, fn = f'{step}{columns}', ColumnCall(fn, columns)
+        return self._run(f'{step}({_callable_name(getattr(fn, "fn", fn))})', Guarded(fn, self._settings.safe),
+                         parallel=parallel)
 
     def map(self, *fns: Callable[[Any], Any]) -> Any:
         """Apply ``fn`` to every element; with several functions, the same as ``mmap``.
@@ -304,15 +354,27 @@ class DataCollection:
             raise TypeError('map() needs at least one function')
         return self.mmap(list(fns))
 
-    def filter(self, fn: Callable[[Any], bool]) -> 'DataCollection':
-        """Keep the elements for which ``fn`` is true.
+    @column_method
+    def filter(self, fn: Callable[..., bool], drop_empty: bool = False, *,
+               columns: Any = None) -> 'DataCollection':
+        """Keep the elements for which ``fn`` is true; ``filter['a', ...](fn)`` calls
+        ``fn`` with those fields of each row. The :class:`Empty` elements of a ``safe()``
+        chain are kept, unless ``drop_empty=True``.
 
         >>> DataCollection.range(6).filter(lambda x: x % 2).to_list()
         [1, 3, 5]
+        >>> DataCollection['a', 'b']([(1, 2), (3, 3)]).filter['a', 'b'](lambda a, b: a < b).as_raw()
+        [(1, 2)]
         """
         if not callable(fn):
             raise TypeError(f'filter needs a callable, got {fn!r}')
-        return self._run(f'filter({_callable_name(fn)})', Guarded(fn, self._settings.safe, keep_if=True))
+        step = f'filter({_callable_name(fn)})'
+        if columns is not None:
+            names = (columns,) if isinstance(columns, str) else columns
+            columns = Columns(field_names(sum(((n,) if isinstance(n, str) else tuple(n) for n in names), ())))
+            step, fn = f'filter{columns}({_callable_name(fn)})', ColumnCall(fn, columns, result_only=True)
+        kept = self._run(step, Guarded(fn, self._settings.safe, keep_if=True))
+        return kept.drop_empty() if drop_empty else kept
 
     def pmap(self, fn: Callable[[Any], Any], num_worker: Optional[int] = None,
              backend: Optional[str] = None, **backend_options: Any) -> 'DataCollection':
@@ -345,13 +407,18 @@ class DataCollection:
 
     # -- driver-side reshaping -------------------------------------------------------------
 
-    def flatten(self) -> 'DataCollection':
-        """Replace every element by the elements it holds.
+    def flatten(self, *fields: str) -> 'DataCollection':
+        """Replace every element by the elements it holds; with field names, one row per
+        element of those (list) fields, the other fields repeated.
 
         >>> DataCollection([[1, 2], [3]]).flatten().to_list()
         [1, 2, 3]
+        >>> DataCollection['a', 'b']([('x', [1, 2])]).flatten('b').as_str().to_list()
+        ["{'a': 'x', 'b': 1}", "{'a': 'x', 'b': 2}"]
         """
-        return self._derive(itertools.chain.from_iterable(self._items))
+        if fields:
+            return self._flatten_fields(fields)
+        return self._derive(flatten_values(self._items))
 
     def zip(self, *others: 'DataCollection') -> 'DataCollection':
         """Tuples of this collection's elements with the others'; a stream if any is one.
@@ -362,23 +429,10 @@ class DataCollection:
         stream = self.is_stream or any(getattr(other, 'is_stream', False) for other in others)
         return self._derive(zip(self._items, *others), stream=stream)
 
-    def batch(self, size: int) -> 'DataCollection':
-        """Lists of ``size`` consecutive elements; the last one may be shorter.
-
-        >>> DataCollection.range(5).batch(2).to_list()
-        [[0, 1], [2, 3], [4]]
-        """
-        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-            raise ValueError(f'batch size must be a positive integer, got {size!r}')
-        iterator = iter(self._items)
-        batches = iter(lambda: list(itertools.islice(iterator, size)), [])
-        return self._derive(batches)
-
-    def drop_empty(self) -> 'DataCollection':
-        """Remove the :class:`Empty` elements a ``safe()`` chain produced."""
-        return self._derive(item for item in self._items if item.__class__ is not Empty)
-
     def __getattr__(self, name: str) -> _OperatorPath:
         if name.startswith('_'):
             raise AttributeError(name)
+        error = missing_method_error(name)
+        if error is not None:
+            raise error
         return _OperatorPath(self, name)

@@ -33,6 +33,10 @@ class Empty:
     def __repr__(self) -> str:
         return f'Empty(value={self.value!r}, exception={self.exception!r})'
 
+    def get(self) -> 'Empty':
+        """Itself: Towhee 0.9's ``drop_empty`` callbacks read ``e.get().value``."""
+        return self
+
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, Empty) and self.value == other.value
                 and repr(self.exception) == repr(other.exception))

@@ -1,0 +1,210 @@
+"""Where rows come from and go to: files, pandas, and the ``dc``/``range``/``glob``
+factories that make entity rows with ``factory['field', ...](...)``, as in Towhee 0.9.
+
+File sources are lazy streams: a file is opened when the first row is pulled and closed
+after the last one.
+"""
+from __future__ import annotations
+
+import csv
+import glob as globbing
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Union
+
+from towhee_ray.collection.columns import field_names, fields_of, is_entity, make_entity
+
+PathLike = Union[str, Path]
+
+
+def _import_pandas() -> Any:
+    try:
+        import pandas
+    except ImportError as error:
+        raise ImportError('to_df()/from_df() need pandas: pip install pandas') from error
+    return pandas
+
+
+def is_frame(data: Any) -> bool:
+    """True for a pandas DataFrame (checked without importing pandas)."""
+    pandas = sys.modules.get('pandas')
+    return pandas is not None and isinstance(data, pandas.DataFrame)
+
+
+def frame_rows(dataframe: Any) -> Iterator[Any]:
+    """Entity rows of a pandas DataFrame, its columns as fields."""
+    return (make_entity({str(name): value for name, value in record.items()})
+            for record in dataframe.to_dict('records'))
+
+
+def _glob_paths(patterns: tuple) -> Iterator[str]:
+    for pattern in patterns:
+        yield from sorted(globbing.iglob(str(pattern), recursive=True))
+
+
+def _csv_rows(path: PathLike, encoding: str) -> Iterator[Any]:
+    with open(path, newline='', encoding=encoding) as file:
+        for line in csv.DictReader(file):
+            yield make_entity(line)
+
+
+def _json_rows(path: PathLike, encoding: str) -> Iterator[Any]:
+    with open(path, encoding=encoding) as file:
+        for number, line in enumerate(file, 1):
+            if line.strip():
+                try:
+                    yield make_entity(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise ValueError(f'{path}, line {number}: not a JSON object ({error}); '
+                                     f'read_json reads JSON lines, one object per line') from error
+
+
+def _is_row(row: Any) -> bool:
+    return isinstance(row, dict) or is_entity(row)
+
+
+class SourcesMixin:
+    """``from_glob``, ``read_csv``, ``read_json``, ``from_df``, ``to_csv``, ``to_df`` and
+    ``DataCollection['a', 'b'](iterable)``."""
+
+    def __class_getitem__(cls, key: Any) -> Callable[[Iterable[Any]], 'SourcesMixin']:
+        """``DataCollection['a', 'b'](iterable)``: entity rows with those fields.
+
+        >>> from towhee_ray import DataCollection
+        >>> DataCollection['a', 'b']([(1, 2)]).to_list()[0].b
+        2
+        """
+        names = field_names(key)
+        return lambda iterable: cls(iterable).as_entity(schema=names)
+
+    @classmethod
+    def from_glob(cls, *patterns: PathLike) -> 'SourcesMixin':
+        """A lazy stream of the paths matching the patterns (sorted per pattern; ``**``
+        matches directories recursively). No match at all is a ``FileNotFoundError``.
+
+        >>> import tempfile, pathlib
+        >>> from towhee_ray import DataCollection
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> for name in 'ba': _ = (folder / f'{name}.txt').write_text(name)
+        >>> [pathlib.Path(p).name for p in DataCollection.from_glob(folder / '*.txt')]
+        ['a.txt', 'b.txt']
+        """
+        if not patterns:
+            raise TypeError("from_glob() needs at least one pattern, e.g. from_glob('images/*.jpg')")
+        if not any(next(globbing.iglob(str(p), recursive=True), None) for p in patterns):
+            raise FileNotFoundError(f'no file matches {[str(p) for p in patterns]}')
+        return cls(_glob_paths(patterns))
+
+    @classmethod
+    def read_csv(cls, csv_path: PathLike, encoding: str = 'utf-8-sig') -> 'SourcesMixin':
+        """A lazy stream of entity rows, one per line of a CSV file with a header line
+        (values are strings).
+        """
+        if not Path(csv_path).is_file():
+            raise FileNotFoundError(f'read_csv: no file {str(csv_path)!r}')
+        return cls(_csv_rows(csv_path, encoding))
+
+    @classmethod
+    def read_json(cls, json_path: PathLike, encoding: str = 'utf-8') -> 'SourcesMixin':
+        """A lazy stream of entity rows, one per line of a JSON-lines file."""
+        if not Path(json_path).is_file():
+            raise FileNotFoundError(f'read_json: no file {str(json_path)!r}')
+        return cls(_json_rows(json_path, encoding))
+
+    @classmethod
+    def from_df(cls, dataframe: Any, as_stream: bool = False) -> 'SourcesMixin':
+        """Entity rows from the rows of a pandas DataFrame (its columns become fields);
+        ``DataCollection(df)`` is the same.
+
+        >>> import pandas
+        >>> from towhee_ray import DataCollection
+        >>> DataCollection.from_df(pandas.DataFrame({'a': [1, 2], 'b': ['x', 'y']})).as_raw()
+        [(1, 'x'), (2, 'y')]
+        """
+        pandas = _import_pandas()
+        if not isinstance(dataframe, pandas.DataFrame):
+            raise TypeError(f'from_df() needs a pandas DataFrame, got {type(dataframe).__name__}')
+        rows = frame_rows(dataframe)
+        return cls(rows if as_stream else list(rows))
+
+    def to_csv(self, csv_path: PathLike, encoding: str = 'utf-8-sig') -> None:
+        """Write the rows to a CSV file: entity or dict rows with a header line of their
+        fields, other elements (tuples, lists, values) as lines of values.
+        """
+        with open(csv_path, 'w', newline='', encoding=encoding) as file:
+            writer: Any = None
+            for row in self._items:
+                if _is_row(row):
+                    if writer is None:
+                        writer = csv.DictWriter(file, fieldnames=list(fields_of(row)))
+                        writer.writeheader()
+                    writer.writerow(fields_of(row))
+                else:
+                    writer = writer or csv.writer(file)
+                    writer.writerow(row if isinstance(row, (list, tuple)) else [row])
+
+    def to_df(self) -> Any:
+        """The rows as a pandas DataFrame, fields as columns (runs a stream to its end).
+
+        >>> from towhee_ray import DataCollection
+        >>> DataCollection['a', 'b']([(1, 'x'), (2, 'y')]).to_df()
+           a  b
+        0  1  x
+        1  2  y
+        """
+        pandas = _import_pandas()
+        rows = list(self._items)
+        if rows and all(_is_row(row) for row in rows):
+            return pandas.DataFrame([dict(fields_of(row)) for row in rows])
+        return pandas.DataFrame(rows)
+
+
+class RowFactory:
+    """``dc``, ``range`` and ``glob`` of Towhee 0.9: ``factory(...)`` makes a collection of
+    plain values, ``factory['a', 'b'](...)`` one of entity rows with those fields."""
+
+    def __init__(self, make: Callable[..., Any], name: str, doc: str) -> None:
+        self._make = make
+        self.__name__ = name
+        self.__doc__ = doc
+
+    def __call__(self, *args: Any, **kws: Any) -> Any:
+        return self._make(*args, **kws)
+
+    def __getitem__(self, key: Any) -> Callable[..., Any]:
+        names = field_names(key)
+        return lambda *args, **kws: self._make(*args, **kws).as_entity(schema=names)
+
+    def __repr__(self) -> str:
+        return f'<towhee_ray.{self.__name__}: call it, or subscript it with field names first>'
+
+
+def _collection() -> type:
+    from towhee_ray.datacollection import DataCollection
+    return DataCollection
+
+
+dc = RowFactory(lambda iterable: _collection()(iterable), 'dc', """A DataCollection of ``iterable``;
+``dc['a', 'b'](iterable)`` makes entity rows with those fields.
+
+>>> from towhee_ray import dc
+>>> dc([0, 1, 2])
+[0, 1, 2]
+>>> dc['column']([0, 1, 2])
+[<Entity dict_keys(['column'])>, <Entity dict_keys(['column'])>, <Entity dict_keys(['column'])>]
+>>> dc['string', 'int']([['a', 1], ['b', 2]]).as_str()
+["{'string': 'a', 'int': 1}", "{'string': 'b', 'int': 2}"]
+""")
+
+range = RowFactory(lambda *args: _collection().range(*args), 'range',  # noqa: A001 (0.9's name)
+                   """``DataCollection.range(*args)``; ``range['n'](...)`` makes entity rows.
+
+>>> import towhee_ray
+>>> towhee_ray.range['nums'](3).select['nums']().as_raw()
+[0, 1, 2]
+""")
+
+glob = RowFactory(lambda *patterns: _collection().from_glob(*patterns), 'glob',
+                  """A lazy stream of the paths matching the patterns; ``glob['path'](...)``
+makes entity rows with the field ``path``.""")
