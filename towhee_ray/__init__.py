@@ -10,11 +10,14 @@ from towhee_ray.backends import ENTRY_POINT_GROUP, Backend, OperatorFactory, ava
 from towhee_ray.cluster import connect
 from towhee_ray.datacollection import DataCollection
 from towhee_ray.guard import Empty
+from towhee_ray.hub import use_local_hub
 from towhee_ray.operators import OperatorNotFoundError, OperatorSpec, resolve_operator
+from towhee_ray.pipeline import RayOp, ray_op
 
 __version__ = '0.1.0'
 
 __all__ = [
     'DataCollection', 'Empty', 'Backend', 'OperatorFactory', 'OperatorSpec', 'OperatorNotFoundError',
     'ENTRY_POINT_GROUP', 'available_backends', 'get_backend', 'resolve_operator', 'connect',
+    'RayOp', 'ray_op', 'use_local_hub',
 ]

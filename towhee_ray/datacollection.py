@@ -17,6 +17,8 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 from towhee_ray.backends import Backend, get_backend
 from towhee_ray.guard import DROPPED, Empty, Failure, Guarded, GuardedOperator, step_error
 from towhee_ray.operators import OperatorNotFoundError, OperatorSpec, resolve_operator, spec_from_towhee_op
+from towhee_ray.pipeline import is_towhee_pipeline, map_pipeline
+from towhee_ray.progress import with_progress
 
 DEFAULT_BACKEND = 'thread'
 DEFAULT_NUM_WORKER = 2
@@ -281,6 +283,8 @@ class DataCollection:
                parallel: Optional[Parallel] = None) -> 'DataCollection':
         if not callable(fn):
             raise TypeError(f'{step} needs a callable, got {fn!r}')
+        if is_towhee_pipeline(fn):
+            return map_pipeline(self, fn, parallel)
         spec = spec_from_towhee_op(fn)
         if spec is not None:
             return self._apply_operator(spec, parallel)
@@ -289,7 +293,9 @@ class DataCollection:
     def map(self, *fns: Callable[[Any], Any]) -> Any:
         """Apply ``fn`` to every element; with several functions, the same as ``mmap``.
 
-        A ``towhee.ops.<ns>.<name>(...)`` object runs as an operator step.
+        A ``towhee.ops.<ns>.<name>(...)`` object runs as an operator step; a Towhee
+        pipeline (``pipe...output(...)``) gives each element's ``p(element).to_list()``,
+        built once per worker.
 
         >>> DataCollection([1, 2]).map(lambda x: -x).to_list()
         [-1, -2]
@@ -371,6 +377,17 @@ class DataCollection:
         iterator = iter(self._items)
         batches = iter(lambda: list(itertools.islice(iterator, size)), [])
         return self._derive(batches)
+
+    def progress(self, total: Optional[int] = None, desc: Optional[str] = None) -> 'DataCollection':
+        """Show a tqdm progress bar advancing as elements pass this point; ``total`` defaults
+        to the length when it is known. A stream stays a stream.
+
+        >>> DataCollection.range(3).progress(desc='squares').map(lambda x: x * x).to_list()
+        [0, 1, 4]
+        """
+        if total is None and not self.is_stream:
+            total = len(self._items)
+        return self._derive(with_progress(self._items, total, desc))
 
     def drop_empty(self) -> 'DataCollection':
         """Remove the :class:`Empty` elements a ``safe()`` chain produced."""
