@@ -378,16 +378,18 @@ class DataCollection:
         batches = iter(lambda: list(itertools.islice(iterator, size)), [])
         return self._derive(batches)
 
-    def progress(self, total: Optional[int] = None, desc: Optional[str] = None) -> 'DataCollection':
+    def progress(self, total: Optional[int] = None, desc: Optional[str] = None,
+                 **tqdm_options: Any) -> 'DataCollection':
         """Show a tqdm progress bar advancing as elements pass this point; ``total`` defaults
-        to the length when it is known. A stream stays a stream.
+        to the length when it is known; other keywords go to ``tqdm`` (``unit='passage'``).
+        A stream stays a stream.
 
         >>> DataCollection.range(3).progress(desc='squares').map(lambda x: x * x).to_list()
         [0, 1, 4]
         """
         if total is None and not self.is_stream:
             total = len(self._items)
-        return self._derive(with_progress(self._items, total, desc))
+        return self._derive(with_progress(self._items, total, desc, **tqdm_options))
 
     def drop_empty(self) -> 'DataCollection':
         """Remove the :class:`Empty` elements a ``safe()`` chain produced."""

@@ -2,7 +2,7 @@
 
 Usage: ``towhee.ops.towhee.color_histogram(bins=8)``. The image is an RGB array of shape
 (height, width, 3) (what ``towhee/image-decode`` returns). The feature is the joint RGB
-histogram with ``bins`` levels per channel (``bins ** 3`` dimensions, float32), square-rooted
+histogram (soft-binned) with ``bins`` levels per channel (``bins ** 3`` dimensions, float32), square-rooted
 and L2-normalized (the Hellinger kernel), so the dot product of two features is their
 similarity in [0, 1]: near-duplicates (re-encoded, resized, slightly brightened or noisy
 copies) score close to 1, different pictures much lower.
@@ -23,10 +23,24 @@ class ColorHistogram:
         if pixels.ndim != 3 or pixels.shape[2] != 3:
             raise ValueError(f'towhee/color-histogram needs an RGB image of shape (height, width, 3), '
                              f'got shape {pixels.shape}; decode it with towhee/image-decode first')
-        levels = (pixels.reshape(-1, 3).astype(np.uint32) * self.bins) >> 8
-        cells = (levels[:, 0] * self.bins + levels[:, 1]) * self.bins + levels[:, 2]
-        histogram = np.bincount(cells, minlength=self.bins ** 3).astype(np.float32)
-        feature = np.sqrt(histogram / max(len(cells), 1))
+        # Soft (trilinear) binning: each pixel is shared between the two nearest levels of
+        # each channel, so a slight change of colour moves the feature slightly instead of
+        # jumping a bin boundary (hard bins put a +6 brightened copy at 0.79 similarity).
+        position = pixels.reshape(-1, 3).astype(np.float32) * (self.bins / 256.0) - 0.5
+        lower = np.floor(position)
+        upper_weight = position - lower
+        lower = lower.astype(np.int64)
+        histogram = np.zeros(self.bins ** 3, dtype=np.float64)
+        for corner in range(8):
+            take_upper = [(corner >> channel) & 1 for channel in range(3)]
+            cell = np.zeros(len(position), dtype=np.int64)
+            weight = np.ones(len(position), dtype=np.float32)
+            for channel, upper in enumerate(take_upper):
+                level = np.clip(lower[:, channel] + upper, 0, self.bins - 1)
+                cell = cell * self.bins + level
+                weight = weight * (upper_weight[:, channel] if upper else 1 - upper_weight[:, channel])
+            histogram += np.bincount(cell, weights=weight, minlength=self.bins ** 3)
+        feature = np.sqrt(histogram / max(len(position), 1)).astype(np.float32)
         return feature / np.linalg.norm(feature)
 
 
