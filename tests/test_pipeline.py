@@ -189,3 +189,16 @@ def test_progress_on_a_ray_stream(capsys):
            .progress(total=100, desc='ray').to_list())
     assert out == list(range(1, 101))
     assert 'ray: 100%' in capsys.readouterr().err
+
+
+def _omp_threads():
+    import os
+    return lambda: os.environ.get('OMP_NUM_THREADS')
+
+
+@pytest.mark.parametrize('remote_args, threads', [(None, '1'), ({'num_cpus': 2}, '2')])
+def test_ray_op_actor_threads_follow_its_cpus(remote_args, threads):
+    # Ray sets OMP_NUM_THREADS (torch's thread count) from the CPUs an actor asks for.
+    op = ray_op(_omp_threads, num_worker=1, ray_remote_args=remote_args)
+    assert op() == threads
+    op.close()
