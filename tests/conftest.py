@@ -19,7 +19,11 @@ def alive_actors(ray_cluster):
     """A function listing the ids of the towhee_ray operator actors not (yet) dead."""
     from ray.util.state import list_actors
 
+    # This session's own cluster by address: on a shared machine the state API would
+    # otherwise refuse to choose among several local Ray instances.
+    address = ray_cluster.get_runtime_context().gcs_address
+
     def alive():
-        return [actor.actor_id for actor in list_actors(filters=[('state', '!=', 'DEAD')])
+        return [actor.actor_id for actor in list_actors(address=address, filters=[('state', '!=', 'DEAD')])
                 if actor.class_name == '_OperatorActor']
     return alive

@@ -78,7 +78,7 @@ def _recipe_for(op: Any) -> _Recipe:
         return _Recipe(spec.create, spec.name, registered_operators([spec.name]))
     if isinstance(op, OperatorSpec):
         return _Recipe(op.create, op.name, {})
-    if type(op).__name__ == 'RuntimePipeline':
+    if is_towhee_pipeline(op):
         raise TypeError('ray_op wraps one operator; to run a whole pipeline on Ray use '
                         "DataCollection(inputs).set_parallel(num_worker=N, backend='ray').map(p)")
     if callable(op):
