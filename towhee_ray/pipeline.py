@@ -20,9 +20,10 @@ from towhee_ray.operators import OperatorSpec, spec_from_towhee_op
 
 logger = logging.getLogger(__name__)
 
-# Elements per ``p.batch(...)`` call when a pipeline runs as a DataCollection step: enough
-# graphs at once for Towhee's node threads to overlap (a 3-node pipeline keeps its thread
-# pool busy from ~4 graphs on), few enough that one failing element costs little to redo.
+# Elements per ``p.batch(...)`` call when a pipeline runs as a DataCollection step: several
+# graphs at once so Towhee's node threads overlap, few enough that a batch with a failing
+# element (run again one element at a time to find it) costs little. Not tuned by a
+# measurement yet; the chunking above it adapts the number of batches per chunk.
 PIPELINE_BATCH_SIZE = 16
 
 
