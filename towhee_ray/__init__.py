@@ -12,14 +12,16 @@ from towhee_ray.cluster import ClusterInfo, connect, init
 from towhee_ray.collection.sources import dc, glob, range  # noqa: F401 (towhee_ray.range, as towhee.range)
 from towhee_ray.datacollection import DataCollection
 from towhee_ray.guard import Empty
+from towhee_ray.hub import use_local_hub
 from towhee_ray.operators import OperatorNotFoundError, OperatorSpec, resolve_operator
+from towhee_ray.pipeline import RayOp, ray_op
 
 __version__ = '0.1.0'
 
 __all__ = [
     'DataCollection', 'Empty', 'Backend', 'OperatorFactory', 'OperatorSpec', 'OperatorNotFoundError',
     'ENTRY_POINT_GROUP', 'available_backends', 'get_backend', 'resolve_operator', 'connect',
-    'init', 'ClusterInfo', 'WorkerError',
+    'init', 'ClusterInfo', 'WorkerError', 'RayOp', 'ray_op', 'use_local_hub',
     'Entity', 'dc', 'glob',   # not 'range': a star import would shadow the builtin
 ]
 

@@ -24,6 +24,8 @@ from towhee_ray.collection.processing import flatten_values
 from towhee_ray.collection.sources import frame_rows, is_frame
 from towhee_ray.guard import DROPPED, Failure, Guarded, GuardedOperator, step_error
 from towhee_ray.operators import OperatorNotFoundError, OperatorSpec, resolve_operator, spec_from_towhee_op
+from towhee_ray.pipeline import is_towhee_pipeline, map_pipeline
+from towhee_ray.progress import with_progress
 
 DEFAULT_BACKEND = 'thread'
 DEFAULT_NUM_WORKER = 2
@@ -330,6 +332,8 @@ class DataCollection(SettingsMixin, EntityMixin, SafetyMixin, ProcessingMixin, L
                columns: Optional[Columns] = None) -> 'DataCollection':
         if not callable(fn):
             raise TypeError(f'{step} needs a callable, got {fn!r}')
+        if is_towhee_pipeline(fn):
+            return map_pipeline(self, fn, parallel)
         spec = spec_from_towhee_op(fn)
         if spec is not None:
             return self._apply_operator(spec, parallel, columns)
@@ -341,7 +345,9 @@ class DataCollection(SettingsMixin, EntityMixin, SafetyMixin, ProcessingMixin, L
     def map(self, *fns: Callable[[Any], Any]) -> Any:
         """Apply ``fn`` to every element; with several functions, the same as ``mmap``.
 
-        A ``towhee.ops.<ns>.<name>(...)`` object runs as an operator step.
+        A ``towhee.ops.<ns>.<name>(...)`` object runs as an operator step; a Towhee
+        pipeline (``pipe...output(...)``) gives each element's ``p(element).to_list()``,
+        built once per worker.
 
         >>> DataCollection([1, 2]).map(lambda x: -x).to_list()
         [-1, -2]
@@ -428,6 +434,19 @@ class DataCollection(SettingsMixin, EntityMixin, SafetyMixin, ProcessingMixin, L
         """
         stream = self.is_stream or any(getattr(other, 'is_stream', False) for other in others)
         return self._derive(zip(self._items, *others), stream=stream)
+
+    def progress(self, total: Optional[int] = None, desc: Optional[str] = None,
+                 **tqdm_options: Any) -> 'DataCollection':
+        """Show a tqdm progress bar advancing as elements pass this point; ``total`` defaults
+        to the length when it is known; other keywords go to ``tqdm`` (``unit='passage'``).
+        A stream stays a stream.
+
+        >>> DataCollection.range(3).progress(desc='squares').map(lambda x: x * x).to_list()
+        [0, 1, 4]
+        """
+        if total is None and not self.is_stream:
+            total = len(self._items)
+        return self._derive(with_progress(self._items, total, desc, **tqdm_options))
 
     def __getattr__(self, name: str) -> _OperatorPath:
         if name.startswith('_'):

@@ -1,0 +1,32 @@
+"""Benchmark W5 (a real model) runs in quick mode; its embeddings are checked, timings only reported."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(1200)
+def test_w5_quick_prints_the_table_and_writes_json_with_equal_embeddings(tmp_path):
+    results = tmp_path / 'w5.json'
+    run = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'w5_model.py'), '--quick',
+                          '--json', str(results)], capture_output=True, text=True, timeout=1150, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(results.read_text())
+    assert report['mode'] == 'quick' and report['passages'] == 256
+    cases = [row['case'] for row in report['rows']]
+    assert cases == ['single process, encode(batch_size=32)', 'single process, one passage per call',
+                     'single process, batches sorted by token count',
+                     'towhee_ray ray step, 2 actors x 1 CPU', 'towhee_ray ray step, 1 actor x 2 CPUs',
+                     'Ray Data map_batches, actor pool of 2']
+    for row in report['rows']:
+        assert row['passages_per_s'] > 0 and row['case'] in run.stdout
+        assert row['max_abs_diff'] < 1e-5, row    # every contender computes the same vectors
+    rows = {row['case']: row for row in report['rows']}
+    assert rows['towhee_ray ray step, 2 actors x 1 CPU']['torch_threads'] == [1]
+    assert rows['towhee_ray ray step, 1 actor x 2 CPUs']['torch_threads'] == [2]
+    padding = report['padding']
+    assert padding['sorted by tokens, batch 32'] < padding['sorted by characters, batch 32']

@@ -1,0 +1,163 @@
+"""The operators of the local hub (operators/): real MiniLM embeddings and image features,
+resolved offline by name in the driver and on Ray workers."""
+import functools
+import io
+
+import numpy as np
+import pytest
+from towhee import ops, pipe
+
+from towhee_ray import DataCollection, ray_op, resolve_operator
+
+pytestmark = pytest.mark.usefixtures('ray_cluster')
+
+PASSAGES = [
+    'The try statement specifies exception handlers and/or cleanup code for a group of statements.',
+    'A for loop iterates over the items of any sequence, in the order that they appear.',
+    'def',
+    'Dictionaries map hashable keys to arbitrary values; "d.items()" returns a view of its pairs. ' * 6,
+    'Functions may be given default argument values.',
+    'import',
+    'Module objects have a namespace implemented by a dictionary object.',
+]
+
+
+@pytest.fixture(scope='module')
+def minilm():
+    """One model in the test process (the reference), loaded offline."""
+    return resolve_operator('sentence_embedding.minilm').create()
+
+
+def test_minilm_loads_offline_and_gives_unit_norm_384_dimensional_float32(minilm, monkeypatch):
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    vector = minilm('A sentence about exceptions.')
+    assert vector.shape == (384,) and vector.dtype == np.float32
+    assert abs(np.linalg.norm(vector) - 1) < 1e-5
+    vectors = minilm(PASSAGES)
+    assert len(vectors) == len(PASSAGES)
+    assert all(v.shape == (384,) and v.dtype == np.float32 for v in vectors)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+
+
+def test_minilm_list_form_equals_single_texts_in_input_order(minilm):
+    one_by_one = np.stack([minilm(text) for text in PASSAGES])
+    np.testing.assert_allclose(np.stack(minilm(PASSAGES)), one_by_one, atol=1e-5)
+    # the same sentence scores closest to itself, so the order really is the input order
+    similarity = np.stack(minilm(PASSAGES)) @ one_by_one.T
+    assert list(similarity.argmax(axis=1)) == list(range(len(PASSAGES)))
+
+
+def test_minilm_batches_by_token_count_without_changing_results(minilm):
+    small_batches = resolve_operator('sentence_embedding.minilm', (), {'batch_size': 2}).create()
+    np.testing.assert_allclose(np.stack(small_batches(PASSAGES)), np.stack(minilm(PASSAGES)), atol=1e-5)
+    counts = minilm.token_counts(PASSAGES)
+    assert counts[2] == 3 and counts[3] > 100   # [CLS] def [SEP]; a long passage
+
+
+def test_minilm_embeddings_agree_serially_in_threads_and_on_ray(minilm):
+    expected = np.stack(minilm(PASSAGES))
+    serial = DataCollection(PASSAGES).sentence_embedding.minilm().to_list()
+    threads = DataCollection(PASSAGES).set_parallel(1, 'thread').batch(3).sentence_embedding.minilm().flatten()
+    on_ray = (DataCollection(PASSAGES).stream().set_parallel(2, 'ray').batch(3)
+              .sentence_embedding.minilm().flatten().to_list())
+    for vectors in (serial, threads.to_list(), on_ray):
+        np.testing.assert_allclose(np.stack(vectors), expected, atol=1e-5)
+
+
+def test_minilm_as_ray_op_inside_a_towhee_pipe(minilm):
+    embed = ray_op(ops.sentence_embedding.minilm(), num_worker=1)
+    p = pipe.input('text').map('text', 'vector', embed).output('vector')
+    vectors = [queue.get()[0] for queue in p.batch(PASSAGES[:3])]
+    np.testing.assert_allclose(np.stack(vectors), np.stack(minilm(PASSAGES[:3])), atol=1e-5)
+    embed.close()
+
+
+def test_minilm_refuses_what_is_not_text(minilm):
+    with pytest.raises(TypeError, match='embeds str, got int'):
+        minilm(['fine', 3])
+
+
+# -- images ---------------------------------------------------------------------------------
+
+def scene(seed, size=96):
+    """A picture: random coloured rectangles on a coloured background."""
+    rng = np.random.default_rng(seed)
+    pixels = np.empty((size, size, 3), dtype=np.uint8)
+    pixels[:] = rng.integers(0, 256, 3)
+    for _ in range(6):
+        top, left = rng.integers(0, size - 16, 2)
+        height, width = rng.integers(8, 48, 2)
+        pixels[top:top + height, left:left + width] = rng.integers(0, 256, 3)
+    return pixels
+
+
+def encoded(pixels, fmt='PNG', **options):
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def near_duplicate(pixels, seed):
+    """A re-encoded (JPEG), slightly brightened, noisy and resized copy."""
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    noisy = np.clip(pixels.astype(int) + 6 + rng.integers(-4, 5, pixels.shape), 0, 255).astype(np.uint8)
+    resized = Image.fromarray(noisy).resize((80, 80))
+    return encoded(np.asarray(resized), 'JPEG', quality=85)
+
+
+def test_image_decode_gives_rgb_towhee_images_from_paths_and_bytes(tmp_path):
+    from PIL import Image as PILImage
+    from towhee.types import Image
+
+    decode = ops.towhee.image_decode()
+    pixels = scene(1)
+    path = tmp_path / 'scene.png'
+    path.write_bytes(encoded(pixels))
+    for source in (str(path), path, encoded(pixels)):
+        image = decode(source)
+        assert isinstance(image, Image) and image.mode == 'RGB'
+        np.testing.assert_array_equal(image, pixels)
+    grey = io.BytesIO()
+    PILImage.fromarray(pixels[:, :, 0]).save(grey, format='PNG')
+    assert decode(grey.getvalue()).shape == (96, 96, 3)
+    rgba = np.dstack([pixels, np.full(pixels.shape[:2], 128, np.uint8)])
+    assert decode(encoded(rgba)).shape == (96, 96, 3)
+    with pytest.raises(TypeError, match='file path or bytes'):
+        decode(42)
+
+
+def test_near_duplicate_images_get_near_colour_histograms_on_ray():
+    originals = [scene(seed) for seed in range(6)]
+    images = [encoded(pixels) for pixels in originals] + [near_duplicate(p, i) for i, p in enumerate(originals)]
+    p = (pipe.input('image')
+         .map('image', 'decoded', ops.towhee.image_decode())
+         .map('decoded', 'feature', ops.towhee.color_histogram(bins=8))
+         .output('feature'))
+    rows = DataCollection(images).set_parallel(2, 'ray').map(p).to_list()
+    features = np.stack([row[0][0] for row in rows])
+    assert features.shape == (12, 512) and features.dtype == np.float32
+    similarity = features[:6] @ features[6:].T      # originals x their copies
+    for i in range(6):
+        others = np.delete(similarity[i], i)
+        assert similarity[i, i] > 0.75, similarity[i]          # measured 0.81-0.91
+        assert similarity[i, i] > others.max() + 0.3, similarity[i]   # others at most 0.19
+
+
+def test_colour_histogram_refuses_what_is_not_an_rgb_image():
+    with pytest.raises(ValueError, match='decode it with towhee/image-decode first'):
+        ops.towhee.color_histogram()(np.zeros((4, 4)))
+    with pytest.raises(RuntimeError, match='bins must be an integer'):   # Towhee wraps load errors
+        ops.towhee.color_histogram(bins=0)(np.zeros((4, 4, 3)))
+
+
+def test_a_towhee_ops_hub_operator_loads_from_the_local_hub_without_pip_or_network(mocker):
+    import subprocess
+    install = mocker.spy(subprocess, 'check_call')
+    p = pipe.input('x').map('x', 'y', ops.towhee.color_histogram(bins=2)).output('y')
+    assert p(np.zeros((2, 2, 3), np.uint8)).get()[0].shape == (8,)
+    assert install.call_count == 0
+    split = ray_op(functools.partial(lambda: ops.towhee.text_split(max_words=1).get_op()))
+    assert split('One. Two.') == ['One.', 'Two.']   # Towhee's loader inside an actor
+    split.close()

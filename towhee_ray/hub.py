@@ -1,0 +1,95 @@
+"""The local operator hub inside Towhee's own loader, so ``towhee.ops`` works offline.
+
+Towhee 1.x loads an operator named in a pipeline (``ops.<namespace>.<name>(...)``) from its
+registry, then from its cache (``$TOWHEE_HOME/operators``), and otherwise downloads it from
+the Towhee hub, pip-installing the operator's ``requirements.txt``. :func:`use_local_hub`
+inserts the local hub folders (``TOWHEE_RAY_HUB``, then this project's ``operators/``)
+between the cache and the download, loaded by towhee_ray (each folder imported once per
+process, no pip install: our operators' requirements are the ``models`` extra of this
+package). ``import towhee_ray`` does this in the driver; every towhee_ray actor does it
+before it builds an operator or a pipeline.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+from towhee_ray.operators import HubOperator, hub_roots
+
+logger = logging.getLogger(__name__)
+_install_lock = threading.Lock()
+
+
+def find_local_operator(name: str) -> Optional[HubOperator]:
+    """The local hub folder holding operator ``name`` (``'namespace/name'``), if any.
+
+    >>> find_local_operator('towhee/text-split').folder.endswith('text_split')
+    True
+    >>> find_local_operator('nobody/nothing') is None
+    True
+    """
+    namespace, repo = name.split('/', 1) if '/' in name else ('towhee', name)
+    for root in hub_roots():
+        for folder in (root / namespace / repo.replace('-', '_'), root / namespace / repo):
+            if (folder / '__init__.py').is_file():
+                return HubOperator(f'{namespace}/{repo}', str(folder))
+    return None
+
+
+def _with_shared_type(instance: Any) -> Any:
+    """Towhee's operator pool reads ``shared_type``; like ``@towhee.register``, default to
+    Shareable (one instance serves every concurrent call of a pipeline)."""
+    if not hasattr(instance, 'shared_type'):
+        from towhee.operator import SharedType
+        try:
+            instance.shared_type = SharedType.Shareable
+        except AttributeError:   # a callable that takes no attributes: wrap it
+            function = instance
+            instance = functools.partial(function)
+            instance.shared_type = SharedType.Shareable
+    return instance
+
+
+def use_local_hub() -> None:
+    """Make Towhee's operator loader find the local hub folders, without downloading.
+
+    Idempotent and cheap after the first call.
+
+    >>> use_local_hub()
+    >>> from towhee import pipe, ops
+    >>> p = pipe.input('text').map('text', 'parts', ops.towhee.text_split(max_words=2)).output('parts')
+    >>> p('One. Two three.').get()
+    [['One.', 'Two three.']]
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')   # towhee imports the deprecated pkg_resources
+        from towhee.hub.cache_manager import get_local_dir
+        from towhee.hub.downloader import repo_tag_path
+        from towhee.runtime.operator_manager.operator_loader import OperatorLoader
+    with _install_lock:
+        original = OperatorLoader._load_operator_from_hub
+        if getattr(original, 'towhee_ray_local_hub', False):
+            return
+
+        @functools.wraps(original)
+        def load_from_hub(loader, function, arg, kws, tag, latest):
+            name = function if '/' in function else f'towhee/{function}'
+            author, repo = name.split('/', 1)
+            cached = repo_tag_path(Path(get_local_dir()) / 'operators' / author / repo, tag or 'main')
+            local = None if latest or cached.is_dir() else find_local_operator(name)
+            if local is None:
+                return original(loader, function, arg, kws, tag, latest)
+            logger.debug('loading operator %s from the local hub %s', name, local.folder)
+            return _with_shared_type(local(*(arg or ()), **(kws or {})))
+
+        load_from_hub.towhee_ray_local_hub = True
+        OperatorLoader._load_operator_from_hub = load_from_hub
+
+
+# `import towhee_ray` is what makes `towhee.ops.<namespace>.<name>` find the local hub in
+# a user's own pipelines; the actors of towhee_ray call use_local_hub() themselves.
+use_local_hub()

@@ -1,0 +1,367 @@
+"""Towhee 1.x ``pipe`` integration: operators on Ray actors inside a pipeline
+(:func:`ray_op`), and a whole pipeline per worker (``DataCollection.map(p)``).
+
+A Towhee pipeline runs its nodes in threads of one process. :func:`ray_op` moves one heavy
+node (a model) into a pool of Ray actors that each build the operator once;
+``DataCollection(...).set_parallel(num_worker=N, backend='ray').map(p)`` runs the whole
+pipeline in N actors, each building it (and loading its operators) once.
+"""
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import threading
+import weakref
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+from towhee_ray.guard import Empty, Failure, Guarded, step_error
+from towhee_ray.operators import OperatorSpec, spec_from_towhee_op
+
+logger = logging.getLogger(__name__)
+
+# Elements per ``p.batch(...)`` call when a pipeline runs as a DataCollection step: several
+# graphs at once so Towhee's node threads overlap, few enough that a batch with a failing
+# element (run again one element at a time to find it) costs little. Not tuned by a
+# measurement yet; the chunking above it adapts the number of batches per chunk.
+PIPELINE_BATCH_SIZE = 16
+
+
+# -- registered operators travel with what uses them -----------------------------------
+
+def registered_operators(names: List[str]) -> Dict[str, Any]:
+    """The ``@towhee.register`` classes among ``names``, keyed as in Towhee's registry.
+
+    A fresh Ray worker's registry is empty: these are registered again there (see
+    :func:`register_in_worker`) before a pipeline using them is built, or Towhee would look
+    for them on its hub.
+    """
+    from towhee.runtime.operator_manager import OperatorRegistry
+
+    found = {}
+    for name in names:
+        for key in (name, f'anon/{name}', f'builtin/{name}'):
+            if key in OperatorRegistry.REGISTRY:
+                found[key] = OperatorRegistry.REGISTRY[key]
+                break
+    return found
+
+
+def register_in_worker(operators: Dict[str, Any]) -> None:
+    """Make this process ready to load operators: the local hub, then the registered ones."""
+    from towhee.runtime.operator_manager import OperatorRegistry
+
+    from towhee_ray.hub import use_local_hub
+
+    use_local_hub()
+    for key, operator in operators.items():
+        OperatorRegistry.REGISTRY.setdefault(key, operator)
+
+
+# -- ray_op: one operator, a pool of actors ---------------------------------------------
+
+class _Recipe:
+    """How an actor builds its operator: a spec (a ``towhee.ops`` wrapper) or a factory."""
+
+    def __init__(self, build: Callable[[], Any], name: str, operators: Dict[str, Any]) -> None:
+        self.build = build
+        self.name = name
+        self.operators = operators
+
+    def create(self) -> Any:
+        register_in_worker(self.operators)
+        return self.build()
+
+
+def _recipe_for(op: Any) -> _Recipe:
+    spec = spec_from_towhee_op(op)
+    if spec is not None:
+        return _Recipe(spec.create, spec.name, registered_operators([spec.name]))
+    if isinstance(op, OperatorSpec):
+        return _Recipe(op.create, op.name, {})
+    if is_towhee_pipeline(op):
+        raise TypeError('ray_op wraps one operator; to run a whole pipeline on Ray use '
+                        "DataCollection(inputs).set_parallel(num_worker=N, backend='ray').map(p)")
+    if callable(op):
+        name = getattr(op, '__name__', None) or getattr(getattr(op, 'func', None), '__name__', None)
+        return _Recipe(op, name or type(op).__name__, {})
+    raise TypeError(f'ray_op needs a towhee.ops.<namespace>.<name>(...) operator or a zero-argument '
+                    f'factory that builds one (e.g. functools.partial(MyOperator, k=3)), got {op!r}')
+
+
+class _ActorPool:
+    """``num_worker`` actors, each holding one operator instance; a call goes to the actor
+    with the fewest calls in progress. Thread-safe."""
+
+    def __init__(self, recipe: _Recipe, num_worker: int, remote_args: Dict[str, Any]) -> None:
+        self.recipe = recipe
+        self.num_worker = num_worker
+        self.remote_args = remote_args
+        self._actors: List[Any] = []
+        self._busy: List[int] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _start(self) -> None:
+        import ray
+
+        from towhee_ray import cluster
+        from towhee_ray.backends.ray_backend import ACTOR_REMOTE_ARGS
+
+        cluster.connect()
+        actor_class = ray.remote(_OperatorHolder).options(**{**ACTOR_REMOTE_ARGS, **self.remote_args})
+        recipe = ray.put(self.recipe)
+        self._actors = [actor_class.remote(recipe) for _ in range(self.num_worker)]
+        self._busy = [0] * self.num_worker
+
+    def call(self, args: Tuple[Any, ...], kws: Dict[str, Any]) -> Any:
+        import ray
+
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f'ray_op({self.recipe.name}) was closed; create a new one')
+            if not self._actors:
+                self._start()
+            slot = min(range(self.num_worker), key=self._busy.__getitem__)
+            self._busy[slot] += 1
+            actor = self._actors[slot]
+        try:
+            return ray.get(actor.call.remote(args, kws))
+        finally:
+            with self._lock:
+                if self._busy:
+                    self._busy[slot] -= 1
+
+    def stats(self) -> List[Dict[str, Any]]:
+        import ray
+
+        with self._lock:
+            actors = list(self._actors)
+        return ray.get([actor.stats.remote() for actor in actors])
+
+    def close(self) -> None:
+        with self._lock:
+            actors, self._actors, self._busy = self._actors, [], []
+            self._closed = True
+        try:
+            import ray
+            if ray.is_initialized():   # never let a late close() start Ray again
+                for actor in actors:
+                    ray.kill(actor)
+        except Exception:   # at interpreter exit Ray may already be gone
+            logger.debug('ray_op(%s): could not kill its actors', self.recipe.name, exc_info=True)
+
+
+class _OperatorHolder:
+    """The actor class of :func:`ray_op` (made remote when first used, so that importing
+    this module does not import Ray)."""
+
+    def __init__(self, recipe: _Recipe) -> None:
+        import os
+        self._operator = recipe.create()
+        self._pid = os.getpid()
+        self._calls = 0
+
+    def call(self, args: Tuple[Any, ...], kws: Dict[str, Any]) -> Any:
+        self._calls += 1
+        return self._operator(*args, **kws)
+
+    def stats(self) -> Dict[str, Any]:
+        return {'pid': self._pid, 'instance': id(self._operator), 'calls': self._calls}
+
+
+# Every live pool of this process, by id: copies and unpickled forms of a RayOp find
+# their pool here instead of starting another.
+_pools: Dict[int, _ActorPool] = {}
+_pools_lock = threading.Lock()
+_pool_ids = itertools.count(1)
+
+
+def _release(pool_id: int) -> None:
+    with _pools_lock:
+        pool = _pools.pop(pool_id, None)
+    if pool is not None:
+        pool.close()
+
+
+@atexit.register
+def _release_all() -> None:
+    for pool_id in list(_pools):
+        _release(pool_id)
+
+
+def _rebuild(pool_id: int, recipe: _Recipe, num_worker: int, remote_args: Dict[str, Any]) -> 'RayOp':
+    """Unpickling: the same pool in the process that made it, a pool of its own elsewhere."""
+    with _pools_lock:
+        pool = _pools.get(pool_id)
+    if pool is None:
+        return RayOp(_ActorPool(recipe, num_worker, remote_args))
+    return RayOp(pool, pool_id, owner=False)
+
+
+class RayOp:
+    """A callable that runs an operator in a pool of Ray actors (see :func:`ray_op`)."""
+
+    def __init__(self, pool: _ActorPool, pool_id: Optional[int] = None, owner: bool = True) -> None:
+        self._pool = pool
+        if pool_id is None:
+            pool_id = next(_pool_ids)
+            with _pools_lock:
+                _pools[pool_id] = pool
+        self._pool_id = pool_id
+        self.__name__ = f'ray_op({pool.recipe.name})'
+        # The wrapper that created the pool releases it when it is garbage-collected.
+        self._finalizer = weakref.finalize(self, _release, pool_id) if owner else None
+
+    def __call__(self, *args: Any, **kws: Any) -> Any:
+        return self._pool.call(args, kws)
+
+    def stats(self) -> List[Dict[str, Any]]:
+        """One dict per actor (``pid``, ``instance``: the operator's id, ``calls``); starts
+        nothing: empty before the first call."""
+        return self._pool.stats()
+
+    def close(self) -> None:
+        """Kill the actors now; calling the wrapper afterwards raises."""
+        _release(self._pool_id)
+
+    def __enter__(self) -> 'RayOp':
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> 'RayOp':
+        # Towhee deep-copies a pipeline's DAG at every step: the copies share this pool.
+        return self
+
+    def __reduce__(self):
+        pool = self._pool
+        return _rebuild, (self._pool_id, pool.recipe, pool.num_worker, pool.remote_args)
+
+    def __repr__(self) -> str:
+        return f'<{self.__name__} on {self._pool.num_worker} Ray actors>'
+
+
+def ray_op(op: Any, num_worker: int = 2, *, num_cpus: Optional[float] = None,
+           num_gpus: Optional[float] = None, resources: Optional[Dict[str, float]] = None,
+           memory: Optional[int] = None, ray_remote_args: Optional[Dict[str, Any]] = None) -> RayOp:
+    """Run ``op`` in ``num_worker`` Ray actors, each building it once; use the result where
+    a Towhee pipeline takes a function (``map``, ``flat_map``, ``filter``, ``window``, ...).
+
+    ``op`` is a ``towhee.ops.<namespace>.<name>(...)`` operator (it carries its init
+    arguments) or a zero-argument factory that builds the operator inside the actor, such
+    as ``functools.partial(MyOperator, k=3)``. Calls from many threads (``p.batch``) are
+    spread over the actors; copies of the pipeline share them. The actors start on the
+    first call and live until :meth:`RayOp.close`, garbage collection or interpreter exit.
+    ``num_cpus``, ``num_gpus``, ``resources`` and ``memory`` are what each actor asks of
+    Ray, as for a ``ray`` step (default: 0 CPUs, spread over nodes; ``num_cpus=2`` gives
+    each actor 2 CPUs, and Ray then lets its libraries use 2 threads); ``ray_remote_args``
+    passes any other ``.options()``.
+
+    >>> from towhee import pipe, ops
+    >>> split = ray_op(ops.towhee.text_split(max_words=2), num_worker=2)
+    >>> p = pipe.input('text').flat_map('text', 'passage', split).output('passage')
+    >>> [row[0] for row in p('One. Two three. Four.').to_list()]
+    ['One.', 'Two three.', 'Four.']
+    >>> len(split.stats())   # two actors, each built the operator once
+    2
+    >>> split.close()
+    """
+    from towhee_ray.backends import ray_resources
+    from towhee_ray.datacollection import check_num_worker
+
+    check_num_worker(num_worker)
+    named = dict(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources, memory=memory)
+    ray_resources.check_step_options(**named, ray_remote_args=ray_remote_args)
+    remote_args = ray_resources.step_remote_args({}, actor=True, **named, ray_remote_args=ray_remote_args)
+    return RayOp(_ActorPool(_recipe_for(op), num_worker, remote_args))
+
+
+# -- a whole pipeline per worker ---------------------------------------------------------
+
+def is_towhee_pipeline(fn: Any) -> bool:
+    """True for what ``towhee.pipe...output(...)`` returns."""
+    kind = type(fn)
+    return kind.__name__ == 'RuntimePipeline' and kind.__module__ == 'towhee.runtime.runtime_pipeline'
+
+
+class _PipelineRunner:
+    """Runs a batch of elements through one pipeline; each element's outcome comes back
+    on its own (its output rows, an ``Empty`` passed through, or its failure)."""
+
+    def __init__(self, pipeline: Any, safe: bool) -> None:
+        self._pipeline = pipeline
+        self._guard = Guarded(self._one, safe)
+        self._multi_input = len(pipeline.dag_repr.dag_dict['_input']['inputs']) > 1
+
+    def _one(self, element: Any) -> List[Any]:
+        if self._multi_input and isinstance(element, tuple):
+            return self._pipeline(*element).to_list()
+        return self._pipeline(element).to_list()
+
+    def __call__(self, elements: List[Any]) -> List[Any]:
+        todo = [i for i, element in enumerate(elements) if element.__class__ is not Empty]
+        outcomes = list(elements)
+        try:
+            # p.batch passes an element as the only input of a one-input pipeline, and a
+            # tuple as the inputs of a pipeline with several.
+            queues = self._pipeline.batch([elements[i] for i in todo])
+            for i, queue in zip(todo, queues):
+                outcomes[i] = queue.to_list()
+        except Exception:   # find which element failed, and let the others through
+            for i in todo:
+                outcomes[i] = self._guard(elements[i])
+        return outcomes
+
+
+class PipelineSpec:
+    """An operator-step recipe for a Towhee pipeline: ``create()`` builds a runner that
+    takes a list of elements. Pickled (to a Ray actor), it carries the pipeline's DAG and
+    the registered operators it names, and the pipeline is built again there, once."""
+
+    def __init__(self, pipeline: Any, safe: bool) -> None:
+        self.name = 'pipeline'
+        self.safe = safe
+        self._pipeline: Optional[Any] = pipeline   # in this process: use it as it is
+        self._dag = pipeline.dag_repr.dag_dict
+        hub_names = [node.op_info.operator for node in pipeline.dag_repr.nodes.values()
+                     if node.op_info.type in ('hub', 'builtin') and isinstance(node.op_info.operator, str)]
+        self._operators = registered_operators(hub_names)
+
+    def create(self) -> _PipelineRunner:
+        pipeline = self._pipeline
+        if pipeline is None:
+            from towhee.runtime.runtime_pipeline import RuntimePipeline
+            register_in_worker(self._operators)
+            pipeline = RuntimePipeline(self._dag)
+            pipeline.preload()   # loads every operator now, once
+            self._pipeline = pipeline
+        return _PipelineRunner(pipeline, self.safe)
+
+    def __getstate__(self) -> Dict[str, Any]:
+        return {**self.__dict__, '_pipeline': None}
+
+
+def _settle_elements(batches: Any, step: str) -> Iterator[Any]:
+    """Flatten per-element outcomes; raise the first failure with its element's position.
+    The batched step's workers are released when this ends, however it ends."""
+    try:
+        for position, outcome in enumerate(itertools.chain.from_iterable(batches)):
+            if outcome.__class__ is Failure:
+                raise step_error(outcome, step, position)
+            yield outcome
+    finally:
+        batches.close()
+
+
+def map_pipeline(collection: Any, pipeline: Any, parallel: Any = None) -> Any:
+    """``collection.map(pipeline)``: each element's ``pipeline(element).to_list()``.
+
+    Elements go through ``pipeline.batch`` in groups of :data:`PIPELINE_BATCH_SIZE`, on the
+    chain's backend: one pipeline per worker (built there once), or this very pipeline
+    when run serially or in threads.
+    """
+    spec = PipelineSpec(pipeline, collection._settings.safe)
+    batches = collection.batch(PIPELINE_BATCH_SIZE)._apply_operator(spec, parallel)
+    return collection._derive(_settle_elements(batches, 'map(pipeline)'))
