@@ -6,13 +6,17 @@ the Towhee hub, pip-installing the operator's ``requirements.txt``. :func:`use_l
 inserts the local hub folders (``TOWHEE_RAY_HUB``, then this project's ``operators/``)
 between the cache and the download, loaded by towhee_ray (each folder imported once per
 process, no pip install: our operators' requirements are the ``models`` extra of this
-package). ``import towhee_ray`` does this in the driver; every towhee_ray actor does it
-before it builds an operator or a pipeline.
+package). ``import towhee_ray`` does this in the driver (when Towhee's loader is first
+imported, so importing towhee_ray alone does not import Towhee); every towhee_ray actor
+does it before it builds an operator or a pipeline.
 """
 from __future__ import annotations
 
 import functools
+import importlib.abc
+import importlib.util
 import logging
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -90,6 +94,37 @@ def use_local_hub() -> None:
         OperatorLoader._load_operator_from_hub = load_from_hub
 
 
+_LOADER_MODULE = 'towhee.runtime.operator_manager.operator_loader'
+
+
+class _WhenTowheeLoads(importlib.abc.MetaPathFinder):
+    """Calls :func:`use_local_hub` right after Towhee's operator loader is imported, so
+    that ``import towhee_ray`` need not import Towhee (~1 s) just to extend its loader."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name != _LOADER_MODULE:
+            return None
+        sys.meta_path.remove(self)   # once; and the lookup below must not find this again
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            execute = spec.loader.exec_module
+
+            def execute_then_use_local_hub(module: Any) -> None:
+                execute(module)
+                use_local_hub()
+
+            spec.loader.exec_module = execute_then_use_local_hub
+        return spec
+
+
+def use_local_hub_once_towhee_loads() -> None:
+    """Extend Towhee's loader now if Towhee is imported, else as soon as it is."""
+    if _LOADER_MODULE in sys.modules:
+        use_local_hub()
+    elif not any(isinstance(finder, _WhenTowheeLoads) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _WhenTowheeLoads())
+
+
 # `import towhee_ray` is what makes `towhee.ops.<namespace>.<name>` find the local hub in
 # a user's own pipelines; the actors of towhee_ray call use_local_hub() themselves.
-use_local_hub()
+use_local_hub_once_towhee_loads()
