@@ -36,19 +36,6 @@ class Double:
         return 2 * x
 
 
-@towhee.register(name='faults/exit_on')
-class ExitOn:
-    """Kills its own process on one element, every time (a crashing native library)."""
-
-    def __init__(self, value: int) -> None:
-        self.value = value
-
-    def __call__(self, x):
-        if x == self.value:
-            os._exit(1)
-        return x
-
-
 def exit_once(marker: str, value: int):
     """A function whose worker process dies the first time it sees ``value``."""
     def maybe_die(x):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests import fault_ops
+from tests import ops  # noqa: F401  (registers tests_ns/exit_on)
 from towhee_ray import DataCollection, WorkerError
 
 pytestmark = pytest.mark.usefixtures('ray_cluster')
@@ -93,9 +94,9 @@ def test_a_task_crashing_on_every_try_fails_naming_the_step_after_the_retries():
 def test_an_operator_crashing_on_every_try_fails_naming_the_step_and_releases_its_actors():
     dc = DataCollection.range(100).set_parallel(2, 'ray', chunk_size=10, max_retries=1)
     with pytest.raises(WorkerError) as failure:
-        dc.faults.exit_on(13).to_list()
+        dc.tests_ns.exit_on(13).to_list()
     message = str(failure.value)
-    assert 'operator faults/exit-on' in message and 'elements #10-#19' in message
+    assert 'operator tests-ns/exit-on' in message and 'elements #10-#19' in message
     assert '2 tries (max_retries=1)' in message
     assert eventually(lambda: not chain_actors())
 
