@@ -50,11 +50,9 @@ def estimate_bytes(value: Any, depth: int = 0) -> int:
     nbytes = getattr(value, 'nbytes', None) if kind is not dict else None
     if isinstance(nbytes, int):
         return nbytes + ARRAY_OVERHEAD_BYTES
-    if depth < MAX_DEPTH and kind in (list, tuple, dict):
+    if depth < MAX_DEPTH and (kind is dict or isinstance(value, (list, tuple))):   # namedtuples too
         items = list(value.items()) if kind is dict else value
         return _sampled_total(items, depth + 1) + 16
-    if depth < MAX_DEPTH and isinstance(value, (list, tuple)):   # namedtuples and subclasses
-        return _sampled_total(value, depth + 1) + 16
     return _pickled_bytes(value)
 
 
