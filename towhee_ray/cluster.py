@@ -21,6 +21,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 logger = logging.getLogger(__name__)
 _connect_lock = threading.Lock()
+_shipped: List[str] = []   # see shipped_local_packages
 
 # How long an address may stay unreachable before init()/connect() give up. A head
 # started with `ray start --head` on a 2-vCPU VM accepts connections on its GCS port
@@ -277,7 +278,18 @@ def init(address: Optional[str] = None, *, local_packages: Iterable[LocalPackage
                                               for key, value in runtime_env.items()}
         logger.info('connecting to Ray at %s', address)
         ray.init(address=address, **ray_init_kwargs)
+        _shipped[:] = [_package_path(package) for package in local_packages]
         return describe(runtime_env=runtime_env)
+
+
+def shipped_local_packages() -> List[str]:
+    """The folders and files the current connection's ``init(local_packages=...)`` shipped:
+    their modules travel to the workers by reference (the workers import them).
+
+    >>> isinstance(shipped_local_packages(), list)
+    True
+    """
+    return list(_shipped)
 
 
 def connect() -> None:
