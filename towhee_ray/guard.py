@@ -245,8 +245,9 @@ def load_error(failure: LoadFailure, step: str) -> BaseException:
     operator my/op cannot be loaded in a Ray worker: ModuleNotFoundError: No module named 'lib'.
     """
     error = failure.exception
-    if failure.worker_traceback:
-        error.add_note(f'Traceback in the worker:\n{failure.worker_traceback.rstrip()}')
+    note = f'Traceback in the worker:\n{failure.worker_traceback.rstrip()}'
+    if failure.worker_traceback and note not in getattr(error, '__notes__', ()):   # raised again
+        error.add_note(note)
     if failure.stage == 'build':
         message = f'{step}: building the operator in its Ray actor failed: {type(error).__name__}: {error}'
     else:

@@ -95,12 +95,13 @@ def _recipe_for(op: Any) -> _Recipe:
 
 
 class _Call:
-    """One call of a ``ray_op`` in flight (see ``backends/ray_faults.py``)."""
+    """One call of a ``ray_op`` in flight (see ``backends/ray_faults.py``); ``first`` is
+    its place in the order of sends to the actors, the order in which an actor runs them."""
 
     __slots__ = ('first', 'slot', 'generation', 'ref', 'deaths')
 
-    def __init__(self, first: int) -> None:
-        self.first = first
+    def __init__(self) -> None:
+        self.first = 0
         self.slot = 0
         self.generation = 0
         self.ref: Any = None
@@ -123,7 +124,7 @@ class _ActorPool:
         self._slots: Optional[Any] = None
         self._busy: List[int] = []
         self._in_flight: Dict[int, _Call] = {}
-        self._calls = itertools.count()
+        self._sends = itertools.count()
         self._failure: Optional[LoadFailure] = None
         self._lock = threading.Lock()
         self._closed = False
@@ -146,6 +147,7 @@ class _ActorPool:
 
     def _send(self, call: _Call, args: Tuple[Any, ...], kws: Dict[str, Any]) -> None:
         """Send ``call`` to the actor with the fewest calls in progress (under the lock)."""
+        call.first = next(self._sends)
         call.slot = min(range(self.num_worker), key=self._busy.__getitem__)
         call.generation = self._slots.generations[call.slot]
         call.ref = self._slots.actors[call.slot].call.remote(args, kws)
@@ -177,7 +179,7 @@ class _ActorPool:
 
         from towhee_ray.backends.ray_faults import WORKER_DIED
 
-        call = _Call(next(self._calls))
+        call = _Call()
         with self._lock:
             if self._closed:
                 raise RuntimeError(f'{self.step} was closed; create a new one')

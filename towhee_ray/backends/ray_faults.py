@@ -43,16 +43,17 @@ Call = TypeVar('Call', bound=SentCall)
 
 def running_when_died(noticed: Call, in_flight: Iterable[Call]) -> Call:
     """The call that ``noticed``'s worker was running when it died: the earliest call sent
-    to the same worker (slot and generation) that failed because the worker died. Calls
-    finished, still waiting, or failed otherwise are passed over."""
+    to the same worker (slot and generation) that did not finish. Calls that finished, or
+    failed for another reason, are passed over; one still pending counts, since on a dead
+    worker it can no longer finish (the notice of its failure may merely come later)."""
     for earlier in sorted(in_flight, key=lambda call: call.first):
         if (earlier.slot == noticed.slot and earlier.generation == noticed.generation
                 and earlier.first < noticed.first):
             try:
                 ray.get(earlier.ref, timeout=0)
-            except WORKER_DIED:
+            except (ray_errors.GetTimeoutError, *WORKER_DIED):
                 return earlier
-            except Exception:   # still running, or failed for another reason
+            except Exception:   # failed for another reason
                 continue
     return noticed
 
