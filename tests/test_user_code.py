@@ -214,6 +214,7 @@ LOAD_FAILURES = {
         dc = DataCollection(range(50)).set_parallel(2, backend='ray')
         report('operator', lambda: dc.app.scale(setting).to_list())
         report('function', lambda: dc.map(lambda x: x * setting.factor).to_list())
+        report('elements', lambda: DataCollection([1, setting]).set_parallel(2, 'ray').map(str).to_list())
         op = ray_op(ops.app.scale(setting), num_worker=2)
         report('ray_op', lambda: op(1))
         report('ray_op again', lambda: op(2))
@@ -235,10 +236,11 @@ def test_a_step_the_workers_cannot_load_fails_at_once_with_the_original_error(tm
                                "ModuleNotFoundError: No module named 'driver_only_lib'. "), out
     assert 'towhee_ray.init(local_packages=[...])' in lines[0] and 'pip_packages=[...]' in lines[0]
     assert lines[1].startswith(f'function: {missing}map(<lambda>) cannot be loaded in a Ray worker'), out
-    assert lines[2].startswith(f'ray_op: {missing}ray_op(app/scale) cannot be loaded in a Ray worker'), out
-    assert lines[3].startswith(f'ray_op again: {missing}ray_op(app/scale)'), out
+    assert lines[2].startswith(f'elements: {missing}map(str): element #1 cannot be loaded in a Ray '), out
+    assert lines[3].startswith(f'ray_op: {missing}ray_op(app/scale) cannot be loaded in a Ray worker'), out
+    assert lines[4].startswith(f'ray_op again: {missing}ray_op(app/scale)'), out
     # Not a crash: no actor was replaced, none started again.
-    assert lines[4:] == ['_OperatorActor actors started: 2', '_OperatorHolder actors started: 2'], out
+    assert lines[5:] == ['_OperatorActor actors started: 2', '_OperatorHolder actors started: 2'], out
     assert 'replacing it' not in err and 'ActorDiedError' not in out + err, err
 
 

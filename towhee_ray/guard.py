@@ -233,9 +233,10 @@ LOAD_ADVICE = ('Every Ray worker must be able to import what the step refers to:
                'modules and folders) or towhee_ray.init(pip_packages=[...]) (packages from PyPI).')
 
 
-def load_error(failure: LoadFailure, step: str) -> BaseException:
-    """The exception to raise for ``failure``: the original type, naming the step and what
-    to do, chained to the original (and its worker traceback).
+def load_error(failure: LoadFailure, step: str, what: Optional[str] = None) -> BaseException:
+    """The exception to raise for ``failure``: the original type, naming the step (or
+    ``what`` of it could not be loaded) and what to do, chained to the original (and its
+    worker traceback).
 
     >>> error = load_error(LoadFailure(ModuleNotFoundError("No module named 'lib'", name='lib'), ''),
     ...                    'operator my/op')
@@ -251,6 +252,6 @@ def load_error(failure: LoadFailure, step: str) -> BaseException:
     if failure.stage == 'build':
         message = f'{step}: building the operator in its Ray actor failed: {type(error).__name__}: {error}'
     else:
-        message = (f'{step} cannot be loaded in a Ray worker: {type(error).__name__}: {error}. '
-                   f'{LOAD_ADVICE}')
+        message = (f'{what or step} cannot be loaded in a Ray worker: {type(error).__name__}: '
+                   f'{error}. {LOAD_ADVICE}')
     return _same_type(error, message)

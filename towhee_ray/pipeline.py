@@ -177,7 +177,7 @@ class _ActorPool:
     def call(self, args: Tuple[Any, ...], kws: Dict[str, Any]) -> Any:
         import ray
 
-        from towhee_ray.backends.ray_faults import WORKER_DIED
+        from towhee_ray.backends.ray_faults import WORKER_DIED, unloadable_arguments
 
         call = _Call()
         with self._lock:
@@ -198,6 +198,12 @@ class _ActorPool:
                         self._died(call, args, error)
                         self._send(call, args, kws)
                     continue
+                except Exception as error:
+                    original = unloadable_arguments(error)
+                    if original is None:
+                        raise
+                    raise load_error(LoadFailure(original, ''), self.step,
+                                     f'{self.step}: the arguments {_short(args)}')
                 if result.__class__ is LoadFailure:
                     self._failure = result
                     raise load_error(result, self.step)

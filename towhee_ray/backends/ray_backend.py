@@ -31,13 +31,14 @@ import os
 from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Tuple
 
 import ray
+from ray import exceptions as ray_errors
 
 from towhee_ray import cluster
 from towhee_ray.backends import ray_resources
 from towhee_ray.backends.base import Backend, OperatorFactory, WorkerError
 from towhee_ray.backends.chunking import ByteBounds, ChunkedBackend, ChunkWorkers, timed_map
 from towhee_ray.backends.ray_faults import (WORKER_DIED, ActorSlots, died_error, out_of_tries,
-                                            running_when_died)
+                                            running_when_died, unloadable_arguments)
 from towhee_ray.backends.shipping import Payload
 from towhee_ray.guard import LoadFailure, load_error
 
@@ -172,6 +173,12 @@ class _SlotWorkers(ChunkWorkers):
                         chunk.outputs = ray.get(ref)
                 except WORKER_DIED as error:
                     self._worker_died(chunk, error)
+                except ray_errors.RaySystemError as error:
+                    original = unloadable_arguments(error)
+                    if original is None:
+                        raise
+                    raise load_error(LoadFailure(original, ''), self.step,
+                                     f'{self.step}: {chunk.elements()}')
                 if chunk.outputs.__class__ is LoadFailure:
                     raise load_error(chunk.outputs, self.step)
             done = [handle for handle in handles if handle.outputs is not None]

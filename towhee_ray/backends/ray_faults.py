@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Callable, Iterable, List, Protocol, TypeVar
+from typing import Any, Callable, Iterable, List, Optional, Protocol, TypeVar
 
 import ray
 from ray import exceptions as ray_errors
@@ -56,6 +56,16 @@ def running_when_died(noticed: Call, in_flight: Iterable[Call]) -> Call:
             except Exception:   # failed for another reason
                 continue
     return noticed
+
+
+def unloadable_arguments(error: BaseException) -> Optional[BaseException]:
+    """The exception a worker raised while unpickling a call's arguments (the elements of a
+    chunk, a ``ray_op`` call's arguments), which Ray reports as a ``RaySystemError``; None
+    for any other error (Ray's own system errors carry a message, not an exception)."""
+    if not isinstance(error, ray_errors.RaySystemError):
+        return None
+    original = getattr(getattr(error, 'cause', None) or error, 'client_exc', None)
+    return original if isinstance(original, Exception) else None
 
 
 def out_of_tries(call: SentCall, max_retries: int) -> bool:
