@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import logging
+import pickle
 import sys
 import sysconfig
 import threading
@@ -84,8 +85,8 @@ class _UserCodePickler(cloudpickle.Pickler):
     function, a class or the module itself) that :func:`travels_by_value`, before pickling
     what refers to it. The modules it registered are in ``registered``."""
 
-    def __init__(self, file: io.BytesIO) -> None:
-        super().__init__(file)
+    def __init__(self, file: io.BytesIO, buffers: List[pickle.PickleBuffer]) -> None:
+        super().__init__(file, protocol=5, buffer_callback=buffers.append)
         self.registered: List[types.ModuleType] = []
 
     def reducer_override(self, obj: Any) -> Any:
@@ -110,11 +111,14 @@ class _UserCodePickler(cloudpickle.Pickler):
             self.registered.append(module)
 
 
-def dumps(obj: Any) -> bytes:
+def dumps(obj: Any) -> Tuple[bytes, List[pickle.PickleBuffer]]:
     """Pickle ``obj`` as cloudpickle does, with the modules Ray workers may not be able to
-    import travelling by value. Raises what pickling raised, registering nothing then."""
+    import travelling by value; large buffers (numpy arrays) stay out of band, so that Ray
+    stores them once and the workers map them without a copy, as for any object Ray
+    sends. Raises what pickling raised, registering nothing then."""
+    buffers: List[pickle.PickleBuffer] = []
     with _lock, io.BytesIO() as file:
-        pickler = _UserCodePickler(file)
+        pickler = _UserCodePickler(file, buffers)
         try:
             pickler.dump(obj)
         except Exception:
@@ -122,7 +126,7 @@ def dumps(obj: Any) -> bytes:
                 cloudpickle.unregister_pickle_by_value(module)
                 _decided.pop(module.__name__, None)
             raise
-        return file.getvalue()
+        return file.getvalue(), buffers
 
 
 class Payload:
@@ -135,12 +139,12 @@ class Payload:
     (2, None)
     """
 
-    __slots__ = ('what', 'data')
+    __slots__ = ('what', 'data', 'buffers')
 
     def __init__(self, obj: Any, what: str, advice: str = DEFAULT_ADVICE) -> None:
         self.what = what
         try:
-            self.data = dumps(obj)
+            self.data, self.buffers = dumps(obj)
         except Exception:
             # Raises a TypeError naming what cannot be pickled at all ...
             check_picklable(obj, what, advice)
@@ -148,14 +152,15 @@ class Payload:
             # by reference, for workers that can import it (a load failure says so if not).
             logger.info('%s refers to a module that cannot travel by value; sending it by '
                         'reference', what, exc_info=True)
-            self.data = cloudpickle.dumps(obj)
+            self.buffers = []
+            self.data = cloudpickle.dumps(obj, protocol=5, buffer_callback=self.buffers.append)
 
     def load(self) -> Tuple[Optional[Any], Optional[LoadFailure]]:
         """In the worker: ``(the object, None)``, or ``(None, a LoadFailure)`` carrying the
         exception that unpickling it raised."""
         quiet_towhee()   # unpickling a registered operator class imports Towhee
         try:
-            return cloudpickle.loads(self.data), None
+            return cloudpickle.loads(self.data, buffers=self.buffers), None
         except Exception as error:
             return None, LoadFailure(error, traceback.format_exc())
 
