@@ -33,6 +33,8 @@ DEFAULT_GCS_PORT = 6379
 DEFAULT_CLIENT_PORT = 10001
 
 LocalPackage = Union[types.ModuleType, str, os.PathLike]
+# towhee_ray's own package folder, shipped to a remote cluster's workers.
+TOWHEE_RAY_FOLDER = Path(__file__).resolve().parent
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,9 +160,8 @@ def build_runtime_env(remote: bool, local_packages: Iterable[LocalPackage] = (),
     env = dict(base or {})
     modules = list(env.get('py_modules') or [])
     if remote:
-        import towhee_ray
         from towhee_ray import operators
-        modules.append(towhee_ray)
+        modules.append(str(TOWHEE_RAY_FOLDER))
         hubs = _shipped_hubs()
         modules += hubs
         if hubs:
