@@ -97,7 +97,7 @@ def test_runtime_env_for_a_local_ray_ships_only_what_the_user_named(tmp_path):
 def test_runtime_env_given_to_init_is_extended_not_replaced():
     base = {'py_modules': ['/opt/mine'], 'pip': {'packages': ['a'], 'pip_check': False}}
     env = cluster.build_runtime_env(remote=True, pip_packages=['b'], base=base)
-    assert env['py_modules'][:2] == ['/opt/mine', towhee_ray]
+    assert env['py_modules'][:2] == ['/opt/mine', str(Path(towhee_ray.__file__).resolve().parent)]
     assert env['pip'] == {'packages': ['a', 'b'], 'pip_check': False}
     assert env['env_vars']['TOWHEE_RAY_SHIPPED_HUBS']
 
