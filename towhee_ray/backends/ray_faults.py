@@ -100,6 +100,7 @@ class ActorSlots:
         self._new_actor = new_actor
 
     def start(self) -> None:
+        """Start every slot's first actor (Ray starts them in the background)."""
         self.actors = [self._new_actor(slot, 0) for slot in range(len(self.generations))]
 
     def replace(self, slot: int, running: str, error: BaseException, rerun: str) -> None:
