@@ -5,6 +5,7 @@ The real multi-node cluster is in test_multinode.py.
 import logging
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -42,8 +43,7 @@ def test_honours_ray_address_and_ships_towhee_ray_and_the_hub(not_connected, mon
         towhee_ray.connect()
     kwargs = not_connected.call_args.kwargs
     assert kwargs['address'] == address and kwargs['logging_level'] == logging.ERROR
-    import towhee_ray as package
-    assert package in kwargs['runtime_env']['py_modules']
+    assert str(Path(towhee_ray.__file__).resolve().parent) in kwargs['runtime_env']['py_modules']
     from towhee_ray.operators import PROJECT_HUB
     assert str(PROJECT_HUB.resolve()) in kwargs['runtime_env']['py_modules']
 
@@ -97,7 +97,7 @@ def test_runtime_env_for_a_local_ray_ships_only_what_the_user_named(tmp_path):
 def test_runtime_env_given_to_init_is_extended_not_replaced():
     base = {'py_modules': ['/opt/mine'], 'pip': {'packages': ['a'], 'pip_check': False}}
     env = cluster.build_runtime_env(remote=True, pip_packages=['b'], base=base)
-    assert env['py_modules'][:2] == ['/opt/mine', towhee_ray]
+    assert env['py_modules'][:2] == ['/opt/mine', str(Path(towhee_ray.__file__).resolve().parent)]
     assert env['pip'] == {'packages': ['a', 'b'], 'pip_check': False}
     assert env['env_vars']['TOWHEE_RAY_SHIPPED_HUBS']
 

@@ -57,7 +57,7 @@ def test_ray_op_actors_are_released_on_close_and_on_garbage_collection():
     op = ray_op(ops.tests_ns.add_one(), num_worker=2)
     assert op.stats() == []   # nothing starts before the first call
     assert op(1) == 2
-    actors = list(op._pool._actors)
+    actors = list(op._pool._slots.actors)
     assert len(actors) == 2
     op.close()
     assert_dead(actors)
@@ -65,7 +65,7 @@ def test_ray_op_actors_are_released_on_close_and_on_garbage_collection():
         op(1)
     op = ray_op(ops.tests_ns.add_one(), num_worker=2)
     assert op(1) == 2
-    actors = list(op._pool._actors)
+    actors = list(op._pool._slots.actors)
     del op
     gc.collect()
     assert_dead(actors)

@@ -29,6 +29,8 @@ __all__ = [
 def __getattr__(name: str):
     # Entity is Towhee's class; importing Towhee takes seconds, so only when asked for.
     if name == 'Entity':
+        from towhee_ray.quiet import quiet_towhee
+        quiet_towhee()
         from towhee.datacollection.entity import Entity
         return Entity
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -21,6 +21,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 logger = logging.getLogger(__name__)
 _connect_lock = threading.Lock()
+_shipped: List[str] = []   # see shipped_local_packages
 
 # How long an address may stay unreachable before init()/connect() give up. A head
 # started with `ray start --head` on a 2-vCPU VM accepts connections on its GCS port
@@ -32,6 +33,8 @@ DEFAULT_GCS_PORT = 6379
 DEFAULT_CLIENT_PORT = 10001
 
 LocalPackage = Union[types.ModuleType, str, os.PathLike]
+# towhee_ray's own package folder, shipped to a remote cluster's workers.
+TOWHEE_RAY_FOLDER = Path(__file__).resolve().parent
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,9 +160,8 @@ def build_runtime_env(remote: bool, local_packages: Iterable[LocalPackage] = (),
     env = dict(base or {})
     modules = list(env.get('py_modules') or [])
     if remote:
-        import towhee_ray
         from towhee_ray import operators
-        modules.append(towhee_ray)
+        modules.append(str(TOWHEE_RAY_FOLDER))
         hubs = _shipped_hubs()
         modules += hubs
         if hubs:
@@ -241,7 +243,10 @@ def init(address: Optional[str] = None, *, local_packages: Iterable[LocalPackage
     folders (this repository's ``operators/``, the ``TOWHEE_RAY_HUB`` folders and
     ``operators_dir``, which is also searched for operators from now on) when connecting
     to a cluster this process did not start; ``local_packages`` (imported modules, package
-    folders or ``.py`` files) always. ``pip_packages`` are installed in the workers'
+    folders or ``.py`` files) always: the workers import these, while the functions and
+    classes of your other modules travel by value (see ``backends/shipping.py``), so
+    ``local_packages`` is for what cannot travel that way (modules imported at run time,
+    data files next to the code). ``pip_packages`` are installed in the workers'
     environment, the only way towhee_ray ever runs ``pip install``. Further keywords go to
     ``ray.init`` (a ``runtime_env`` given there is extended, not replaced).
 
@@ -277,7 +282,18 @@ def init(address: Optional[str] = None, *, local_packages: Iterable[LocalPackage
                                               for key, value in runtime_env.items()}
         logger.info('connecting to Ray at %s', address)
         ray.init(address=address, **ray_init_kwargs)
+        _shipped[:] = [_package_path(package) for package in local_packages]
         return describe(runtime_env=runtime_env)
+
+
+def shipped_local_packages() -> List[str]:
+    """The folders and files the current connection's ``init(local_packages=...)`` shipped:
+    their modules travel to the workers by reference (the workers import them).
+
+    >>> isinstance(shipped_local_packages(), list)
+    True
+    """
+    return list(_shipped)
 
 
 def connect() -> None:

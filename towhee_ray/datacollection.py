@@ -15,7 +15,7 @@ import reprlib
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Type
 
 from towhee_ray.backends import Backend, get_backend
-from towhee_ray.backends.options import check_option_names
+from towhee_ray.backends.options import check_num_worker, check_option_names
 from towhee_ray.collection import (DisplayMixin, EntityMixin, ListMixin, ProcessingMixin, SafetyMixin,
                                    SettingsMixin, SourcesMixin)
 from towhee_ray.collection.columns import ColumnCall, ColumnOperator, Columns, column_method, field_names
@@ -29,14 +29,6 @@ from towhee_ray.progress import with_progress
 
 DEFAULT_BACKEND = 'thread'
 DEFAULT_NUM_WORKER = 2
-
-
-def check_num_worker(num_worker: Any) -> int:
-    """``num_worker`` means one thing everywhere: how many workers one step uses."""
-    if not isinstance(num_worker, int) or isinstance(num_worker, bool) or num_worker < 1:
-        raise ValueError(f'num_worker must be a positive integer (how many workers each step '
-                         f'uses), got {num_worker!r}')
-    return num_worker
 
 
 @dataclasses.dataclass(frozen=True)

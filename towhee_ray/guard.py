@@ -82,6 +82,12 @@ def _picklable(exception: BaseException) -> BaseException:
         pickle.dumps(exception)
         return exception
     except Exception:
+        pass
+    try:   # an exception class of a user module that travelled by value (see shipping.py)
+        from ray import cloudpickle
+        cloudpickle.dumps(exception)
+        return exception
+    except Exception:
         return RuntimeError(f'{type(exception).__name__}: {exception} '
                             f'(the original exception could not be pickled)')
 
@@ -175,6 +181,22 @@ class GuardedOperator:
         return Guarded(instance, self.safe)
 
 
+def _same_type(error: BaseException, message: str) -> BaseException:
+    """An exception of ``error``'s type saying ``message``, caused by ``error``; ``error``
+    itself, with the message as a note, when its type cannot be built from a message."""
+    try:
+        raised = type(error)(message)
+    except Exception:
+        raised = None
+    if raised is None or message not in str(raised):
+        error.add_note(message)
+        return error
+    if isinstance(error, ImportError):   # `name` says which module was missing
+        raised.name, raised.path = error.name, error.path
+    raised.__cause__ = error
+    return raised
+
+
 def step_error(failure: Failure, step: str, position: int) -> BaseException:
     """The exception to raise for ``failure``: the original type, with the step and the
     element's position in the message, chained to the original (and its worker traceback)."""
@@ -186,12 +208,50 @@ def step_error(failure: Failure, step: str, position: int) -> BaseException:
                f'{type(error).__name__}: {error}')
     if failure.worker_traceback:
         error.add_note(f'Traceback in the worker:\n{failure.worker_traceback.rstrip()}')
-    try:
-        raised = type(error)(message)
-    except Exception:
-        raised = None
-    if raised is None or message not in str(raised):
-        error.add_note(message)
-        return error
-    raised.__cause__ = error
-    return raised
+    return _same_type(error, message)
+
+
+class LoadFailure:
+    """A Ray worker could not load a step's function or operator (``stage='load'``: an
+    exception while unpickling it, such as a module the worker cannot import), or could
+    not build a ``ray_op`` operator (``stage='build'``: its ``__init__`` raised). Not a
+    crash: the step fails at once, with :func:`load_error`."""
+
+    __slots__ = ('exception', 'worker_traceback', 'stage')
+
+    def __init__(self, exception: BaseException, worker_traceback: str, stage: str = 'load') -> None:
+        self.exception = exception
+        self.worker_traceback = worker_traceback
+        self.stage = stage
+
+    def __reduce__(self):
+        return LoadFailure, (_picklable(self.exception), self.worker_traceback, self.stage)
+
+
+LOAD_ADVICE = ('Every Ray worker must be able to import what the step refers to: install it '
+               'on every node, or ship it with towhee_ray.init(local_packages=[...]) (your own '
+               'modules and folders) or towhee_ray.init(pip_packages=[...]) (packages from PyPI).')
+
+
+def load_error(failure: LoadFailure, step: str, what: Optional[str] = None) -> BaseException:
+    """The exception to raise for ``failure``: the original type, naming the step (or
+    ``what`` of it could not be loaded) and what to do, chained to the original (and its
+    worker traceback).
+
+    >>> error = load_error(LoadFailure(ModuleNotFoundError("No module named 'lib'", name='lib'), ''),
+    ...                    'operator my/op')
+    >>> type(error).__name__, error.name
+    ('ModuleNotFoundError', 'lib')
+    >>> print(str(error).split(' Every')[0])
+    operator my/op cannot be loaded in a Ray worker: ModuleNotFoundError: No module named 'lib'.
+    """
+    error = failure.exception
+    note = f'Traceback in the worker:\n{failure.worker_traceback.rstrip()}'
+    if failure.worker_traceback and note not in getattr(error, '__notes__', ()):   # raised again
+        error.add_note(note)
+    if failure.stage == 'build':
+        message = f'{step}: building the operator in its Ray actor failed: {type(error).__name__}: {error}'
+    else:
+        message = (f'{what or step} cannot be loaded in a Ray worker: {type(error).__name__}: '
+                   f'{error}. {LOAD_ADVICE}')
+    return _same_type(error, message)

@@ -18,11 +18,11 @@ import importlib.util
 import logging
 import sys
 import threading
-import warnings
 from pathlib import Path
 from typing import Any, Optional
 
 from towhee_ray.operators import HubOperator, hub_roots
+from towhee_ray.quiet import quiet_towhee
 
 logger = logging.getLogger(__name__)
 _install_lock = threading.Lock()
@@ -69,11 +69,10 @@ def use_local_hub() -> None:
     >>> p('One. Two three.').get()
     [['One.', 'Two three.']]
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')   # towhee imports the deprecated pkg_resources
-        from towhee.hub.cache_manager import get_local_dir
-        from towhee.hub.downloader import repo_tag_path
-        from towhee.runtime.operator_manager.operator_loader import OperatorLoader
+    quiet_towhee()
+    from towhee.hub.cache_manager import get_local_dir
+    from towhee.hub.downloader import repo_tag_path
+    from towhee.runtime.operator_manager.operator_loader import OperatorLoader
     with _install_lock:
         original = OperatorLoader._load_operator_from_hub
         if getattr(original, 'towhee_ray_local_hub', False):
@@ -104,6 +103,7 @@ class _WhenTowheeLoads(importlib.abc.MetaPathFinder):
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
         if name != _LOADER_MODULE:
             return None
+        quiet_towhee()   # whoever imports Towhee (the user too), before its loader warns
         sys.meta_path.remove(self)   # once; and the lookup below must not find this again
         spec = importlib.util.find_spec(name)
         if spec is not None and spec.loader is not None:

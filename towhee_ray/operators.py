@@ -16,9 +16,10 @@ import importlib.util
 import os
 import sys
 import threading
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from towhee_ray.quiet import quiet_towhee
 
 HUB_PATH_VARIABLE = 'TOWHEE_RAY_HUB'
 # Set by towhee_ray.init in the workers' environment: the hub folders it shipped.
@@ -142,10 +143,9 @@ def hub_roots() -> List[Path]:
 def _candidate_folders(name: str, tag: str) -> List[Path]:
     namespace, repo = name.split('/', 1) if '/' in name else ('towhee', name)
     module = repo.replace('-', '_')
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')   # towhee imports the deprecated pkg_resources
-        from towhee.hub.cache_manager import get_local_dir
-        from towhee.hub.downloader import repo_tag_path
+    quiet_towhee()
+    from towhee.hub.cache_manager import get_local_dir
+    from towhee.hub.downloader import repo_tag_path
     folders = [repo_tag_path(Path(get_local_dir()) / 'operators' / namespace / repo, tag)]
     for root in hub_roots():
         folders += [root / namespace / module, root / namespace / repo]
@@ -153,9 +153,8 @@ def _candidate_folders(name: str, tag: str) -> List[Path]:
 
 
 def _registered(name: str) -> Optional[type]:
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        from towhee.runtime.operator_manager import OperatorRegistry
+    quiet_towhee()
+    from towhee.runtime.operator_manager import OperatorRegistry
     return OperatorRegistry.resolve(name)
 
 

@@ -15,8 +15,11 @@ import threading
 import weakref
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from towhee_ray.guard import Empty, Failure, Guarded, step_error
+from towhee_ray.backends.options import check_num_worker
+from towhee_ray.backends.ray_resources import DEFAULT_MAX_RETRIES
+from towhee_ray.guard import Empty, Failure, Guarded, LoadFailure, load_error, step_error
 from towhee_ray.operators import OperatorSpec, spec_from_towhee_op
+from towhee_ray.quiet import quiet_towhee
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +39,7 @@ def registered_operators(names: List[str]) -> Dict[str, Any]:
     :func:`register_in_worker`) before a pipeline using them is built, or Towhee would look
     for them on its hub.
     """
+    quiet_towhee()
     from towhee.runtime.operator_manager import OperatorRegistry
 
     found = {}
@@ -49,6 +53,7 @@ def registered_operators(names: List[str]) -> Dict[str, Any]:
 
 def register_in_worker(operators: Dict[str, Any]) -> None:
     """Make this process ready to load operators: the local hub, then the registered ones."""
+    quiet_towhee()
     from towhee.runtime.operator_manager import OperatorRegistry
 
     from towhee_ray.hub import use_local_hub
@@ -89,16 +94,38 @@ def _recipe_for(op: Any) -> _Recipe:
                     f'factory that builds one (e.g. functools.partial(MyOperator, k=3)), got {op!r}')
 
 
+class _Call:
+    """One call of a ``ray_op`` in flight (see ``backends/ray_faults.py``); ``first`` is
+    its place in the order of sends to the actors, the order in which an actor runs them."""
+
+    __slots__ = ('first', 'slot', 'generation', 'ref', 'deaths')
+
+    def __init__(self) -> None:
+        self.first = 0
+        self.slot = 0
+        self.generation = 0
+        self.ref: Any = None
+        self.deaths = 0
+
+
 class _ActorPool:
     """``num_worker`` actors, each holding one operator instance; a call goes to the actor
-    with the fewest calls in progress. Thread-safe."""
+    with the fewest calls in progress. A call whose actor died runs again on the actor that
+    replaces it, at most ``max_retries`` times. Thread-safe."""
 
-    def __init__(self, recipe: _Recipe, num_worker: int, remote_args: Dict[str, Any]) -> None:
+    def __init__(self, recipe: _Recipe, num_worker: int, remote_args: Dict[str, Any],
+                 max_retries: int = DEFAULT_MAX_RETRIES, payload: Optional[Any] = None) -> None:
         self.recipe = recipe
         self.num_worker = num_worker
         self.remote_args = remote_args
-        self._actors: List[Any] = []
+        self.max_retries = max_retries
+        self.step = f'ray_op({recipe.name})'
+        self._payload = payload
+        self._slots: Optional[Any] = None
         self._busy: List[int] = []
+        self._in_flight: Dict[int, _Call] = {}
+        self._sends = itertools.count()
+        self._failure: Optional[LoadFailure] = None
         self._lock = threading.Lock()
         self._closed = False
 
@@ -107,62 +134,129 @@ class _ActorPool:
 
         from towhee_ray import cluster
         from towhee_ray.backends.ray_backend import ACTOR_REMOTE_ARGS
+        from towhee_ray.backends.ray_faults import ActorSlots
+        from towhee_ray.backends.shipping import Payload
 
         cluster.connect()
         actor_class = ray.remote(_OperatorHolder).options(**{**ACTOR_REMOTE_ARGS, **self.remote_args})
-        recipe = ray.put(self.recipe)
-        self._actors = [actor_class.remote(recipe) for _ in range(self.num_worker)]
+        payload = ray.put(self._payload or Payload(self.recipe, self.step))
+        self._slots = ActorSlots(self.step, self.num_worker,
+                                 lambda slot, generation: actor_class.remote(payload))
+        self._slots.start()
         self._busy = [0] * self.num_worker
+
+    def _send(self, call: _Call, args: Tuple[Any, ...], kws: Dict[str, Any]) -> None:
+        """Send ``call`` to the actor with the fewest calls in progress (under the lock)."""
+        call.first = next(self._sends)
+        call.slot = min(range(self.num_worker), key=self._busy.__getitem__)
+        call.generation = self._slots.generations[call.slot]
+        call.ref = self._slots.actors[call.slot].call.remote(args, kws)
+        self._busy[call.slot] += 1
+        self._in_flight[call.first] = call
+
+    def _done(self, call: _Call) -> None:
+        if self._in_flight.pop(call.first, None) is not None and self._busy:
+            self._busy[call.slot] -= 1
+
+    def _died(self, call: _Call, args: Tuple[Any, ...], error: BaseException) -> None:
+        """``call``'s actor died: replace it (if no other call did), then send ``call`` again,
+        or raise once the call it was running has died on every try (under the lock)."""
+        from towhee_ray.backends.ray_faults import died_error, out_of_tries, running_when_died
+
+        if self._closed:
+            raise RuntimeError(f'{self.step} was closed while a call was running') from error
+        described = f'a call with arguments {_short(args)}'
+        if call.generation == self._slots.generations[call.slot]:   # the first call to notice
+            running = running_when_died(call, self._in_flight.values())
+            running.deaths += 1
+            self._slots.replace(call.slot, 'a call' if running is not call else described, error,
+                                rerun='calls')
+        if out_of_tries(call, self.max_retries):
+            raise died_error(self.step, described, self.max_retries, error) from error
 
     def call(self, args: Tuple[Any, ...], kws: Dict[str, Any]) -> Any:
         import ray
 
+        from towhee_ray.backends.ray_faults import WORKER_DIED, unloadable_arguments
+
+        call = _Call()
         with self._lock:
             if self._closed:
-                raise RuntimeError(f'ray_op({self.recipe.name}) was closed; create a new one')
-            if not self._actors:
+                raise RuntimeError(f'{self.step} was closed; create a new one')
+            if self._failure is not None:
+                raise load_error(self._failure, self.step)
+            if self._slots is None:
                 self._start()
-            slot = min(range(self.num_worker), key=self._busy.__getitem__)
-            self._busy[slot] += 1
-            actor = self._actors[slot]
+            self._send(call, args, kws)
         try:
-            return ray.get(actor.call.remote(args, kws))
+            while True:
+                try:
+                    result = ray.get(call.ref)
+                except WORKER_DIED as error:
+                    with self._lock:
+                        self._done(call)
+                        self._died(call, args, error)
+                        self._send(call, args, kws)
+                    continue
+                except Exception as error:
+                    original = unloadable_arguments(error)
+                    if original is None:
+                        raise
+                    raise load_error(LoadFailure(original, ''), self.step,
+                                     f'{self.step}: the arguments {_short(args)}')
+                if result.__class__ is LoadFailure:
+                    self._failure = result
+                    raise load_error(result, self.step)
+                return result
         finally:
             with self._lock:
-                if self._busy:
-                    self._busy[slot] -= 1
+                self._done(call)
 
     def stats(self) -> List[Dict[str, Any]]:
         import ray
 
         with self._lock:
-            actors = list(self._actors)
+            actors = list(self._slots.actors) if self._slots else []
         return ray.get([actor.stats.remote() for actor in actors])
 
     def close(self) -> None:
         with self._lock:
-            actors, self._actors, self._busy = self._actors, [], []
+            slots, self._slots, self._busy = self._slots, None, []
             self._closed = True
         try:
-            import ray
-            if ray.is_initialized():   # never let a late close() start Ray again
-                for actor in actors:
-                    ray.kill(actor)
+            if slots is not None:
+                slots.close()
         except Exception:   # at interpreter exit Ray may already be gone
-            logger.debug('ray_op(%s): could not kill its actors', self.recipe.name, exc_info=True)
+            logger.debug('%s: could not kill its actors', self.step, exc_info=True)
+
+
+def _short(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + '...'
 
 
 class _OperatorHolder:
     """The actor class of :func:`ray_op` (made remote when first used, so that importing
-    this module does not import Ray)."""
+    this module does not import Ray). An operator it cannot load or build makes every
+    call return that failure: the actor lives (it did not crash), the caller raises it."""
 
-    def __init__(self, recipe: _Recipe) -> None:
+    def __init__(self, payload: Any) -> None:
         import os
-        self._operator = recipe.create()
+        import traceback
+
         self._pid = os.getpid()
         self._calls = 0
+        self._operator = None
+        recipe, self._failure = payload.load()
+        if recipe is not None:
+            try:
+                self._operator = recipe.create()
+            except Exception as error:
+                self._failure = LoadFailure(error, traceback.format_exc(), stage='build')
 
     def call(self, args: Tuple[Any, ...], kws: Dict[str, Any]) -> Any:
+        if self._failure is not None:
+            return self._failure
         self._calls += 1
         return self._operator(*args, **kws)
 
@@ -190,12 +284,13 @@ def _release_all() -> None:
         _release(pool_id)
 
 
-def _rebuild(pool_id: int, recipe: _Recipe, num_worker: int, remote_args: Dict[str, Any]) -> 'RayOp':
+def _rebuild(pool_id: int, recipe: _Recipe, num_worker: int, remote_args: Dict[str, Any],
+             max_retries: int = DEFAULT_MAX_RETRIES) -> 'RayOp':
     """Unpickling: the same pool in the process that made it, a pool of its own elsewhere."""
     with _pools_lock:
         pool = _pools.get(pool_id)
     if pool is None:
-        return RayOp(_ActorPool(recipe, num_worker, remote_args))
+        return RayOp(_ActorPool(recipe, num_worker, remote_args, max_retries))
     return RayOp(pool, pool_id, owner=False)
 
 
@@ -237,7 +332,7 @@ class RayOp:
 
     def __reduce__(self):
         pool = self._pool
-        return _rebuild, (self._pool_id, pool.recipe, pool.num_worker, pool.remote_args)
+        return _rebuild, (self._pool_id, pool.recipe, pool.num_worker, pool.remote_args, pool.max_retries)
 
     def __repr__(self) -> str:
         return f'<{self.__name__} on {self._pool.num_worker} Ray actors>'
@@ -245,7 +340,8 @@ class RayOp:
 
 def ray_op(op: Any, num_worker: int = 2, *, num_cpus: Optional[float] = None,
            num_gpus: Optional[float] = None, resources: Optional[Dict[str, float]] = None,
-           memory: Optional[int] = None, ray_remote_args: Optional[Dict[str, Any]] = None) -> RayOp:
+           memory: Optional[int] = None, max_retries: Optional[int] = None,
+           ray_remote_args: Optional[Dict[str, Any]] = None) -> RayOp:
     """Run ``op`` in ``num_worker`` Ray actors, each building it once; use the result where
     a Towhee pipeline takes a function (``map``, ``flat_map``, ``filter``, ``window``, ...).
 
@@ -257,7 +353,10 @@ def ray_op(op: Any, num_worker: int = 2, *, num_cpus: Optional[float] = None,
     ``num_cpus``, ``num_gpus``, ``resources`` and ``memory`` are what each actor asks of
     Ray, as for a ``ray`` step (default: 0 CPUs, spread over nodes; ``num_cpus=2`` gives
     each actor 2 CPUs, and Ray then lets its libraries use 2 threads); ``ray_remote_args``
-    passes any other ``.options()``.
+    passes any other ``.options()``. A call whose actor process dies (a crash in native
+    code, ``os._exit``, a signal) runs again on a new actor, which builds the operator
+    again, at most ``max_retries`` times (3 by default, -1 for no limit); then it raises
+    :class:`towhee_ray.WorkerError` naming the operator, and the other calls go on.
 
     >>> from towhee import pipe, ops
     >>> split = ray_op(ops.towhee.text_split(max_words=2), num_worker=2)
@@ -269,13 +368,18 @@ def ray_op(op: Any, num_worker: int = 2, *, num_cpus: Optional[float] = None,
     >>> split.close()
     """
     from towhee_ray.backends import ray_resources
-    from towhee_ray.datacollection import check_num_worker
+    from towhee_ray.backends.shipping import Payload
 
     check_num_worker(num_worker)
     named = dict(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources, memory=memory)
-    ray_resources.check_step_options(**named, ray_remote_args=ray_remote_args)
+    ray_resources.check_step_options(**named, max_retries=max_retries, ray_remote_args=ray_remote_args)
     remote_args = ray_resources.step_remote_args({}, actor=True, **named, ray_remote_args=ray_remote_args)
-    return RayOp(_ActorPool(_recipe_for(op), num_worker, remote_args))
+    recipe = _recipe_for(op)
+    # Pickled now, so that an operator that cannot travel is refused by this call.
+    payload = Payload(recipe, f'ray_op({recipe.name})', advice='Give ray_op a factory that builds '
+                      'such objects inside the actor, e.g. functools.partial(MyOperator, path=...).')
+    retries = DEFAULT_MAX_RETRIES if max_retries is None else max_retries
+    return RayOp(_ActorPool(recipe, num_worker, remote_args, retries, payload))
 
 
 # -- a whole pipeline per worker ---------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Checking the options given to ``set_parallel``/``pmap``/``mmap`` against the backend.
+"""Checking the settings given to ``set_parallel``/``pmap``/``mmap``/``ray_op``: the worker
+count, and the option names against the backend.
 
 A misspelt option (``num_gpu``) or one the backend does not have (``num_gpus`` on
 ``thread``) must fail at the call that sets it, naming it, never be silently ignored.
@@ -13,6 +14,20 @@ from typing import Any, Dict, List, Optional, Type
 # importing Ray, to tell a user of another backend where an option belongs.
 RAY_ONLY_OPTIONS = ('num_cpus', 'num_gpus', 'resources', 'memory', 'max_retries', 'ray_remote_args',
                     'chunk_bytes', 'max_bytes_in_flight')
+
+
+def check_num_worker(num_worker: Any) -> int:
+    """``num_worker`` means one thing everywhere: how many workers one step uses.
+
+    >>> check_num_worker(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: num_worker must be a positive integer (how many workers each step uses), got 0
+    """
+    if not isinstance(num_worker, int) or isinstance(num_worker, bool) or num_worker < 1:
+        raise ValueError(f'num_worker must be a positive integer (how many workers each step '
+                         f'uses), got {num_worker!r}')
+    return num_worker
 
 
 def accepted_options(backend_class: Type[Any]) -> Optional[List[str]]:

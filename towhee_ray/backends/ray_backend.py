@@ -15,7 +15,10 @@ step, ``ray_remote_args`` passes anything else to Ray (see ray_resources.py).
 
 Faults: a task whose worker process dies is retried by Ray (``max_retries``); an actor
 whose process dies is replaced here, its operator built again and its unfinished chunks
-re-run, each chunk at most ``max_retries`` times. Tasks and actors carry the step's name
+re-run, each chunk at most ``max_retries`` times (ray_faults.py). A worker that cannot
+load the step's function or operator (a module it cannot import) is no crash: the worker
+loads it itself (shipping.py) and the step fails at once with that error. Tasks and
+actors carry the step's name
 (``towhee_ray map(parse_row)``, ``towhee_ray operator image/decode #1``) for ``ray list``,
 the dashboard, ``ray timeline`` and Ray's log prefixes.
 """
@@ -24,7 +27,6 @@ from __future__ import annotations
 import abc
 import contextlib
 import itertools
-import logging
 import os
 from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Tuple
 
@@ -35,9 +37,10 @@ from towhee_ray import cluster
 from towhee_ray.backends import ray_resources
 from towhee_ray.backends.base import Backend, OperatorFactory, WorkerError
 from towhee_ray.backends.chunking import ByteBounds, ChunkedBackend, ChunkWorkers, timed_map
-from towhee_ray.backends.picklable import check_picklable
-
-logger = logging.getLogger(__name__)
+from towhee_ray.backends.ray_faults import (WORKER_DIED, ActorSlots, died_error, out_of_tries,
+                                            running_when_died, unloadable_arguments)
+from towhee_ray.backends.shipping import Payload
+from towhee_ray.guard import LoadFailure, load_error
 
 TASK_REMOTE_ARGS: Dict[str, Any] = {'num_cpus': 1}
 ACTOR_REMOTE_ARGS: Dict[str, Any] = {'num_cpus': 0, 'scheduling_strategy': 'SPREAD'}
@@ -48,31 +51,34 @@ QUEUED_CHUNKS_PER_WORKER = 1
 # How often a driver waiting for chunks looks whether Ray is still there (ray.shutdown()
 # in another thread); a wait returns as soon as a chunk is done, so this costs nothing.
 WAIT_POLL_SECONDS = 1.0
-# Ray's errors that mean a chunk's worker process (or its node) died; the step's own
-# errors never arrive as exceptions (guard.py turns them into values).
-WORKER_DIED = (ray_errors.WorkerCrashedError, ray_errors.RayActorError, ray_errors.NodeDiedError,
-               ray_errors.OutOfMemoryError, ray_errors.ObjectLostError)
-
 _step_numbers = itertools.count(1)
 
 
 @ray.remote(num_returns=2)
-def _process_chunk(fn: Callable[[Any], Any], chunk: List[Any], *after: None) -> Tuple[Any, None]:
-    """Returns the outputs (with their timing and size) and a token; the next chunk of the
-    same worker slot takes the token as an argument, so Ray starts it only once this one
-    is done."""
-    return timed_map(fn, chunk, measure_outputs=True), None
+def _process_chunk(fn: Payload, chunk: List[Any], *after: None) -> Tuple[Any, None]:
+    """Returns the outputs (with their timing and size), or the failure to load the step's
+    function, and a token; the next chunk of the same worker slot takes the token as an
+    argument, so Ray starts it only once this one is done."""
+    call, failure = fn.load()
+    if failure is not None:
+        return failure, None
+    return timed_map(call, chunk, measure_outputs=True), None
 
 
 @ray.remote
 class _OperatorActor:
-    """Builds one operator instance and serves chunks with it for the step's lifetime."""
+    """Builds one operator instance and serves chunks with it for the step's lifetime. An
+    operator it cannot load makes every chunk come back as that failure: the actor lives
+    (it did not crash), and the driver raises the failure at once."""
 
-    def __init__(self, operator: OperatorFactory, name: str) -> None:
+    def __init__(self, operator: Payload, name: str) -> None:
         self._name = name
-        self._call = operator.create()
+        factory, self._failure = operator.load()
+        self._call = None if factory is None else factory.create()
 
-    def process(self, chunk: List[Any]) -> Tuple[List[Any], float, Optional[int]]:
+    def process(self, chunk: List[Any]) -> Any:
+        if self._failure is not None:
+            return self._failure
         return timed_map(self._call, chunk, measure_outputs=True)
 
     def __repr__(self) -> str:   # Ray prefixes the actor's log lines with it
@@ -132,7 +138,8 @@ class _SlotWorkers(ChunkWorkers):
 
     def _worker_died(self, chunk: _Chunk, error: BaseException) -> None:
         """``chunk``'s worker died (after Ray's own retries): re-run it, or raise."""
-        raise self._died_error(self._first_failed(chunk), error) from error
+        running = running_when_died(chunk, self._in_flight.values())
+        raise died_error(self.step, running.elements(), self.max_retries, error) from error
 
     #: whether a chunk's elements are kept until its outputs arrive, to send it again
     resends = False
@@ -166,34 +173,17 @@ class _SlotWorkers(ChunkWorkers):
                         chunk.outputs = ray.get(ref)
                 except WORKER_DIED as error:
                     self._worker_died(chunk, error)
+                except ray_errors.RaySystemError as error:
+                    original = unloadable_arguments(error)
+                    if original is None:
+                        raise
+                    raise load_error(LoadFailure(original, ''), self.step,
+                                     f'{self.step}: {chunk.elements()}')
+                if chunk.outputs.__class__ is LoadFailure:
+                    raise load_error(chunk.outputs, self.step)
             done = [handle for handle in handles if handle.outputs is not None]
             if done:
                 return done
-
-    def _first_failed(self, chunk: _Chunk) -> _Chunk:
-        """The earliest chunk of ``chunk``'s slot (and actor) whose worker died. A slot's
-        worker runs its chunks in submission order, so that is the one it was running when
-        it died; the chunks queued behind it only waited (or, for tasks, took its token)."""
-        for earlier in sorted(self._in_flight.values(), key=lambda other: other.first):
-            if (earlier.slot == chunk.slot and earlier.generation == chunk.generation
-                    and earlier.first < chunk.first):
-                try:
-                    ray.get(earlier.ref, timeout=0)
-                except WORKER_DIED:
-                    return earlier
-                except Exception:   # still running, or failed for another reason
-                    continue
-        return chunk
-
-    def _died_error(self, chunk: _Chunk, error: BaseException) -> WorkerError:
-        tries = (f'each of its {self.max_retries + 1} tries' if self.max_retries else 'its only try')
-        tries += f' (max_retries={self.max_retries})'
-        reason = (str(error).strip().splitlines() or [''])[0]
-        return WorkerError(
-            f'{self.step}: the Ray worker process running {chunk.elements()} died on {tries}: a '
-            f'crash in native code, os._exit(), a signal, or running out of memory. Find the cause '
-            f"in the worker's log (the dashboard, or `ray logs`), or allow more tries with "
-            f'max_retries=. Ray said: {type(error).__name__}: {reason}')
 
     def result(self, handle: Hashable) -> Tuple[List[Any], float, Optional[int]]:
         self._unfinished[handle.slot] -= 1
@@ -206,8 +196,7 @@ class _TaskWorkers(_SlotWorkers):
     next waiting (inside Ray, not in the driver) for the previous one's token. The
     function goes to the object store once. Ray itself retries a task whose worker died."""
 
-    def __init__(self, fn: Callable[[Any], Any], num_worker: int, step: str,
-                 remote_args: Dict[str, Any]) -> None:
+    def __init__(self, fn: Payload, num_worker: int, step: str, remote_args: Dict[str, Any]) -> None:
         super().__init__(num_worker, step, remote_args['max_retries'])
         self._fn = fn
         self._fn_ref: Optional[ray.ObjectRef] = None
@@ -241,18 +230,16 @@ class _ActorWorkers(_SlotWorkers):
 
     resends = True
 
-    def __init__(self, operator: OperatorFactory, num_worker: int, step: str,
+    def __init__(self, operator: Payload, num_worker: int, step: str,
                  remote_args: Dict[str, Any], max_retries: int) -> None:
         super().__init__(num_worker, step, max_retries)
         self._operator = operator
         self._operator_ref: Optional[ray.ObjectRef] = None
         self._remote_args = remote_args
-        self._actors: List[Any] = []
-        self._generations = [0] * num_worker
+        self._slots = ActorSlots(step, num_worker, self._new_actor)
         self._step_id = f'{os.getpid()}.{next(_step_numbers)}'
 
-    def _new_actor(self, slot: int) -> Any:
-        generation = self._generations[slot]
+    def _new_actor(self, slot: int, generation: int) -> Any:
         name = f'towhee_ray {self.step} #{slot + 1}' + (f' (replacement {generation})' if generation else '')
         options = {'name': f'{name} [{self._step_id}]', **self._remote_args}
         return _OperatorActor.options(**options).remote(self._operator_ref, name)
@@ -262,35 +249,26 @@ class _ActorWorkers(_SlotWorkers):
         ray_resources.wait_until_placeable(self.step, self._remote_args, len(self._unfinished),
                                            all_at_once=True)
         self._operator_ref = ray.put(self._operator)
-        self._actors = [self._new_actor(slot) for slot in range(len(self._unfinished))]
+        self._slots.start()
 
     def _submit_to(self, slot: int, chunk: List[Any]) -> ray.ObjectRef:
-        return self._actors[slot].process.remote(chunk)
+        return self._slots.actors[slot].process.remote(chunk)
 
     def _send(self, chunk: _Chunk) -> None:
-        chunk.generation = self._generations[chunk.slot]
+        chunk.generation = self._slots.generations[chunk.slot]
         super()._send(chunk)
 
     def _worker_died(self, chunk: _Chunk, error: BaseException) -> None:
-        slot = chunk.slot
-        if chunk.generation == self._generations[slot]:   # the first of its chunks to notice
-            running = self._first_failed(chunk)
+        if chunk.generation == self._slots.generations[chunk.slot]:   # the first of its chunks to notice
+            running = running_when_died(chunk, self._in_flight.values())
             running.deaths += 1
-            if 0 <= self.max_retries < running.deaths:
-                raise self._died_error(running, error) from error
-            logger.warning('%s: actor #%d died running %s (%s); replacing it and re-running its chunks',
-                           self.step, slot + 1, running.elements(), type(error).__name__)
-            with contextlib.suppress(Exception):
-                ray.kill(self._actors[slot])
-            self._generations[slot] += 1
-            self._actors[slot] = self._new_actor(slot)
+            if out_of_tries(running, self.max_retries):
+                raise died_error(self.step, running.elements(), self.max_retries, error) from error
+            self._slots.replace(chunk.slot, running.elements(), error, rerun='chunks')
         self._send(chunk)
 
     def close(self) -> None:
-        if ray.is_initialized():   # never let a late close() start Ray again
-            for actor in self._actors:
-                ray.kill(actor)
-        self._actors = []
+        self._slots.close()
         self._in_flight.clear()
         self._operator_ref = None
 
@@ -340,15 +318,15 @@ class RayBackend(ChunkedBackend, Backend):
 
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
         step = _step_name(fn)
-        check_picklable(fn, step)
+        payload = Payload(fn, step)
         remote_args = ray_resources.step_remote_args(TASK_REMOTE_ARGS, actor=False, **self.step_options)
-        return self._run(_TaskWorkers(fn, self.num_worker, step, remote_args), items)
+        return self._run(_TaskWorkers(payload, self.num_worker, step, remote_args), items)
 
     def map_operator(self, operator: OperatorFactory, items: Iterable[Any]) -> Iterator[Any]:
         step = f'operator {operator.name}'
-        check_picklable(operator, step, advice='Pass the operator something picklable (a path, '
-                                               'a setting) and build the object in its __init__.')
+        payload = Payload(operator, step, advice='Pass the operator something picklable (a path, '
+                                                 'a setting) and build the object in its __init__.')
         remote_args = ray_resources.step_remote_args(ACTOR_REMOTE_ARGS, actor=True, **self.step_options)
         max_retries = self.step_options['max_retries']
         max_retries = ray_resources.DEFAULT_MAX_RETRIES if max_retries is None else max_retries
-        return self._run(_ActorWorkers(operator, self.num_worker, step, remote_args, max_retries), items)
+        return self._run(_ActorWorkers(payload, self.num_worker, step, remote_args, max_retries), items)

@@ -18,12 +18,15 @@ import functools
 import sys
 from typing import Any, Callable, Dict, Iterable, Tuple
 
+from towhee_ray.quiet import quiet_towhee
+
 ENTITY_MODULE = 'towhee.datacollection.entity'
 
 
 @functools.lru_cache(maxsize=None)
 def entity_class() -> type:
     """Towhee's ``Entity`` class (imported on first use; importing Towhee is slow)."""
+    quiet_towhee()
     from towhee.datacollection.entity import Entity
     return Entity
 
