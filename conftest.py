@@ -15,10 +15,7 @@ import pytest
 # it itself (monkeypatch.setenv, or the env of its subprocess).
 os.environ.pop('RAY_ADDRESS', None)
 
-#: the CPUs of the session's Ray; the tests are written for this count
-SESSION_CPUS = 4
-#: a custom resource only the session's Ray has, for the tests of ``resources=``
-TEST_RESOURCE = 'towhee_ray_tests'
+from tests.support import SESSION_CPUS, TEST_RESOURCE  # noqa: E402
 
 
 def _start_session_ray():

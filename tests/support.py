@@ -10,6 +10,12 @@ from typing import Callable, Dict, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 
+#: The CPUs of the session's Ray (see the repository's conftest.py): the tests are written
+#: for this count, whatever the machine has.
+SESSION_CPUS = 4
+#: A custom resource only the session's Ray has (4 of it), for the tests of ``resources=``.
+TEST_RESOURCE = 'towhee_ray_tests'
+
 #: How long a cleanup (actors killed, tasks cancelled) may take before a test fails. Generous
 #: on purpose: the tests wait on a condition, so an idle machine returns in well under a
 #: second, and a machine loaded by other jobs (a load average of 10 on 2 cores was seen)
