@@ -42,7 +42,12 @@ class Sleepy:
 
 @towhee.register(name='tests_ns/broken_init')
 class BrokenInit:
-    def __init__(self) -> None:
+    """Fails in ``__init__``; each attempt appends a line to ``init_log``."""
+
+    def __init__(self, init_log: str = '') -> None:
+        if init_log:
+            with open(init_log, 'a') as log:
+                log.write(f'{os.getpid()}\n')
         raise OSError('model file missing: /nowhere/model.bin')
 
     def __call__(self, x):

@@ -41,6 +41,22 @@ def test_a_task_worker_dying_once_is_retried(tmp_path):
     assert os.path.exists(marker)
 
 
+def test_max_retries_minus_one_retries_without_limit(tmp_path):
+    # Dies on element 7 five times (more than the default 3 retries), then goes on.
+    def die_five_times(x):
+        if x == 7:
+            tries = tmp_path / 'tries'
+            with open(tries, 'a') as log:
+                log.write('x')
+            if len(tries.read_text()) <= 5:
+                os._exit(1)
+        return x
+
+    out = (DataCollection.range(20).stream().set_parallel(2, 'ray', chunk_size=1, max_retries=-1)
+           .map(die_five_times).to_list())
+    assert out == list(range(20)) and (tmp_path / 'tries').read_text() == 'x' * 6
+
+
 @pytest.mark.timeout(180)
 def test_a_task_crashing_on_every_try_fails_naming_the_step_after_the_retries():
     def die_on_3(x):
