@@ -33,7 +33,11 @@ def altered_copy(pixels: np.ndarray, seed: int) -> Image.Image:
 
 
 def main() -> None:
-    folder = Path(tempfile.mkdtemp(prefix='towhee-ray-images-'))
+    with tempfile.TemporaryDirectory(prefix='towhee-ray-images-') as folder:   # removed at the end
+        find_near_duplicates(Path(folder))
+
+
+def find_near_duplicates(folder: Path) -> None:
     paths = []
     for seed in range(8):
         pixels = picture(seed)

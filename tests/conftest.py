@@ -1,28 +1,37 @@
-"""One real local Ray for the whole test session, started the way users get it."""
+"""Fixtures of the tests (the session's Ray itself is in the repository's conftest.py)."""
+import functools
+
 import pytest
 
-import towhee_ray
-
-
-@pytest.fixture(scope='session')
-def ray_cluster():
-    """A fresh local Ray (``towhee_ray.connect()``), shut down after the last test."""
-    import ray
-
-    towhee_ray.connect()
-    yield ray
-    ray.shutdown()
+from tests import support
 
 
 @pytest.fixture
-def alive_actors(ray_cluster):
-    """A function listing the ids of the towhee_ray operator actors not (yet) dead."""
-    from ray.util.state import list_actors
-
-    # This session's own cluster: other Ray instances on the machine must not confuse it.
-    address = ray_cluster.get_runtime_context().gcs_address
-
+def alive_actors():
+    """A function listing the ids of this session's towhee_ray operator actors not (yet) dead."""
     def alive():
-        return [actor.actor_id for actor in list_actors(address=address, filters=[('state', '!=', 'DEAD')])
-                if actor.class_name == '_OperatorActor']
+        return [actor.actor_id for actor in support.chain_actors()]
     return alive
+
+
+@pytest.fixture
+def run_process(request):
+    """``support.run`` with a timeout that ends the subprocess before pytest's own timeout
+    of this test (its ``timeout`` marker, else the ini setting) ends the test."""
+    marker = request.node.get_closest_marker('timeout')
+    test_timeout = float(marker.args[0] if marker else request.config.getini('timeout'))
+    default = test_timeout - support.SUBPROCESS_MARGIN_SECONDS
+
+    def run(args, timeout=default, **options):
+        assert 0 < timeout <= default, (
+            f'a subprocess timeout of {timeout} s does not end before the test timeout of '
+            f'{test_timeout:g} s; raise the test timeout with @pytest.mark.timeout')
+        return support.run(args, timeout, **options)
+    return run
+
+
+@pytest.fixture
+def python_process(run_process):
+    """Run ``python -c code`` (or a script and its arguments) through ``run_process``."""
+    return functools.partial(lambda run, *args, **options: run(support.python(*args), **options),
+                             run_process)

@@ -126,13 +126,11 @@ def test_user_module_only_in_a_temporary_folder_loads_on_the_second_node(cluster
 
 
 def test_the_readme_cluster_example_uses_both_nodes(cluster):
-    import subprocess
-    from pathlib import Path
+    from tests import support
 
     nodes, _ = cluster
-    example = Path(__file__).resolve().parent.parent / 'examples' / 'cluster.py'
-    result = subprocess.run([sys.executable, str(example), nodes.address],
-                            capture_output=True, text=True, timeout=300)
+    result = support.run(support.python(str(support.ROOT / 'examples' / 'cluster.py'), nodes.address),
+                         timeout=300)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == f'Ray cluster at {nodes.address}: 2 nodes, 2 CPUs, 0 GPUs, token authentication on'

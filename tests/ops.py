@@ -1,6 +1,7 @@
 """Operators registered by the tests, in an importable module (as a user's package would)."""
 import os
 import time
+from pathlib import Path
 
 import towhee
 
@@ -41,7 +42,12 @@ class Sleepy:
 
 @towhee.register(name='tests_ns/broken_init')
 class BrokenInit:
-    def __init__(self) -> None:
+    """Fails in ``__init__``; each attempt appends a line to ``init_log``."""
+
+    def __init__(self, init_log: str = '') -> None:
+        if init_log:
+            with open(init_log, 'a') as log:
+                log.write(f'{os.getpid()}\n')
         raise OSError('model file missing: /nowhere/model.bin')
 
     def __call__(self, x):
@@ -52,14 +58,28 @@ def init_count(path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-@towhee.register(name='tests_ns/slow_start')
-class SlowStart:
-    """Records when its ``__init__`` began, then takes ``seconds`` to get ready."""
+def meet(folder: str, name: str, parties: int, timeout: float = 240.0) -> bool:
+    """A barrier between processes: announce ``name`` in ``folder``, then wait until
+    ``parties`` names are announced. Whether they were within ``timeout`` seconds is
+    recorded as ``name.met`` (or ``name.alone``) and returned."""
+    root = Path(folder)
+    (root / f'{name}.arrived').touch()
+    deadline = time.monotonic() + timeout
+    while len(list(root.glob('*.arrived'))) < parties:
+        if time.monotonic() > deadline:
+            (root / f'{name}.alone').touch()
+            return False
+        time.sleep(0.05)
+    (root / f'{name}.met').touch()
+    return True
 
-    def __init__(self, init_log: str, seconds: float) -> None:
-        with open(init_log, 'a') as log:
-            log.write(f'{time.time()}\n')
-        time.sleep(seconds)
+
+@towhee.register(name='tests_ns/meet')
+class Meet:
+    """Its ``__init__`` is a barrier (:func:`meet`) with the other steps' operators."""
+
+    def __init__(self, folder: str, name: str, parties: int) -> None:
+        meet(folder, name, parties)
 
     def __call__(self, x):
         return x
@@ -76,3 +96,16 @@ class ExitOn:
         if x == self.value:
             os._exit(1)
         return x
+
+
+@towhee.register(name='tests_ns/meet_per_call')
+class MeetPerCall:
+    """Each call is a barrier (:func:`meet`) with ``parties - 1`` other calls; it returns
+    the element, this instance and whether the others came."""
+
+    def __init__(self, folder: str, parties: int) -> None:
+        self.folder, self.parties = folder, parties
+        self.instance = f'{os.getpid()}:{id(self)}'
+
+    def __call__(self, x):
+        return x, self.instance, meet(self.folder, f'call{x}', self.parties, timeout=120)

@@ -1,5 +1,4 @@
 """Backends are found through the ``towhee.parallel_backends`` entry-point group."""
-import subprocess
 import sys
 import textwrap
 
@@ -103,7 +102,8 @@ def test_num_worker_none_is_refused_by_set_parallel():
         DataCollection([1]).set_parallel(num_worker=None)
 
 
-def test_importing_towhee_ray_does_not_import_ray():
+def test_importing_towhee_ray_does_not_import_ray(python_process):
     code = 'import sys, towhee_ray; towhee_ray.DataCollection([1]).map(str); print("ray" in sys.modules)'
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+    out = python_process('-c', code)
+    assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == 'False'

@@ -1,19 +1,15 @@
 """Benchmark W5 (a real model) runs in quick mode; its embeddings are checked, timings only reported."""
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
 
 
 @pytest.mark.timeout(1200)
-def test_w5_quick_prints_the_table_and_writes_json_with_equal_embeddings(tmp_path):
+def test_w5_quick_prints_the_table_and_writes_json_with_equal_embeddings(tmp_path, python_process):
     results = tmp_path / 'w5.json'
-    run = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'w5_model.py'), '--quick',
-                          '--json', str(results)], capture_output=True, text=True, timeout=1150, cwd=ROOT)
+    run = python_process(str(ROOT / 'benchmarks' / 'w5_model.py'), '--quick', '--json', str(results))
     assert run.returncode == 0, run.stderr
     report = json.loads(results.read_text())
     assert report['mode'] == 'quick' and report['passages'] == 256

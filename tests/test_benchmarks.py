@@ -1,16 +1,16 @@
 """The benchmark suite runs (quick mode, its own Ray); timings are reported, never asserted."""
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import pytest
+
+from tests.support import ROOT
 
 
-def test_quick_benchmark_prints_the_table_and_writes_json(tmp_path):
+# Its own Ray and five workloads: ~2 min on an idle 2-core machine, 5+ min under load.
+@pytest.mark.timeout(1200)
+def test_quick_benchmark_prints_the_table_and_writes_json(tmp_path, python_process):
     results = tmp_path / 'results.json'
-    run = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'run.py'), '--quick',
-                          '--json', str(results)], capture_output=True, text=True, timeout=420, cwd=ROOT)
+    run = python_process(str(ROOT / 'benchmarks' / 'run.py'), '--quick', '--json', str(results))
     assert run.returncode == 0, run.stderr
     report = json.loads(results.read_text())
     assert report['mode'] == 'quick' and report['machine']['cpu_count'] >= 1

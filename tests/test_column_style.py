@@ -2,8 +2,6 @@
 on ``ray`` column-style operator steps are actors and column-style callables tasks."""
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -133,7 +131,7 @@ def test_on_ray_a_column_operator_runs_as_actors_and_a_callable_as_tasks(ray_clu
     assert all(row.pid != os.getpid() for row in pids)
 
 
-def test_the_readme_column_style_example_runs_on_ray_as_shown(tmp_path):
+def test_the_readme_column_style_example_runs_on_ray_as_shown(tmp_path, python_process):
     # A fresh process in the docs' folder, as a user runs it: the Ray it starts has the
     # same working directory, where the workers resolve the relative paths.
     readme = (Path(__file__).resolve().parent.parent / 'README.md').read_text()
@@ -145,7 +143,6 @@ def test_the_readme_column_style_example_runs_on_ray_as_shown(tmp_path):
     docs.mkdir()
     (docs / 'install.txt').write_text(' '.join(f'w{i}' for i in range(101)) + '.')
     (docs / 'usage.txt').write_text(' '.join(f'u{i}' for i in range(64)) + '. Short one.')
-    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                            timeout=240, cwd=tmp_path)
+    result = python_process('-c', code, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == shown

@@ -1,10 +1,10 @@
 """Errors reach the user as the original type, naming the step and the element."""
 import gc
-import time
 
 import pytest
 
 from tests.ops import BrokenInit  # noqa: F401  (registers tests_ns/broken_init)
+from tests.support import eventually
 from towhee_ray import DataCollection, Empty
 
 BACKENDS = [None, 'thread', 'ray']
@@ -35,11 +35,17 @@ def test_failure_raises_the_original_type_with_step_and_position(backend):
 
 
 def test_failure_in_a_stream_stops_the_chain_cleanly(backend):
-    seen = []
-    dc = chain(backend, iter(range(1000))).map(reciprocal).map(lambda x: seen.append(x) or x)
+    consumed = []
+    dc = chain(backend, iter(range(1000))).map(reciprocal).map(lambda x: -x)
     with pytest.raises(ZeroDivisionError, match='element #37'):
-        for _ in dc:
-            pass
+        for item in dc:
+            consumed.append(item)
+    # what arrived is the outputs of the elements before the failing one, in order (serially
+    # all 37; a parallel step may still have been gathering its chunk of them)
+    expected = [-reciprocal(x) for x in range(37)]
+    assert consumed == expected[:len(consumed)]
+    if backend is None:
+        assert consumed == expected
     assert list(dc) == []
 
 
@@ -81,7 +87,7 @@ def test_operator_whose_init_fails_reports_the_original_error(backend):
     assert all(isinstance(item, Empty) and isinstance(item.exception, OSError) for item in out)
 
 
-def test_unpicklable_exception_still_reaches_the_user(ray_cluster):
+def test_unpicklable_exception_still_reaches_the_user():
     import threading
 
     class Unpicklable(Exception):
@@ -114,10 +120,7 @@ def test_operator_actors_are_released_when_a_stream_ends(alive_actors, how):
     else:
         with pytest.raises(ZeroDivisionError):
             list(iterator)
-    deadline = time.time() + 10
-    while alive_actors() and time.time() < deadline:
-        time.sleep(0.2)
-    assert alive_actors() == []
+    assert eventually(lambda: not alive_actors()), alive_actors()
 
 
 def test_a_dying_task_worker_raises_a_worker_error_naming_the_step(ray_cluster):
@@ -147,7 +150,4 @@ def test_an_operator_actor_dying_on_every_try_raises_and_releases_the_other_acto
                        match='operator tests-ns/exit-on: .* died on each of its 4 tries') as failure:
         DataCollection.range(100).set_parallel(2, 'ray').tests_ns.exit_on(13).to_list()
     assert isinstance(failure.value.__cause__, RayActorError)
-    deadline = time.time() + 10
-    while alive_actors() and time.time() < deadline:
-        time.sleep(0.2)
-    assert alive_actors() == []
+    assert eventually(lambda: not alive_actors()), alive_actors()

@@ -3,54 +3,20 @@ Ray shut down under a stream. Each checks elements in == elements out, in order.
 import _thread
 import gc
 import os
-import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests import fault_ops
+from tests import fault_ops, support
 from tests import ops  # noqa: F401  (registers tests_ns/exit_on)
+from tests.support import chain_actors, eventually, step_tasks
 from towhee_ray import DataCollection, WorkerError
 
-pytestmark = pytest.mark.usefixtures('ray_cluster')
 
-
-def gcs_address():
-    """This session's Ray, for the state API (which would otherwise look for this machine's
-    "current cluster", possibly someone else's)."""
-    import ray
-    return ray.get_runtime_context().gcs_address
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def eventually(condition, seconds=20.0):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.3)
-    return True
-
-
-def step_tasks(name, states=('RUNNING', 'PENDING_NODE_ASSIGNMENT', 'PENDING_ARGS_AVAIL',
-                             'SUBMITTED_TO_WORKER', 'PENDING_ACTOR_TASK_ARGS_AVAIL')):
-    from ray.util.state import list_tasks
-    tasks = list_tasks(address=gcs_address(), filters=[('name', '=', f'towhee_ray {name}')], limit=10_000)
-    return [task for task in tasks if task.state in states]
-
-
-def chain_actors(prefix='towhee_ray operator'):
-    from ray.util.state import list_actors
-    actors = list_actors(address=gcs_address(), filters=[('state', '!=', 'DEAD')], limit=10_000)
-    return [actor for actor in actors if (actor.name or '').startswith(prefix)]
-
-
-def test_an_operator_actor_killed_mid_stream_is_replaced_and_its_chunks_rerun():
+def test_an_operator_actor_killed_mid_stream_is_replaced_and_its_chunks_rerun(caplog):
     dc = (DataCollection.range(3000).stream()
           .set_parallel(2, 'ray', chunk_size=20).faults.served_by(seconds=0.001))
     out, killed = [], None
@@ -64,6 +30,7 @@ def test_an_operator_actor_killed_mid_stream_is_replaced_and_its_chunks_rerun():
     after = {instance for x, _, instance in out[-300:]}
     assert len(before) == 2 and after - before, 'a new operator instance took over'
     assert killed not in {pid for _, pid, _ in out[-300:]}
+    assert caplog.text.count('replacing it and re-running its chunks') == 1
 
 
 def test_a_task_worker_dying_once_is_retried(tmp_path):
@@ -72,6 +39,22 @@ def test_a_task_worker_dying_once_is_retried(tmp_path):
            .map(fault_ops.exit_once(marker, 123)).to_list())
     assert out == list(range(500))
     assert os.path.exists(marker)
+
+
+def test_max_retries_minus_one_retries_without_limit(tmp_path):
+    # Dies on element 7 five times (more than the default 3 retries), then goes on.
+    def die_five_times(x):
+        if x == 7:
+            tries = tmp_path / 'tries'
+            with open(tries, 'a') as log:
+                log.write('x')
+            if len(tries.read_text()) <= 5:
+                os._exit(1)
+        return x
+
+    out = (DataCollection.range(20).stream().set_parallel(2, 'ray', chunk_size=1, max_retries=-1)
+           .map(die_five_times).to_list())
+    assert out == list(range(20)) and (tmp_path / 'tries').read_text() == 'x' * 6
 
 
 @pytest.mark.timeout(180)
@@ -102,47 +85,43 @@ def test_an_operator_crashing_on_every_try_fails_naming_the_step_and_releases_it
 
 
 class Killer(threading.Thread):
-    """SIGKILLs a worker or actor process of the chain about every second, alternating
-    between the two kinds, at most ``limit`` times, then stops by itself."""
+    """SIGKILLs the processes that ask for it (:func:`fault_ops.wait_to_be_killed`): the
+    kills come from the stream's own progress, not from a clock, and only ever hit a
+    process of this session's Ray that is running this test's chain."""
 
-    def __init__(self, limit: int, task_name: str) -> None:
+    def __init__(self, folder: Path) -> None:
         super().__init__(daemon=True)
-        self.limit = limit
-        self.task_name = task_name
+        self.folder = folder
         self.stop = threading.Event()
-        self.killed = {'actor': [], 'task': []}
-
-    def candidates(self, kind):
-        if kind == 'actor':
-            return [actor.pid for actor in chain_actors() if actor.state == 'ALIVE' and actor.pid]
-        return [task.worker_pid for task in step_tasks(self.task_name, ('RUNNING',)) if task.worker_pid]
+        self.killed = {}      # name -> pid
+        self.refused = []     # requests that did not come from this session's node
 
     def run(self):
-        kinds = ['actor', 'task']
-        while not self.stop.wait(1.0) and sum(map(len, self.killed.values())) < self.limit:
-            kind = kinds[sum(map(len, self.killed.values())) % 2]
-            pids = self.candidates(kind)
-            if pids:
-                pid = random.choice(pids)
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                    self.killed[kind].append(pid)
-                except ProcessLookupError:
-                    pass
+        node = support.this_node_id()
+        while not self.stop.wait(0.05):
+            for request in sorted(self.folder.glob('*.kill')):
+                name = request.name[:-len('.kill')]
+                if name in self.killed or name in self.refused:
+                    continue
+                pid, requested_by = request.read_text().split()
+                if requested_by != node or int(pid) == os.getpid():
+                    self.refused.append(name)
+                    continue
+                os.kill(int(pid), signal.SIGKILL)
+                self.killed[name] = int(pid)
 
 
 @pytest.mark.timeout(600)
-def test_chaos_100000_elements_through_a_task_step_and_an_operator_step_while_workers_die():
-    def work(x):
-        fault_ops.busy(0.00005)
-        return x + 1
-
-    # Every kill may hit the same chunk (a retried chunk is running again when the next kill
-    # comes): with as many retries as kills, no chunk can run out of tries.
-    kills = 8
-    killer = Killer(limit=kills, task_name='map(work)')
-    dc = (DataCollection(iter(range(100_000))).set_parallel(2, 'ray', max_retries=kills)
-          .map(work).faults.double(seconds=0.00005))
+def test_chaos_100000_elements_through_a_task_step_and_an_operator_step_while_workers_die(
+        tmp_path, caplog):
+    # Task workers are killed when they reach elements 10,000 and 60,000, actors when they
+    # reach 35,001 and 85,001 (the operator step gets x + 1): two of each, spread over the run.
+    task_kills, actor_kills = [10_000, 60_000], [35_001, 85_001]
+    inits = tmp_path / 'inits'
+    killer = Killer(tmp_path)
+    dc = (DataCollection(iter(range(100_000))).set_parallel(2, 'ray')
+          .map(fault_ops.killed_at(str(tmp_path), task_kills))
+          .faults.killed_at(str(tmp_path), actor_kills, str(inits)))
     killer.start()
     try:
         out = dc.to_list()
@@ -150,7 +129,16 @@ def test_chaos_100000_elements_through_a_task_step_and_an_operator_step_while_wo
         killer.stop.set()
         killer.join()
     assert out == [2 * (x + 1) for x in range(100_000)]
-    assert killer.killed['actor'] and killer.killed['task'], killer.killed
+    assert not killer.refused
+    for name in [f'task-{x}' for x in task_kills] + [f'actor-{x}' for x in actor_kills]:
+        pids = fault_ops.attempts(str(tmp_path), name)
+        # killed on its first attempt, then run again in another process
+        assert len(pids) == 2 and pids[0] == killer.killed[name] != pids[1], (name, pids, killer.killed)
+    # each killed actor was replaced: its operator was built again in a new process
+    init_pids = [int(pid) for pid in inits.read_text().split()]
+    assert len(init_pids) == 2 + len(actor_kills), init_pids
+    assert {killer.killed[f'actor-{x}'] for x in actor_kills} < set(init_pids)
+    assert caplog.text.count('replacing it and re-running its chunks') == len(actor_kills)
 
 
 def slow(x):
@@ -188,7 +176,7 @@ def test_a_consumer_stopping_early_cancels_tasks_and_removes_actors(how):
         2 * x for x in range(100)]
 
 
-def test_ray_shut_down_under_a_running_stream_raises_saying_so():
+def test_ray_shut_down_under_a_running_stream_raises_saying_so(python_process):
     script = '''
 import threading, time, ray, towhee_ray
 from towhee_ray import DataCollection, WorkerError
@@ -202,12 +190,11 @@ dc = DataCollection.range(100_000).stream().set_parallel(2, 'ray').map(slow)
 try:
     for position, _ in enumerate(dc):
         if position == 0:   # the stream runs: shut Ray down under it
-            threading.Timer(1, ray.shutdown).start()
+            threading.Thread(target=ray.shutdown).start()
 except WorkerError as error:
     print('WorkerError:', error)
 '''
-    result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
-                            timeout=120, cwd=ROOT)
+    result = python_process('-c', script)
     assert result.returncode == 0, result.stderr
     assert 'WorkerError: Ray was shut down while map(slow) was running' in result.stdout
 
@@ -225,7 +212,7 @@ def test_tasks_and_actors_carry_their_steps_name_in_ray():
     next(iterator)
 
     def ours():   # (name, the __repr__ Ray prefixes log lines with), once the actor is built
-        actors = list_actors(address=gcs_address(), filters=[('state', '=', 'ALIVE')], detail=True)
+        actors = list_actors(address=support.gcs_address(), filters=[('state', '=', 'ALIVE')], detail=True)
         return sorted((actor.name, actor.repr_name) for actor in actors
                       if (actor.name or '').startswith('towhee_ray operator faults/double'))
 

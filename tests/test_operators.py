@@ -4,8 +4,8 @@ import os
 import pytest
 import towhee
 
-from tests import ops
 from tests.ops import init_count
+from tests.support import SESSION_CPUS
 from towhee_ray import DataCollection, OperatorNotFoundError
 
 pytestmark = pytest.mark.usefixtures('ray_cluster')
@@ -76,7 +76,8 @@ def test_serial_operator_step_builds_one_instance_lazily(tmp_path):
 
 
 def test_three_operator_steps_with_more_actors_than_cpus_do_not_deadlock(ray_cluster):
-    assert ray_cluster.cluster_resources()['CPU'] < 6
+    # 3 steps x 2 actors: more actors than the session's CPUs
+    assert ray_cluster.cluster_resources()['CPU'] == SESSION_CPUS < 3 * 2
     out = (DataCollection.range(300).stream().set_parallel(num_worker=2, backend='ray')
            .tests_ns.sleepy(0.001).tests_ns.sleepy(0.001).tests_ns.sleepy(0.001)
            .map(lambda x: x * 2).to_list())
@@ -84,15 +85,17 @@ def test_three_operator_steps_with_more_actors_than_cpus_do_not_deadlock(ray_clu
 
 
 def test_actors_of_consecutive_steps_start_together(tmp_path):
-    # Each step's operators need 3 s to get ready. Started one step after another, the last
-    # step's would begin >= 6 s after the first's; started together, within process spawn jitter.
-    logs = [tmp_path / f'step{i}' for i in range(3)]
+    # A barrier: each step's operator, in its __init__, waits until the operators of all three
+    # steps have begun theirs. Started one step after another, the first would wait alone (and
+    # give up after its deadline, saying so); started together, all three meet.
+    folder = tmp_path / 'barrier'
+    folder.mkdir()
     dc = DataCollection.range(20).stream().set_parallel(num_worker=1, backend='ray')
-    for log in logs:
-        dc = dc.tests_ns.slow_start(init_log=str(log), seconds=3)
+    for step in range(3):
+        dc = dc.tests_ns.meet(folder=str(folder), name=f'step{step}', parties=3)
     assert dc.to_list() == list(range(20))
-    starts = [float(line) for log in logs for line in log.read_text().split()]
-    assert len(starts) == 3 and max(starts) - min(starts) < 3
+    met = sorted(path.name for path in folder.glob('*.met'))
+    assert met == ['step0.met', 'step1.met', 'step2.met'], sorted(path.name for path in folder.iterdir())
 
 
 def test_unknown_operator_names_where_it_looked_and_what_to_do():
@@ -116,4 +119,3 @@ def test_hub_folders_listed_in_towhee_ray_hub_are_searched(tmp_path, monkeypatch
     (folder / '__init__.py').write_text('def reverse():\n    return lambda text: text[::-1]\n')
     monkeypatch.setenv('TOWHEE_RAY_HUB', str(tmp_path))
     assert DataCollection(['abc']).set_parallel(2, 'ray').acme.reverse().to_list() == ['cba']
-    assert ops  # the registered test operators are importable by workers

@@ -3,7 +3,10 @@ import copy
 import functools
 import gc
 import itertools
+import json
+import os
 import pickle
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import towhee
@@ -24,7 +27,7 @@ def assert_dead(actors):
 
 # -- ray_op --------------------------------------------------------------------------------
 
-def test_ray_op_spreads_batch_calls_over_its_actors_and_builds_each_operator_once(tmp_path):
+def test_ray_op_in_a_pipe_builds_each_operator_once_per_actor(tmp_path):
     log = tmp_path / 'inits'
     add_one = ray_op(ops.tests_ns.add_one(init_log=str(log)), num_worker=2)
     where = ray_op(functools.partial(Where), num_worker=2)   # a user module's class, by factory
@@ -34,10 +37,24 @@ def test_ray_op_spreads_batch_calls_over_its_actors_and_builds_each_operator_onc
         rows = [queue.get() for queue in p.batch(list(range(60)))]
         assert [row[0] for row in rows] == list(range(1, 61))
     assert init_count(log) == 2
-    assert len({row[2] for row in rows}) == 2           # both actors served calls
-    assert sorted(stat['calls'] > 0 for stat in where.stats()) == [True, True]
+    assert sum(stat['calls'] for stat in where.stats()) == 3 * 60
+    assert os.getpid() not in {row[1] for row in rows}
     add_one.close()
     where.close()
+
+
+def test_ray_op_sends_concurrent_calls_to_different_actors(tmp_path):
+    # Two calls made at once, each waiting (a barrier) until the other has begun: they meet
+    # only if they run on different actors. Sent to the same actor, the first would wait
+    # alone (one call at a time per actor) and say so.
+    meet = ray_op(ops.tests_ns.meet_per_call(folder=str(tmp_path), parties=2), num_worker=2)
+    with ThreadPoolExecutor(2) as threads:
+        results = list(threads.map(meet, [0, 1]))
+    assert [x for x, _, _ in results] == [0, 1]
+    assert [met for _, _, met in results] == [True, True]
+    assert len({instance for _, instance, _ in results}) == 2
+    assert sorted(stat['calls'] for stat in meet.stats()) == [1, 1]
+    meet.close()
 
 
 def test_ray_op_copies_share_one_pool(tmp_path):
@@ -206,4 +223,52 @@ def test_ray_op_actor_threads_follow_its_cpus(options, threads):
     # Ray sets OMP_NUM_THREADS (torch's thread count) from the CPUs an actor asks for.
     op = ray_op(_omp_threads, num_worker=1, **options)
     assert op() == threads
+    op.close()
+
+
+def _assigned_resources():
+    import ray
+    return lambda _=None: ray.get_runtime_context().get_assigned_resources()
+
+
+def test_ray_op_resources_and_memory_reach_its_actors():
+    from tests.support import TEST_RESOURCE
+    op = ray_op(_assigned_resources, num_worker=1, resources={TEST_RESOURCE: 1}, memory=64 << 20)
+    assert op() == {TEST_RESOURCE: 1.0, 'memory': float(64 << 20)}
+    op.close()
+
+
+def test_ray_op_in_a_time_window_step():
+    total = ray_op(functools.partial(lambda: lambda values: sum(values)), num_worker=1)
+    p = (pipe.input('rows')
+         .flat_map('rows', ('t', 'x'), lambda rows: rows)
+         .time_window('x', 'total', 't', 2, 2, total)
+         .output('total'))
+    rows = [(0, 1), (1000, 2), (2000, 3), (3000, 4), (4000, 5)]   # timestamps in ms, windows of 2 s
+    assert p(rows).to_list() == [[3], [7], [5]]
+    assert total.stats()[0]['calls'] == 3
+    total.close()
+
+
+def test_a_ray_op_pickled_into_another_process_starts_its_own_actors(python_process, tmp_path):
+    import ray
+    op = ray_op(ops.tests_ns.where(), num_worker=1)
+    assert op(1)[0] == 1
+    (tmp_path / 'op.pickle').write_bytes(pickle.dumps(op))
+    script = '''
+import json, pickle, sys
+import ray
+op = pickle.loads(open(sys.argv[1], 'rb').read())
+x, pid, _ = op(5)
+print(json.dumps({'x': x, 'pid': pid, 'stats': op.stats(),
+                  'gcs': ray.get_runtime_context().gcs_address}))
+op.close()
+'''
+    result = python_process('-c', script, str(tmp_path / 'op.pickle'))
+    assert result.returncode == 0, result.stderr
+    other = json.loads(result.stdout.splitlines()[-1])
+    ours = op.stats()
+    assert other['x'] == 5 and [stat['pid'] for stat in other['stats']] == [other['pid']]
+    assert other['pid'] not in {stat['pid'] for stat in ours}
+    assert other['gcs'] != ray.get_runtime_context().gcs_address   # its own Ray
     op.close()

@@ -1,29 +1,15 @@
 """Bad input is refused before any work starts, with a message naming what is wrong."""
 import threading
-import time
 
 import pytest
+import towhee
 
 from tests import fault_ops  # noqa: F401  (registers the faults/ operators)
-from tests import ops  # noqa: F401  (registers tests_ns/broken_init)
+from tests.ops import init_count  # (and registers tests_ns/broken_init)
+from tests.support import SESSION_CPUS, TEST_RESOURCE, chain_actors, eventually
 from towhee_ray import DataCollection, OperatorNotFoundError, WorkerError
 
 pytestmark = pytest.mark.usefixtures('ray_cluster')
-
-
-def gcs_address():
-    """This session's Ray, for the state API (which would otherwise look for this machine's
-    "current cluster", possibly someone else's)."""
-    import ray
-    return ray.get_runtime_context().gcs_address
-
-
-def no_workers_started():
-    from ray.util.state import list_actors, list_tasks
-    actors = [actor for actor in list_actors(address=gcs_address(), filters=[('state', '!=', 'DEAD')])
-              if (actor.name or '').startswith('towhee_ray')]
-    tasks = list_tasks(address=gcs_address(), filters=[('name', '=', 'towhee_ray map(never_called)')])
-    return not actors and not tasks
 
 
 def never_called(x):
@@ -73,35 +59,31 @@ def test_an_operator_with_an_unpicklable_init_argument_is_refused_naming_it():
      "operator 'no-such-ns/no-such-op' not found"),
 ])
 def test_bad_settings_are_refused_by_the_call_that_makes_them(call, error, message):
+    # The call itself raises: no step exists yet, so no work can have started.
     dc = DataCollection.range(10).stream()
     with pytest.raises(error, match=message):
-        call(dc).map(never_called)
-    assert no_workers_started()
+        call(dc)
 
 
-def test_an_operator_whose_init_fails_raises_once_with_its_name_and_its_actors_go():
-    from ray.util.state import list_actors
+def test_an_operator_whose_init_fails_raises_once_with_its_name_and_its_actors_go(tmp_path):
+    log = tmp_path / 'inits'
+    dc = DataCollection.range(100).stream().set_parallel(2, 'ray', chunk_size=10)
+    iterator = iter(dc.tests_ns.broken_init(init_log=str(log)))
     with pytest.raises(OSError, match='operator tests-ns/broken-init failed on element #0') as failure:
-        DataCollection.range(100).set_parallel(2, 'ray').tests_ns.broken_init().to_list()
+        next(iterator)
     assert 'model file missing' in str(failure.value)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        alive = [actor for actor in list_actors(address=gcs_address(), filters=[('state', '!=', 'DEAD')])
-                 if 'broken-init' in (actor.name or '')]
-        if not alive:
-            break
-        time.sleep(0.3)
-    assert not alive
+    assert list(iterator) == []          # raised once: the stream is over, not one error per chunk
+    assert 1 <= init_count(log) <= 2     # each actor tried to build it at most once (no retries)
+    assert eventually(lambda: not chain_actors('towhee_ray operator tests-ns/broken-init')), chain_actors()
 
 
 @pytest.mark.timeout(120)
-def test_actors_asking_more_than_the_cluster_has_fail_naming_the_step_and_the_ask(ray_cluster):
-    cpus = int(ray_cluster.cluster_resources()['CPU'])
+def test_actors_asking_more_than_the_cluster_has_fail_naming_the_step_and_the_ask():
+    # (a hang instead of the error would end in this test's timeout)
+    cpus = SESSION_CPUS
     dc = DataCollection.range(10).set_parallel(cpus + 1, 'ray', num_cpus=1)
-    start = time.monotonic()
     with pytest.raises(WorkerError) as failure:
         dc.faults.double().to_list()
-    assert time.monotonic() - start < 60
     message = str(failure.value)
     assert f'operator faults/double cannot be placed on this Ray cluster: each of its {cpus + 1} actors ' \
            f"asks for {{CPU: 1}}, but the nodes hold only {cpus} of them at once" in message
@@ -110,20 +92,29 @@ def test_actors_asking_more_than_the_cluster_has_fail_naming_the_step_and_the_as
 @pytest.mark.timeout(120)
 def test_tasks_asking_for_a_gpu_the_cluster_lacks_fail_naming_the_step(ray_cluster):
     assert 'GPU' not in ray_cluster.cluster_resources()
-    expected = (r'map\(never_called\) cannot be placed on this Ray cluster: each of its tasks asks for '
-                r'\{CPU: 1, GPU: 1\}, but no node has them \(the nodes have: CPU \d+, memory [\d.]+ GiB\)')
+    expected = (rf'map\(never_called\) cannot be placed on this Ray cluster: each of its tasks asks for '
+                rf'\{{CPU: 1, GPU: 1\}}, but no node has them \(the nodes have: CPU {SESSION_CPUS}, '
+                rf'memory [\d.]+ GiB, {TEST_RESOURCE} 4\)')
     with pytest.raises(WorkerError, match=expected):
         DataCollection.range(10).pmap(never_called, backend='ray', num_gpus=1).to_list()
 
 
-def test_named_resources_reach_the_steps_tasks_and_actors(ray_cluster):
+def _assigned(_=None):
     import ray
+    return ray.get_runtime_context().get_assigned_resources()
 
-    def assigned(_):
-        return ray.get_runtime_context().get_assigned_resources()
 
-    [resources] = set(map(str, DataCollection([1]).pmap(assigned, backend='ray', num_cpus=0.5).to_list()))
-    assert resources == "{'CPU': 0.5}"
+@towhee.register(name='tests_reliability/assigned')
+def assigned_to_actor(x):
+    return _assigned()
+
+
+def test_named_resources_reach_the_steps_tasks_and_actors():
+    options = {'num_cpus': 0.5, 'resources': {TEST_RESOURCE: 1}, 'memory': 32 << 20}
+    expected = {'CPU': 0.5, TEST_RESOURCE: 1.0, 'memory': float(32 << 20)}
+    tasks = DataCollection.range(4).pmap(_assigned, backend='ray', **options).to_list()
+    actors = DataCollection.range(4).set_parallel(2, 'ray', **options).tests_reliability.assigned().to_list()
+    assert tasks == actors == [expected] * 4
 
 
 def test_a_hub_operator_never_runs_pip_install(tmp_path, monkeypatch):

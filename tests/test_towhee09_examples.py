@@ -5,6 +5,7 @@ and ``towhee/functional/mixins/*.py``), with the output Towhee 0.9.0 gives (chec
 ``pip install towhee==0.9.0`` virtualenv). Only the import line differs. Where towhee_ray
 deliberately differs, the test says so and README's "Differences from Towhee 0.9" lists it.
 """
+import random
 import threading
 
 import pytest
@@ -149,7 +150,9 @@ def test_flatten_shuffle_group_by_split_head_sample():
     a, b, c = DataCollection([0, 1, 2, 3, 4]).stream().split(3)
     assert a.zip(b, c).to_list() == [(0, 0, 0), (1, 1, 1), (2, 2, 2), (3, 3, 3), (4, 4, 4)]
     assert DataCollection.range(10).head(3).to_list() == [0, 1, 2]
-    assert 0.09 < len(DataCollection(range(10000)).sample(0.1).to_list()) / 10000. < 0.11
+    random.seed(9)   # sample() draws from the random module, as 0.9's did
+    sampled = DataCollection(range(10000)).sample(0.1).to_list()
+    assert 0.09 < len(sampled) / 10000. < 0.11 and sampled == sorted(set(sampled))
 
 
 def test_split_train_test():
@@ -186,15 +189,36 @@ def test_dc_factory_and_runas_op():
         ["{'a': 0, 'b': 1}", "{'a': 1, 'b': 2}", "{'a': 2, 'b': 3}"]
 
 
+def in_two_threads_at_least(threads, enough):
+    """A function for a thread step that records its thread and, the first time a thread
+    runs it, waits until a second thread has run it too (``enough`` is set then): two
+    threads served the step, whatever the scheduling, or it times out saying so."""
+    lock = threading.Lock()
+
+    def record(x):
+        with lock:
+            first_time = threading.current_thread().ident not in threads
+            threads.add(threading.current_thread().ident)
+            if len(threads) >= 2:
+                enough.set()
+        if first_time:
+            enough.wait(timeout=120)
+        return x
+    return record
+
+
 def test_parallel_examples():
     stage_1, stage_2 = set(), set()
-    (DataCollection.range(1000).stream().set_parallel(4)
-     .map(lambda x: stage_1.add(threading.current_thread().ident))
-     .map(lambda x: stage_2.add(threading.current_thread().ident)).to_list())
-    assert len(stage_2) > 1
-    assert len(DataCollection.range(1000).set_parallel(2).map(lambda x: x + 1).to_list()) == 1000
+    two_in_1, two_in_2 = threading.Event(), threading.Event()
+    out = (DataCollection.range(1000).stream().set_parallel(4)
+           .map(in_two_threads_at_least(stage_1, two_in_1))
+           .map(in_two_threads_at_least(stage_2, two_in_2)).to_list())
+    assert out == list(range(1000))
+    assert two_in_1.is_set() and two_in_2.is_set() and 2 <= len(stage_1) <= 4 and 2 <= len(stage_2) <= 4
+    assert threading.current_thread().ident not in stage_1 | stage_2
+    assert DataCollection.range(1000).set_parallel(2).map(lambda x: x + 1).to_list() == list(range(1, 1001))
     parallel = dc['a'](range(1000)).set_parallel(5)
-    assert len(parallel.runas_op['a', 'b'](lambda x: x + 1).to_list()) == 1000
+    assert [row.b for row in parallel.runas_op['a', 'b'](lambda x: x + 1)] == list(range(1, 1001))
     statement = DataCollection.range(6)
     statement.set_parallel(3)       # the statement form changes the collection, as in 0.9
     assert (statement.get_backend(), statement.get_num_worker()) == ('thread', 3)
