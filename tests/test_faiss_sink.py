@@ -31,6 +31,10 @@ def nearest(findex, query, k=1):
     return ids[0].tolist()
 
 
+def embedded(keys):
+    return DataCollection['id'](keys).runas_op['id', 'vec'](func=embed)
+
+
 def ids_in(findex):
     index = faiss.read_index(str(findex))   # kept alive: id_map is a view into it
     return sorted(faiss.vector_to_array(index.id_map).tolist())
@@ -67,16 +71,16 @@ def test_str_keys_get_ids_and_a_key_value_file_as_in_towhee_09(ray_cluster, tmp_
 
 def test_a_rerun_appends_and_never_holds_a_key_twice(tmp_path):
     findex = tmp_path / 'index.bin'
-    first = DataCollection['id'](range(10)).runas_op['id', 'vec'](func=embed).to_faiss['id', 'vec'](findex)
-    again = DataCollection['id'](range(5, 15)).runas_op['id', 'vec'](func=embed).to_faiss['id', 'vec'](findex)
+    first = embedded(range(10)).to_faiss['id', 'vec'](findex)
+    again = embedded(range(5, 15)).to_faiss['id', 'vec'](findex)
     assert (first.insert_count, again.insert_count, again.details['skipped']) == (10, 5, 5)
     assert ids_in(findex) == list(range(15))
 
 
 def test_a_rerun_with_str_keys_continues_the_ids(tmp_path):
     findex = tmp_path / 'index.bin'
-    DataCollection['id'](['a', 'b', 'c']).runas_op['id', 'vec'](func=embed).to_faiss['id', 'vec'](findex)
-    result = DataCollection['id'](['c', 'd', 'd']).runas_op['id', 'vec'](func=embed).to_faiss['id', 'vec'](findex)
+    embedded(['a', 'b', 'c']).to_faiss['id', 'vec'](findex)
+    result = embedded(['c', 'd', 'd']).to_faiss['id', 'vec'](findex)
     assert (result.insert_count, result.details['skipped']) == (1, 2)
     assert keys_of(findex) == {'0': 'a', '1': 'b', '2': 'c', '3': 'd'}
     assert nearest(findex, embed('d')) == [3]
@@ -84,7 +88,7 @@ def test_a_rerun_with_str_keys_continues_the_ids(tmp_path):
 
 def test_existing_keys_reads_the_index_file_before_any_write(tmp_path):
     findex = tmp_path / 'index.bin'
-    DataCollection['id'](['a', 'b']).runas_op['id', 'vec'](func=embed).to_faiss['id', 'vec'](findex)
+    embedded(['a', 'b']).to_faiss['id', 'vec'](findex)
     DataCollection['n'](range(3)).runas_op['n', 'vec'](func=embed).to_faiss['n', 'vec'](tmp_path / 'ints.bin')
     assert FaissSink(['id', 'vec'], findex, 'IDMap,Flat').existing_keys(['b', 'x', 'a']) == {'a', 'b'}
     assert FaissSink(['n', 'vec'], tmp_path / 'ints.bin', 'IDMap,Flat').existing_keys([np.int64(2), 5]) == {2}
@@ -95,22 +99,23 @@ def test_a_key_value_file_ahead_of_its_index_is_trimmed(tmp_path, caplog):
     # A job killed between the two renames of a save: the key-value file names an id the
     # index does not hold. That row is not "already there", and is written again.
     findex = tmp_path / 'index.bin'
-    DataCollection['id'](['a', 'b']).runas_op['id', 'vec'](func=embed).to_faiss['id', 'vec'](findex)
+    embedded(['a', 'b']).to_faiss['id', 'vec'](findex)
     (tmp_path / 'index_kv.bin').write_text(json.dumps({'0': 'a', '1': 'b', '2': 'c'}))
     assert FaissSink(['id', 'vec'], findex, 'IDMap,Flat').existing_keys(['a', 'c']) == {'a'}
     assert 'names 1 ids its index lacks' in caplog.text
-    result = DataCollection['id'](['c']).runas_op['id', 'vec'](func=embed).to_faiss['id', 'vec'](findex)
+    result = embedded(['c']).to_faiss['id', 'vec'](findex)
     assert result.insert_count == 1 and keys_of(findex) == {'0': 'a', '1': 'b', '2': 'c'}
 
 
 def test_an_index_object_is_filled_in_place(tmp_path):
     index = faiss.IndexIDMap(faiss.IndexFlatIP(DIMENSION))
-    DataCollection['id'](range(4)).runas_op['id', 'vec'](func=embed).to_faiss['id', 'vec'](findex=index)
+    embedded(range(4)).to_faiss['id', 'vec'](findex=index)
     assert index.ntotal == 4 and not list(tmp_path.iterdir())
     named = faiss.IndexIDMap(faiss.IndexFlatL2(DIMENSION))
     result = (DataCollection['id'](['x', 'y']).runas_op['id', 'vec'](func=embed)
               .to_faiss['id', 'vec'](named, kv_file=tmp_path / 'keys.json'))
-    assert result.insert_count == 2 and json.loads((tmp_path / 'keys.json').read_text()) == {'0': 'x', '1': 'y'}
+    assert result.insert_count == 2
+    assert json.loads((tmp_path / 'keys.json').read_text()) == {'0': 'x', '1': 'y'}
 
 
 def test_an_index_that_needs_training_is_trained_on_the_first_batch(tmp_path):
@@ -119,8 +124,9 @@ def test_an_index_that_needs_training_is_trained_on_the_first_batch(tmp_path):
               .to_faiss['id', 'vec'](findex, 'IVF4,Flat', batch=200))
     index = faiss.read_index(str(findex))
     assert result.insert_count == 400 and index.is_trained and index.ntotal == 400
-    with pytest.raises(ValueError, match=r"'IDMap,IVF64,Flat' needs training.*first batch \(10 rows\).*larger batch="):
-        DataCollection['id'](range(20)).runas_op['id', 'vec'](func=embed).to_faiss['id', 'vec'](
+    with pytest.raises(ValueError, match=r"'IDMap,IVF64,Flat' needs training.*first batch \(10 rows\)"
+                                         r".*larger batch="):
+        embedded(range(20)).to_faiss['id', 'vec'](
             tmp_path / 'small.bin', 'IVF64,Flat', batch=10)
 
 
@@ -163,7 +169,8 @@ def test_a_vector_of_another_dimension_names_the_row_and_both_sizes_and_keeps_wh
     def vec(key):
         return np.ones(DIMENSION + 1 if key == 7 else DIMENSION)
 
-    with pytest.raises(ValueError, match=r"row #7 \(id=7\): field 'vec' has 9 dimensions, the index .* has 8"):
+    with pytest.raises(ValueError, match=r"row #7 \(id=7\): field 'vec' has 9 dimensions, "
+                                         r"the index .* has 8"):
         DataCollection['id'](range(10)).runas_op['id', 'vec'](func=vec).to_faiss['id', 'vec'](findex, batch=3)
     assert ids_in(findex) == list(range(6))
 
@@ -184,7 +191,8 @@ def test_a_key_of_the_wrong_type_names_the_row_and_the_type_expected(tmp_path):
     assert faiss.read_index(str(findex)).ntotal == 2
     with pytest.raises(TypeError, match=rf"row #0 \(id='a'\).*but {findex} holds int keys"):
         DataCollection([{'id': 'a', 'vec': embed(0)}]).to_faiss['id', 'vec'](findex)
-    with pytest.raises(TypeError, match=r"row #0 \(id=1.5\): the key 'id' is 1.5 \(float\); to_faiss keys are int"):
+    with pytest.raises(TypeError, match=r"row #0 \(id=1.5\): the key 'id' is 1.5 \(float\); "
+                                        r"to_faiss keys are int"):
         DataCollection([{'id': 1.5, 'vec': embed(0)}]).to_faiss['id', 'vec'](tmp_path / 'other.bin')
     with pytest.raises(ValueError, match=r'row #0 \(id=-1\).*0 <= id'):
         DataCollection([{'id': -1, 'vec': embed(0)}]).to_faiss['id', 'vec'](tmp_path / 'other.bin')
@@ -198,17 +206,17 @@ def test_a_value_that_is_not_a_vector_names_the_row(tmp_path):
 
 def test_settings_that_do_not_fit_the_index_file_are_refused(tmp_path):
     findex = tmp_path / 'index.bin'
-    DataCollection['id'](range(2)).runas_op['id', 'vec'](func=embed).to_faiss['id', 'vec'](findex, metric='IP')
+    embedded(range(2)).to_faiss['id', 'vec'](findex, metric='IP')
     with pytest.raises(ValueError, match=r"measures with Faiss metric 0, not 'L2'"):
-        DataCollection['id'](range(2)).runas_op['id', 'vec'](func=embed).to_faiss['id', 'vec'](findex, metric='L2')
+        embedded(range(2)).to_faiss['id', 'vec'](findex, metric='L2')
     with pytest.raises(ValueError, match=r"Faiss cannot make an index from string='IDMap,NoSuchIndex'"):
-        DataCollection['id'](range(2)).runas_op['id', 'vec'](func=embed).to_faiss['id', 'vec'](
+        embedded(range(2)).to_faiss['id', 'vec'](
             tmp_path / 'new.bin', string='NoSuchIndex')
     with pytest.raises(ValueError, match="metric must be"):
         DataCollection([]).to_faiss['id', 'vec'](findex, metric='cosine')
     faiss.write_index(faiss.IndexFlatL2(DIMENSION), str(tmp_path / 'flat.bin'))
     with pytest.raises(TypeError, match='keeps no ids: to_faiss needs an IDMap index'):
-        DataCollection['id'](range(2)).runas_op['id', 'vec'](func=embed).to_faiss['id', 'vec'](tmp_path / 'flat.bin')
+        embedded(range(2)).to_faiss['id', 'vec'](tmp_path / 'flat.bin')
 
 
 def test_a_failing_ray_chain_saves_what_was_written_and_leaves_no_actor(ray_cluster, alive_actors, tmp_path):

@@ -38,7 +38,8 @@ def test_a_ray_chain_ends_in_parquet_and_reads_back_as_entity_rows(ray_cluster, 
     parquet = pq.ParquetFile(folder / 'part-00000.parquet')
     assert parquet.schema_arrow.field('vec').type == pyarrow.list_(pyarrow.float32(), DIMENSION)
     assert parquet.schema_arrow.names == ['id', 'text', 'vec']
-    assert [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)] == [1000, 1000, 500]
+    groups = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
+    assert groups == [1000, 1000, 500]
     rows = DataCollection.read_parquet(folder).to_list()
     assert [row.id for row in rows] == list(range(2500))
     assert rows[1234].text == 'passage 1234'
@@ -51,7 +52,8 @@ def test_read_parquet_is_a_lazy_stream_that_a_ray_chain_can_continue(ray_cluster
     DataCollection['id'](range(100)).runas_op['id', 'vec'](func=embed).to_parquet(folder)
     stream = towhee_ray.read_parquet(folder)
     assert stream.is_stream
-    norms = stream.set_parallel(2, backend='ray').runas_op['vec', 'norm'](func=np.linalg.norm).select['id', 'norm']()
+    norms = (stream.set_parallel(2, backend='ray')
+             .runas_op['vec', 'norm'](func=np.linalg.norm).select['id', 'norm']())
     assert [(row.id, round(row.norm, 4)) for row in norms] == [
         (key, round(float(np.linalg.norm(embed(key).astype(np.float32))), 4)) for key in range(100)]
 
@@ -61,7 +63,8 @@ def test_read_parquet_takes_a_file_a_folder_a_glob_and_columns(tmp_path):
     passages(range(3, 5)).to_parquet(tmp_path / 'b')
     assert [row.id for row in DataCollection.read_parquet(tmp_path / 'a' / 'part-00000.parquet')] == [0, 1, 2]
     assert [row.id for row in DataCollection.read_parquet(tmp_path / '*')] == [0, 1, 2, 3, 4]
-    assert towhee_ray.read_parquet(tmp_path / 'b', columns=['text']).as_raw().to_list() == ['passage 3', 'passage 4']
+    texts = towhee_ray.read_parquet(tmp_path / 'b', columns=['text']).as_raw().to_list()
+    assert texts == ['passage 3', 'passage 4']
     with pytest.raises(FileNotFoundError, match="no Parquet file at .*nothing"):
         DataCollection.read_parquet(tmp_path / 'nothing')
 
@@ -73,7 +76,8 @@ def test_a_rerun_adds_a_part_and_with_a_key_never_writes_a_key_twice(tmp_path):
     assert (first.insert_count, again.insert_count, again.details['skipped']) == (10, 5, 5)
     assert parts(folder) == ['part-00000.parquet', 'part-00001.parquet']
     assert [row.id for row in DataCollection.read_parquet(folder)] == list(range(15))
-    assert ParquetSink(['id', 'text'], folder, key='id').existing_keys([3, 14, 15, np.int64(7)]) == {3, 14, np.int64(7)}
+    sink = ParquetSink(['id', 'text'], folder, key='id')
+    assert sink.existing_keys([3, 14, 15, np.int64(7)]) == {3, 14, np.int64(7)}
 
 
 def test_without_a_key_every_row_is_written(tmp_path):
@@ -136,8 +140,8 @@ def test_a_vector_of_another_dimension_names_the_row_and_both_sizes_and_keeps_wh
                                          r"\(typed from the first row\) has 8"):
         DataCollection['id'](range(10)).runas_op['id', 'vec'](func=vec).to_parquet(folder, batch=3)
     assert [row.id for row in DataCollection.read_parquet(folder)] == list(range(6))
-    with pytest.raises(ValueError, match=r"row #0 \(id=20\): field 'vec' has 9 dimensions, the Parquet column "
-                                         r"\(as in part-00000.parquet\) has 8"):
+    with pytest.raises(ValueError, match=r"row #0 \(id=20\): field 'vec' has 9 dimensions, the Parquet "
+                                         r"column \(as in part-00000.parquet\) has 8"):
         DataCollection([{'id': 20, 'vec': np.ones(9)}]).to_parquet(folder)
 
 
@@ -154,23 +158,24 @@ def test_a_key_of_the_wrong_type_names_the_row_and_the_column_type(tmp_path):
                                         r"column holds int64"):
         DataCollection(rows).to_parquet(tmp_path / 'out', key='id', batch=2)
     assert [row.id for row in DataCollection.read_parquet(tmp_path / 'out')] == [0, 1]
+    schema = pyarrow.schema([('id', pyarrow.int64()), ('text', pyarrow.string())])
     with pytest.raises(ValueError, match=r"row #0 \(id=None\): the key 'id' is None"):
-        DataCollection([{'id': None, 'text': 'a'}]).to_parquet(tmp_path / 'none', key='id',
-                                                                 schema=pyarrow.schema([('id', pyarrow.int64()),
-                                                                                        ('text', pyarrow.string())]))
+        DataCollection([{'id': None, 'text': 'a'}]).to_parquet(tmp_path / 'none', key='id', schema=schema)
 
 
 def test_values_parquet_cannot_type_are_refused_with_what_to_do(tmp_path):
-    with pytest.raises(TypeError, match=r"row #0 \(id=0\): field 'image' is an array of shape \(2, 2\).*flatten"):
+    with pytest.raises(TypeError, match=r"row #0 \(id=0\): field 'image' is an array of shape \(2, 2\)"
+                                        r".*flatten"):
         DataCollection([{'id': 0, 'image': np.zeros((2, 2))}]).to_parquet(tmp_path / 'a')
     with pytest.raises(ValueError, match=r"field 'note' is None in all of the first 2 rows.*schema="):
         DataCollection([{'id': 0, 'note': None}, {'id': 1, 'note': None}]).to_parquet(tmp_path / 'b')
     with pytest.raises(TypeError, match=r"row #1 \(id=1\): field 'vec' is 'oops' \(str\), not a vector"):
         DataCollection([{'id': 0, 'vec': np.ones(2)}, {'id': 1, 'vec': 'oops'}]).to_parquet(tmp_path / 'c')
-    with pytest.raises(TypeError, match=r"to_parquet writes entity or dict rows, got a int.*to_parquet\['name'\]"):
+    with pytest.raises(TypeError, match=r"to_parquet writes entity or dict rows, got a int"
+                                        r".*to_parquet\['name'\]"):
         DataCollection([1, 2]).to_parquet(tmp_path / 'd')
-    assert towhee_ray.read_parquet(DataCollection([1, 2]).to_parquet['n'](tmp_path / 'd').destination).as_raw() \
-        .to_list() == [1, 2]
+    written = DataCollection([1, 2]).to_parquet['n'](tmp_path / 'd')
+    assert towhee_ray.read_parquet(written.destination).as_raw().to_list() == [1, 2]
 
 
 def test_a_destination_that_does_not_fit_is_refused(tmp_path):

@@ -16,8 +16,8 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 from towhee_ray.backends import Backend, get_backend
 from towhee_ray.backends.options import check_option_names
-from towhee_ray.collection import (DisplayMixin, EntityMixin, FaissMixin, ListMixin, ParquetMixin, ProcessingMixin,
-                                   SafetyMixin, SettingsMixin, SourcesMixin)
+from towhee_ray.collection import (DisplayMixin, EntityMixin, FaissMixin, ListMixin, ParquetMixin,
+                                   ProcessingMixin, SafetyMixin, SettingsMixin, SourcesMixin)
 from towhee_ray.collection.columns import ColumnCall, ColumnOperator, Columns, column_method, field_names
 from towhee_ray.collection.compat import missing_method_error
 from towhee_ray.collection.processing import flatten_values

@@ -1,6 +1,6 @@
 """Towhee 0.9's top-level names: ``dc``, ``range``, ``glob``, ``read_csv``, ``read_json``
-and ``from_df`` (and ``read_parquet`` beside them), so a 0.9 script that calls ``towhee.read_csv(...)`` needs only its import
-changed (``import towhee_ray as towhee``).
+and ``from_df`` (and ``read_parquet`` beside them), so a 0.9 script that calls
+``towhee.read_csv(...)`` needs only its import changed (``import towhee_ray as towhee``).
 
 ``dc``, ``range`` and ``glob`` also take a subscript of field names:
 ``dc['a', 'b'](iterable)`` makes entity rows with those fields. This module sits above the

@@ -80,8 +80,8 @@ class ParquetMixin:
                 logger.warning('to_parquet: no rows reached it, so nothing was written to %s', path)
                 return WriteResult(destination=str(path))
             options = {} if rows_per_file is None else {'rows_per_file': rows_per_file}
-            sink = ParquetSink(fields, path, key=key, batch_size=batch, schema=schema, compression=compression,
-                               **options)
+            sink = ParquetSink(fields, path, key=key, batch_size=batch, schema=schema,
+                               compression=compression, **options)
         except BaseException:   # release the chain's workers: nothing will read the rest
             self.close()
             raise
@@ -96,4 +96,3 @@ class ParquetMixin:
         """
         from towhee_ray.sinks.parquet import parquet_files, read_rows
         return cls(read_rows(parquet_files(path_or_glob), columns))
-

@@ -104,15 +104,17 @@ class FaissSink(Sink):
     ['a']
     """
 
-    def __init__(self, fields: Sequence[str], findex: Any, string: str, metric: Union[None, int, str] = None, *, kv_file: Optional[PathLike] = None,
-                 batch_size: Optional[int] = None, save_every: Optional[int] = None) -> None:
+    def __init__(self, fields: Sequence[str], findex: Any, string: str, metric: Union[None, int, str] = None,
+                 *, kv_file: Optional[PathLike] = None, batch_size: Optional[int] = None,
+                 save_every: Optional[int] = None) -> None:
         if len(fields) != 2:
-            raise TypeError(f"to_faiss writes two fields, the key and the vector, e.g. to_faiss['id', 'vec'](...); "
-                            f'got {list(fields)}')
+            raise TypeError(f"to_faiss writes two fields, the key and the vector, e.g. "
+                            f"to_faiss['id', 'vec'](...); got {list(fields)}")
         super().__init__(fields, batch_size)
         self._faiss = import_faiss()
         if not isinstance(string, str) or not string:
-            raise TypeError(f"string must be a Faiss index factory string such as 'IDMap,Flat', got {string!r}")
+            raise TypeError(f"string must be a Faiss index factory string such as 'IDMap,Flat', "
+                            f'got {string!r}')
         # Ids are kept in an IDMap (the keys a re-run job finds there), whatever the user's string.
         self.string = string if string.startswith('IDMap') else f'IDMap,{string}'
         self.metric = metric
@@ -124,10 +126,13 @@ class FaissSink(Sink):
             self.path, self.index = None, findex
         else:
             raise TypeError(f'findex must be a file path or a faiss index, got {type(findex).__name__}')
-        self.kv_file = Path(kv_file) if kv_file is not None else (kv_file_for(self.path) if self.path else None)
+        if kv_file is None:
+            kv_file = kv_file_for(self.path) if self.path else None
+        self.kv_file = Path(kv_file) if kv_file is not None else None
         if save_every is not None and (not isinstance(save_every, int) or isinstance(save_every, bool)
                                        or save_every < 1):
-            raise ValueError(f'save_every must be a positive integer (rows between saves), got {save_every!r}')
+            raise ValueError(f'save_every must be a positive integer (rows between saves), '
+                             f'got {save_every!r}')
         self.save_every = save_every
         self.skipped = 0
         self._opened = False
@@ -171,14 +176,15 @@ class FaissSink(Sink):
 
     def _check_metric(self) -> None:
         if self.metric is not None and metric_code(self.metric, self._faiss) != self.index.metric_type:
-            raise ValueError(f'{self.describe()} measures with Faiss metric {self.index.metric_type}, not '
-                             f'{self.metric!r}; leave metric out to append to it, or write to a new index file')
+            raise ValueError(f'{self.describe()} measures with Faiss metric {self.index.metric_type}, '
+                             f'not {self.metric!r}; leave metric out to append to it, or write to a new '
+                             f'index file')
 
     def _index_ids(self) -> np.ndarray:
         id_map = getattr(self.index, 'id_map', None)
         if id_map is None:
-            raise TypeError(f'{self.describe()} is a {type(self.index).__name__}, which keeps no ids: to_faiss '
-                            f"needs an IDMap index, e.g. faiss.index_factory(d, 'IDMap,Flat') or "
+            raise TypeError(f'{self.describe()} is a {type(self.index).__name__}, which keeps no ids: '
+                            f"to_faiss needs an IDMap index, e.g. faiss.index_factory(d, 'IDMap,Flat') or "
                             f'faiss.IndexIDMap(faiss.IndexFlatL2(d))')
         return self._faiss.vector_to_array(id_map)
 
@@ -192,8 +198,8 @@ class FaissSink(Sink):
         present = set(ids.tolist())
         unnamed = len(present) - sum(1 for faiss_id in stored if faiss_id in present)
         if unnamed:
-            raise ValueError(f'{self.describe()} holds {unnamed} ids that {self.kv_file} has no key for: the two '
-                             f'files do not belong together; write to a new index file')
+            raise ValueError(f'{self.describe()} holds {unnamed} ids that {self.kv_file} has no key '
+                             f'for: the two files do not belong together; write to a new index file')
         ahead = len(stored) - len(present)
         if ahead:
             logger.warning('%s names %d ids its index lacks (a job killed between the two saves); '
@@ -210,18 +216,19 @@ class FaissSink(Sink):
             return
         first = as_vector(batch.rows[0][self.vector_field], batch, 0, self.vector_field, self.key_field)
         try:
-            self.index = self._faiss.index_factory(len(first), self.string, metric_code(self.metric, self._faiss))
+            metric = metric_code(self.metric, self._faiss)
+            self.index = self._faiss.index_factory(len(first), self.string, metric)
         except RuntimeError as error:
             raise ValueError(f'Faiss cannot make an index from string={self.string!r} for {len(first)} '
-                             f'dimensions: {str(error).strip().splitlines()[-1]}; see the Faiss wiki, '
+                             f'dimensions: {_last_line(error)}; see the Faiss wiki, '
                              f'"The index factory"') from error
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def existing_keys(self, keys: Sequence[Any]) -> Set[Any]:
         """Which of ``keys`` the index already holds (loading its file if not yet done)."""
         self._open()
-        return {key for key in keys
-                if isinstance(key, (int, str, np.integer)) and not isinstance(key, bool) and plain(key) in self._keys}
+        return {key for key in keys if isinstance(key, (int, str, np.integer)) and not isinstance(key, bool)
+                and plain(key) in self._keys}
 
     def write(self, batch: Batch) -> int:
         keys = [self._checked_key(batch, index) for index in range(len(batch))]
@@ -301,9 +308,9 @@ class FaissSink(Sink):
             self.index.train(vectors)
         except RuntimeError as error:
             raise ValueError(f'the index {self.string!r} needs training, done on the first batch '
-                             f'({len(vectors)} rows), and Faiss refused: {str(error).strip().splitlines()[-1]}; '
-                             f"give a larger batch= (e.g. 40 times the IVF list count) or a string that needs "
-                             f"no training, such as 'IDMap,Flat'") from error
+                             f'({len(vectors)} rows), and Faiss refused: {_last_line(error)}; give a '
+                             f"larger batch= (e.g. 40 times the IVF list count) or a string that needs no "
+                             f"training, such as 'IDMap,Flat'") from error
 
     # -- saving -------------------------------------------------------------------------------
 
@@ -322,3 +329,8 @@ class FaissSink(Sink):
             _replace_atomically(self.path, lambda path: self._faiss.write_index(self.index, path))
         self._saved_rows = int(self.index.ntotal)
         self._unsaved_rows = 0
+
+
+def _last_line(error: BaseException) -> str:
+    # Faiss's C++ errors carry a multi-line trace; the last line says what went wrong.
+    return str(error).strip().splitlines()[-1]

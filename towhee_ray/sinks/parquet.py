@@ -58,7 +58,8 @@ def import_pyarrow() -> Any:
         import pyarrow
         import pyarrow.parquet  # noqa: F401 (loads pyarrow.parquet)
     except ImportError as error:
-        raise ImportError("to_parquet and read_parquet need pyarrow: pip install 'towhee-ray[parquet]'") from error
+        raise ImportError("to_parquet and read_parquet need pyarrow: "
+                          "pip install 'towhee-ray[parquet]'") from error
     return pyarrow
 
 
@@ -66,15 +67,17 @@ def parquet_files(path_or_glob: PathLike) -> List[Path]:
     """The Parquet files a path names: the file itself, a folder's ``*.parquet`` files
     (not hidden ones: unfinished parts), or the matches of a glob pattern; sorted.
 
-    >>> parquet_files('/nonexistent/*.parquet')
+    >>> parquet_files('/nonexistent/*.parquet')  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    FileNotFoundError: no Parquet file at '/nonexistent/*.parquet' (a file, a folder of .parquet files or a glob pattern)
+    FileNotFoundError: no Parquet file at '/nonexistent/*.parquet' (a file, a folder of .parquet files or ...)
     """
     path = Path(path_or_glob)
     if path.is_file():
         return [path]
-    candidates = [path] if path.is_dir() else [Path(match) for match in
-                                                sorted(globbing.glob(str(path_or_glob), recursive=True))]
+    if path.is_dir():
+        candidates = [path]
+    else:
+        candidates = [Path(match) for match in sorted(globbing.glob(str(path_or_glob), recursive=True))]
     files: List[Path] = []
     for candidate in candidates:
         if candidate.is_dir():
@@ -138,7 +141,8 @@ def _field_type(batch: Batch, name: str, key_field: str, pyarrow: Any) -> Any:
                             f'{value.shape}; to_parquet stores vectors (1-D): flatten it first, e.g. '
                             f"runas_op['{name}', '{name}'](func=lambda a: a.reshape(-1))")
         if isinstance(value, np.ndarray) and value.dtype.kind in 'f' + _INTEGER_KINDS:
-            value_type = pyarrow.float32() if value.dtype.kind == 'f' else pyarrow.from_numpy_dtype(value.dtype)
+            floats = value.dtype.kind == 'f'
+            value_type = pyarrow.float32() if floats else pyarrow.from_numpy_dtype(value.dtype)
             return pyarrow.list_(value_type, len(value))
         if isinstance(value, np.generic):
             return pyarrow.from_numpy_dtype(value.dtype)
@@ -158,10 +162,11 @@ def batch_table(batch: Batch, schema: Any, key_field: str, origin: str, pyarrow:
     arrays = []
     for field in schema:
         if pyarrow.types.is_fixed_size_list(field.type):
-            size = field.type.list_size
-            matrix = vector_matrix(batch, field.name, size, field.type.value_type.to_pandas_dtype(), key_field,
-                                   f'the Parquet column ({origin})')
-            arrays.append(pyarrow.FixedSizeListArray.from_arrays(pyarrow.array(matrix.reshape(-1)), type=field.type))
+            kind = field.type
+            matrix = vector_matrix(batch, field.name, kind.list_size, kind.value_type.to_pandas_dtype(),
+                                   key_field, f'the Parquet column ({origin})')
+            values = pyarrow.array(matrix.reshape(-1))
+            arrays.append(pyarrow.FixedSizeListArray.from_arrays(values, type=kind))
         else:
             arrays.append(_array(batch, field, key_field, origin, pyarrow))
     return pyarrow.Table.from_arrays(arrays, schema=schema)
@@ -220,7 +225,8 @@ class ParquetSink(Sink):
             raise ValueError(f'rows_per_file must be a positive integer, got {rows_per_file!r}')
         self.rows_per_file = rows_per_file
         if schema is not None and sorted(schema.names) != sorted(self.fields):
-            raise ValueError(f'schema= has the fields {schema.names}, the rows written have {list(self.fields)}')
+            raise ValueError(f'schema= has the fields {schema.names}, the rows written have '
+                             f'{list(self.fields)}')
         self.schema = schema
         self.compression = compression
         self.files: List[Path] = []      # the parts this job closed
@@ -248,14 +254,16 @@ class ParquetSink(Sink):
             return
         self._opened = True
         if self.path.exists() and not self.path.is_dir():
-            raise FileExistsError(f'to_parquet writes a folder of part files, and {self.path} is a file; give a '
-                                  f'folder path (read_parquet reads a file, a folder or a glob pattern)')
+            raise FileExistsError(f'to_parquet writes a folder of part files, and {self.path} is a file; '
+                                  f'give a folder path (read_parquet reads a file, a folder or a glob '
+                                  f'pattern)')
         if not self.path.is_dir():
             return
         for unfinished in self.path.glob(f'.part-*.parquet{IN_PROGRESS}'):
             logger.warning('removing %s, a part a killed job left unfinished', unfinished)
             unfinished.unlink(missing_ok=True)
-        numbers = [int(match.group(1)) for match in map(PART_PATTERN.fullmatch, os.listdir(self.path)) if match]
+        names = os.listdir(self.path)
+        numbers = [int(match.group(1)) for match in map(PART_PATTERN.fullmatch, names) if match]
         self._next_part = max(numbers, default=-1) + 1
         existing = [path for path in self.path.glob('*.parquet') if not path.name.startswith(('.', '_'))]
         if not existing:
@@ -312,7 +320,8 @@ class ParquetSink(Sink):
         if self.schema is None:
             logger.warning('to_parquet: no rows reached it, so nothing was written to %s', self.path)
         result.destination = str(self.path)
-        result.details.update(path=str(self.path), files=[str(path) for path in self.files], skipped=self.skipped)
+        result.details.update(path=str(self.path), files=[str(path) for path in self.files],
+                              skipped=self.skipped)
         return result
 
     def on_write_failed(self, error: BaseException) -> None:
@@ -350,10 +359,11 @@ class ParquetSink(Sink):
         # Vectors skip dictionary encoding: they never repeat, and trying it made writing 40,000
         # random 384-float vectors in 1,000-row groups 6.5 times slower (7.0 s against 1.1 s,
         # median of 3 interleaved rounds, load average 37) and the file 40 % larger.
-        plain = [field.name for field in self.schema if not self._pyarrow.types.is_fixed_size_list(field.type)]
+        is_vector = self._pyarrow.types.is_fixed_size_list
+        scalars = [field.name for field in self.schema if not is_vector(field.type)]
         self._writer = self._pyarrow.parquet.ParquetWriter(self.path / f'.{name}{IN_PROGRESS}', self.schema,
                                                            compression=self.compression,
-                                                           use_dictionary=plain or False)
+                                                           use_dictionary=scalars or False)
         self._rows_in_part = 0
 
     def _close_part(self) -> None:

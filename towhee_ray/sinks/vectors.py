@@ -60,9 +60,9 @@ def vector_matrix(batch: Batch, field: str, dimension: int, dtype: Any, key_fiel
     (``holder`` says whose size ``dimension`` is: "the index", "the Parquet column").
 
     >>> batch = Batch([{'id': 1, 'v': [1, 2]}, {'id': 2, 'v': [3, 4, 5]}], first=10)
-    >>> vector_matrix(batch, 'v', 2, 'float32', 'id', 'the index')
+    >>> vector_matrix(batch, 'v', 2, 'float32', 'id', 'the index')  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    ValueError: row #11 (id=2): field 'v' has 3 dimensions, the index has 2; every vector of a sink has the same dimension
+    ValueError: row #11 (id=2): field 'v' has 3 dimensions, the index has 2; every vector of a sink ...
     """
     matrix = np.empty((len(batch), dimension), dtype=dtype)
     for index, value in enumerate(batch.column(field)):
