@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import towhee
 
+import towhee_ray
 from towhee_ray import DataCollection
 from towhee_ray.sinks.faiss import SAVE_GROWTH, FaissSink
 
@@ -238,3 +239,24 @@ def test_an_empty_stream_makes_no_index(tmp_path):
     result = DataCollection(iter([])).to_faiss['id', 'vec'](tmp_path / 'index.bin')
     assert (result.insert_count, result.details['ntotal']) == (0, 0)
     assert not (tmp_path / 'index.bin').exists()
+
+
+def test_towhee_09s_to_faiss_example_runs_with_the_local_hub(ray_cluster, tmp_path):
+    # 0.9's docstring: glob -> image_decode -> image_embedding.timm -> to_faiss['path', 'vec'];
+    # a colour histogram stands in for the hub model (nothing can be downloaded here).
+    from PIL import Image
+
+    colours = {'red': (220, 20, 20), 'green': (20, 200, 40), 'blue': (30, 30, 210), 'grey': (128, 128, 128)}
+    for name, colour in colours.items():
+        Image.new('RGB', (32, 32), colour).save(tmp_path / f'{name}.png')
+    findex = tmp_path / 'faiss' / 'faiss.index'
+    result = (towhee_ray.glob['path'](str(tmp_path / '*.png'))
+              .set_parallel(2, backend='ray')
+              .towhee.image_decode['path', 'img']()
+              .towhee.color_histogram['img', 'vec'](bins=4)
+              .to_faiss['path', 'vec'](findex=str(findex)))
+    assert result.insert_count == 4
+    keys = json.loads((tmp_path / 'faiss' / 'faiss_kv.index').read_text())
+    blue = towhee.ops.towhee.image_decode()(str(tmp_path / 'blue.png'))
+    query = towhee.ops.towhee.color_histogram(bins=4)(blue)
+    assert keys[str(nearest(findex, query)[0])] == str(tmp_path / 'blue.png')
