@@ -91,9 +91,9 @@ def test_existing_keys_reads_the_index_file_before_any_write(tmp_path):
     findex = tmp_path / 'index.bin'
     embedded(['a', 'b']).to_faiss['id', 'vec'](findex)
     DataCollection['n'](range(3)).runas_op['n', 'vec'](func=embed).to_faiss['n', 'vec'](tmp_path / 'ints.bin')
-    assert FaissSink(['id', 'vec'], findex, 'IDMap,Flat').existing_keys(['b', 'x', 'a']) == {'a', 'b'}
-    assert FaissSink(['n', 'vec'], tmp_path / 'ints.bin', 'IDMap,Flat').existing_keys([np.int64(2), 5]) == {2}
-    assert FaissSink(['id', 'vec'], tmp_path / 'none.bin', 'IDMap,Flat').existing_keys(['a']) == set()
+    assert FaissSink(['id', 'vec'], findex).existing_keys(['b', 'x', 'a']) == {'a', 'b'}
+    assert FaissSink(['n', 'vec'], tmp_path / 'ints.bin').existing_keys([np.int64(2), 5]) == {2}
+    assert FaissSink(['id', 'vec'], tmp_path / 'none.bin').existing_keys(['a']) == set()
 
 
 def test_a_key_value_file_ahead_of_its_index_is_trimmed(tmp_path, caplog):
@@ -102,7 +102,7 @@ def test_a_key_value_file_ahead_of_its_index_is_trimmed(tmp_path, caplog):
     findex = tmp_path / 'index.bin'
     embedded(['a', 'b']).to_faiss['id', 'vec'](findex)
     (tmp_path / 'index_kv.bin').write_text(json.dumps({'0': 'a', '1': 'b', '2': 'c'}))
-    assert FaissSink(['id', 'vec'], findex, 'IDMap,Flat').existing_keys(['a', 'c']) == {'a'}
+    assert FaissSink(['id', 'vec'], findex).existing_keys(['a', 'c']) == {'a'}
     assert 'names 1 ids its index lacks' in caplog.text
     result = embedded(['c']).to_faiss['id', 'vec'](findex)
     assert result.insert_count == 1 and keys_of(findex) == {'0': 'a', '1': 'b', '2': 'c'}
@@ -152,6 +152,14 @@ def test_the_index_is_saved_as_it_grows(tmp_path):
 
 
 # -- bad input: each names the row and what was expected; committed rows stay ---------------
+
+def test_to_faiss_has_towhee_09s_defaults_and_so_does_its_sink():
+    import inspect
+    method = inspect.signature(DataCollection.to_faiss).parameters
+    sink = inspect.signature(FaissSink).parameters
+    for name, default in (('findex', './index.bin'), ('string', 'IDMap,Flat'), ('metric', None)):
+        assert method[name].default == sink[name].default == default
+
 
 def test_to_faiss_needs_exactly_two_fields(tmp_path):
     rows = DataCollection['id'](range(3)).runas_op['id', 'vec'](func=embed)

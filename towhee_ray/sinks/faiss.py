@@ -97,15 +97,15 @@ class FaissSink(Sink):
     >>> from towhee_ray.sinks import write_rows
     >>> findex = pathlib.Path(tempfile.mkdtemp()) / 'index.bin'
     >>> rows = [{'id': 'a', 'vec': numpy.array([0.0, 1.0])}, {'id': 'b', 'vec': numpy.array([1.0, 0.0])}]
-    >>> result = write_rows(rows, FaissSink(['id', 'vec'], findex, 'IDMap,Flat'))
+    >>> result = write_rows(rows, FaissSink(['id', 'vec'], findex))
     >>> result.insert_count, result.details['ntotal'], pathlib.Path(result.details['kv_file']).name
     (2, 2, 'index_kv.bin')
-    >>> sorted(FaissSink(['id', 'vec'], findex, 'IDMap,Flat').existing_keys(['a', 'c']))
+    >>> sorted(FaissSink(['id', 'vec'], findex).existing_keys(['a', 'c']))
     ['a']
     """
 
-    def __init__(self, fields: Sequence[str], findex: Any, string: str, metric: Union[None, int, str] = None,
-                 *, kv_file: Optional[PathLike] = None, batch_size: Optional[int] = None,
+    def __init__(self, fields: Sequence[str], findex: Any = './index.bin', string: str = 'IDMap,Flat',
+                 metric: Union[None, int, str] = None, *, kv_file: Optional[PathLike] = None, batch_size: Optional[int] = None,
                  save_every: Optional[int] = None) -> None:
         if len(fields) != 2:
             raise TypeError(f"to_faiss writes two fields, the key and the vector, e.g. "
