@@ -105,8 +105,8 @@ class FaissSink(Sink):
     """
 
     def __init__(self, fields: Sequence[str], findex: Any = './index.bin', string: str = 'IDMap,Flat',
-                 metric: Union[None, int, str] = None, *, kv_file: Optional[PathLike] = None, batch_size: Optional[int] = None,
-                 save_every: Optional[int] = None) -> None:
+                 metric: Union[None, int, str] = None, *, kv_file: Optional[PathLike] = None,
+                 batch_size: Optional[int] = None, save_every: Optional[int] = None) -> None:
         if len(fields) != 2:
             raise TypeError(f"to_faiss writes two fields, the key and the vector, e.g. "
                             f"to_faiss['id', 'vec'](...); got {list(fields)}")
