@@ -357,8 +357,9 @@ class ParquetSink(Sink):
         self._next_part += 1
         self._part = self.path / name
         # Vectors skip dictionary encoding: they never repeat, and trying it made writing 40,000
-        # random 384-float vectors in 1,000-row groups 6.5 times slower (7.0 s against 1.1 s,
-        # median of 3 interleaved rounds, load average 37) and the file 40 % larger.
+        # random 384-float vectors in 1,000-row groups about 5 times slower (4.8 s against 1.0 s,
+        # 83 MB against 59 MB; benchmarks/parquet_writes.py, median of 3 interleaved rounds on
+        # a machine at load average 33-36).
         is_vector = self._pyarrow.types.is_fixed_size_list
         scalars = [field.name for field in self.schema if not is_vector(field.type)]
         self._writer = self._pyarrow.parquet.ParquetWriter(self.path / f'.{name}{IN_PROGRESS}', self.schema,
