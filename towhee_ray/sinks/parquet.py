@@ -101,6 +101,10 @@ def read_rows(files: Sequence[Path], columns: Optional[Sequence[str]] = None) ->
         # pre_buffer=False: with it, pyarrow 26 read a whole 146 MB file into memory at the
         # first batch (tests/test_sink_memory.py found it).
         with pyarrow.parquet.ParquetFile(path, pre_buffer=False) as parquet:
+            missing = [name for name in columns or () if name not in parquet.schema_arrow.names]
+            if missing:
+                raise KeyError(f'{path} has no column {missing[0]!r} (its columns: '
+                               f'{", ".join(map(repr, parquet.schema_arrow.names))})')
             for row_group in range(parquet.num_row_groups):
                 for record_batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, row_groups=[row_group],
                                                          columns=list(columns) if columns else None):
