@@ -67,7 +67,8 @@ def test_read_parquet_takes_a_file_a_folder_a_glob_and_columns(tmp_path):
     assert texts == ['passage 3', 'passage 4']
     with pytest.raises(FileNotFoundError, match="no Parquet file at .*nothing"):
         DataCollection.read_parquet(tmp_path / 'nothing')
-    with pytest.raises(KeyError, match=r"part-00000.parquet has no column 'vec' \(its columns: 'id', 'text'\)"):
+    with pytest.raises(KeyError, match=r"part-00000.parquet has no column 'vec' "
+                                       r"\(its columns: 'id', 'text'\)"):
         towhee_ray.read_parquet(tmp_path / 'b', columns=['text', 'vec']).to_list()
 
 
