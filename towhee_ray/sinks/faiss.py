@@ -282,7 +282,7 @@ class FaissSink(Sink):
         if isinstance(key, bool) or not isinstance(key, (int, str)):
             raise TypeError(f'{where}: the key {self.key_field!r} is {shown(key)} ({type(key).__name__}); '
                             f'to_faiss keys are int (the Faiss ids) or str (kept in a key-value file)')
-        kind = type(key)
+        kind = int if isinstance(key, int) else str
         if self._key_type is None:   # the first row decides, as in Towhee 0.9
             self._key_type, self._key_origin = kind, f'the first row\'s key is {kind.__name__}'
         elif kind is not self._key_type:

@@ -81,14 +81,19 @@ def parquet_files(path_or_glob: PathLike) -> List[Path]:
     files: List[Path] = []
     for candidate in candidates:
         if candidate.is_dir():
-            files.extend(sorted(child for child in candidate.glob('*.parquet')
-                                if child.is_file() and not child.name.startswith(('.', '_'))))
+            files.extend(folder_parts(candidate))
         elif candidate.is_file():
             files.append(candidate)
     if not files:
         raise FileNotFoundError(f'no Parquet file at {str(path_or_glob)!r} (a file, a folder of .parquet '
                                 f'files or a glob pattern)')
     return files
+
+
+def folder_parts(folder: Path) -> List[Path]:
+    """A folder's Parquet files in name order, hidden ones (unfinished parts) left out."""
+    return sorted(child for child in folder.glob('*.parquet')
+                  if child.is_file() and not child.name.startswith(('.', '_')))
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -269,18 +274,20 @@ class ParquetSink(Sink):
         names = os.listdir(self.path)
         numbers = [int(match.group(1)) for match in map(PART_PATTERN.fullmatch, names) if match]
         self._next_part = max(numbers, default=-1) + 1
-        existing = [path for path in self.path.glob('*.parquet') if not path.name.startswith(('.', '_'))]
+        existing = folder_parts(self.path)
         if not existing:
             return
-        first = sorted(existing)[0]
+        first = existing[0]
         found = self._pyarrow.parquet.read_schema(first).remove_metadata()
         if sorted(found.names) != sorted(self.fields):
             raise ValueError(f'{self.path} holds parts with the fields {found.names}; these rows have '
                              f'{list(self.fields)}: write them to another folder')
         self.schema, self._origin = found, f'as in {first.name}'
         if self.key is not None:
-            for row in read_rows(sorted(existing), columns=[self.key]):
-                self._keys.add(getattr(row, self.key))
+            for path in existing:
+                with self._pyarrow.parquet.ParquetFile(path, pre_buffer=False) as parquet:
+                    for keys in parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=[self.key]):
+                        self._keys.update(keys.column(0).to_pylist())
 
     # -- the lifecycle ------------------------------------------------------------------------
 
