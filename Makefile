@@ -23,7 +23,7 @@ demo: $(BIN)/python
 
 test: $(BIN)/python
 	$(PIP) $(TORCH)
-	$(PIP) -e '.[test,models]'
+	$(PIP) -e '.[test,models,parquet,faiss]'
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 bench: $(BIN)/python

@@ -10,7 +10,8 @@ from towhee_ray.backends import (ENTRY_POINT_GROUP, Backend, OperatorFactory, Wo
                                  get_backend)
 from towhee_ray.cluster import ClusterInfo, connect, init
 from towhee_ray.datacollection import DataCollection
-from towhee_ray.factories import dc, from_df, glob, range, read_csv, read_json  # noqa: F401 (range, as towhee.range)
+from towhee_ray.factories import (dc, from_df, glob, range,  # noqa: F401 (range, as towhee.range)
+                                  read_csv, read_json, read_parquet)
 from towhee_ray.guard import Empty
 from towhee_ray.hub import use_local_hub
 from towhee_ray.operators import OperatorNotFoundError, OperatorSpec, resolve_operator
@@ -22,7 +23,8 @@ __all__ = [
     'DataCollection', 'Empty', 'Backend', 'OperatorFactory', 'OperatorSpec', 'OperatorNotFoundError',
     'ENTRY_POINT_GROUP', 'available_backends', 'get_backend', 'resolve_operator', 'connect',
     'init', 'ClusterInfo', 'WorkerError', 'RayOp', 'ray_op', 'use_local_hub',
-    'Entity', 'dc', 'glob', 'read_csv', 'read_json', 'from_df',   # not 'range': a star import would shadow the builtin
+    'Entity', 'dc', 'glob', 'read_csv', 'read_json', 'from_df', 'read_parquet',
+    # not 'range': a star import would shadow the builtin
 ]
 
 

@@ -1,6 +1,6 @@
 """Towhee 0.9's top-level names: ``dc``, ``range``, ``glob``, ``read_csv``, ``read_json``
-and ``from_df``, so a 0.9 script that calls ``towhee.read_csv(...)`` needs only its import
-changed (``import towhee_ray as towhee``).
+and ``from_df`` (and ``read_parquet`` beside them), so a 0.9 script that calls
+``towhee.read_csv(...)`` needs only its import changed (``import towhee_ray as towhee``).
 
 ``dc``, ``range`` and ``glob`` also take a subscript of field names:
 ``dc['a', 'b'](iterable)`` makes entity rows with those fields. This module sits above the
@@ -8,7 +8,7 @@ DataCollection core and only calls it.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional, Sequence
 
 from towhee_ray.collection.columns import field_names
 from towhee_ray.collection.sources import PathLike
@@ -83,3 +83,17 @@ def from_df(dataframe: Any, as_stream: bool = False) -> DataCollection:
     """``towhee.from_df`` of Towhee 0.9: entity rows from a pandas DataFrame's rows (see
     :meth:`DataCollection.from_df`)."""
     return DataCollection.from_df(dataframe, as_stream)
+
+
+def read_parquet(path_or_glob: PathLike, columns: Optional[Sequence[str]] = None) -> DataCollection:
+    """A lazy stream of entity rows from Parquet files (a file, a folder such as
+    ``to_parquet`` writes, or a glob pattern), vectors as numpy (see
+    :meth:`DataCollection.read_parquet`).
+
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp()) / 'rows'
+    >>> _ = dc['id', 'text']([(1, 'one'), (2, 'two')]).to_parquet(folder)
+    >>> read_parquet(folder, columns=['text']).as_raw().to_list()
+    ['one', 'two']
+    """
+    return DataCollection.read_parquet(path_or_glob, columns)

@@ -118,7 +118,8 @@ def _row_fields(row: Any, fields: Tuple[str, ...], position: int) -> Dict[str, A
         values = fields_of(row)
         missing = [name for name in fields if name not in values]
         if missing:
-            raise KeyError(f'row #{position} has no field {missing[0]!r} (its fields: '
+            key = f' ({fields[0]}={values[fields[0]]!r})' if fields[0] in values else ''
+            raise KeyError(f'row #{position}{key} has no field {missing[0]!r} (its fields: '
                            f'{", ".join(map(repr, values)) or "none"}); the sink writes {list(fields)}')
         return {name: values[name] for name in fields}
     if type(row).__name__ == 'Empty' and type(row).__module__ == 'towhee_ray.guard':

@@ -1,0 +1,270 @@
+"""to_faiss, as Towhee 0.9's: real Faiss, a real local Ray, re-runs and bad input."""
+import json
+import zlib
+
+import faiss
+import numpy as np
+import pytest
+import towhee
+
+import towhee_ray
+from towhee_ray import DataCollection
+from towhee_ray.sinks.faiss import SAVE_GROWTH, FaissSink
+
+DIMENSION = 8
+
+
+def embed(key):
+    """A vector only ``key`` makes, the same in every process."""
+    return np.random.default_rng(zlib.crc32(str(key).encode())).random(DIMENSION).astype(np.float32)
+
+
+@towhee.register(name='tests_sinks/embed')
+class Embed:
+    """An operator, so a ``ray`` chain runs it on actors."""
+
+    def __call__(self, key):
+        return embed(key)
+
+
+def nearest(findex, query, k=1):
+    _, ids = faiss.read_index(str(findex)).search(np.asarray([query], dtype=np.float32), k)
+    return ids[0].tolist()
+
+
+def embedded(keys):
+    return DataCollection['id'](keys).runas_op['id', 'vec'](func=embed)
+
+
+def ids_in(findex):
+    index = faiss.read_index(str(findex))   # kept alive: id_map is a view into it
+    return sorted(faiss.vector_to_array(index.id_map).tolist())
+
+
+def keys_of(findex):
+    return json.loads(findex.with_name(f'{findex.stem}_kv{findex.suffix}').read_text())
+
+
+def test_a_ray_chain_ends_in_an_index_file_with_int_keys(ray_cluster, tmp_path):
+    findex = tmp_path / 'faiss' / 'index.bin'
+    result = (DataCollection['id'](iter(range(300))).set_parallel(2, backend='ray')
+              .tests_sinks.embed['id', 'vec']()
+              .to_faiss['id', 'vec'](findex=str(findex)))
+    assert (result.insert_count, result.details['ntotal'], result.details['kv_file']) == (300, 300, None)
+    assert ids_in(findex) == list(range(300))
+    assert nearest(findex, embed(123)) == [123]
+    assert not (tmp_path / 'faiss' / 'index_kv.bin').exists()
+
+
+def test_str_keys_get_ids_and_a_key_value_file_as_in_towhee_09(ray_cluster, tmp_path):
+    findex = tmp_path / 'index.bin'
+    result = (DataCollection['id'](iter([f'k{i}' for i in range(50)])).set_parallel(2, backend='ray')
+              .runas_op['id', 'vec'](func=embed)
+              .to_faiss['id', 'vec'](findex, 'IDMap,Flat', faiss.METRIC_INNER_PRODUCT))
+    assert result.insert_count == 50 and result.details['kv_file'] == str(tmp_path / 'index_kv.bin')
+    keys = keys_of(findex)
+    assert sorted(keys.values()) == sorted(f'k{i}' for i in range(50))
+    assert sorted(map(int, keys)) == list(range(50))
+    assert faiss.read_index(str(findex)).metric_type == faiss.METRIC_INNER_PRODUCT
+    best = nearest(findex, embed('k7') / np.linalg.norm(embed('k7')), k=50)
+    assert 'k7' in [keys[str(i)] for i in best]
+
+
+def test_a_rerun_appends_and_never_holds_a_key_twice(tmp_path):
+    findex = tmp_path / 'index.bin'
+    first = embedded(range(10)).to_faiss['id', 'vec'](findex)
+    again = embedded(range(5, 15)).to_faiss['id', 'vec'](findex)
+    assert (first.insert_count, again.insert_count, again.details['skipped']) == (10, 5, 5)
+    assert ids_in(findex) == list(range(15))
+
+
+def test_a_rerun_with_str_keys_continues_the_ids(tmp_path):
+    findex = tmp_path / 'index.bin'
+    embedded(['a', 'b', 'c']).to_faiss['id', 'vec'](findex)
+    result = embedded(['c', 'd', 'd']).to_faiss['id', 'vec'](findex)
+    assert (result.insert_count, result.details['skipped']) == (1, 2)
+    assert keys_of(findex) == {'0': 'a', '1': 'b', '2': 'c', '3': 'd'}
+    assert nearest(findex, embed('d')) == [3]
+
+
+def test_existing_keys_reads_the_index_file_before_any_write(tmp_path):
+    findex = tmp_path / 'index.bin'
+    embedded(['a', 'b']).to_faiss['id', 'vec'](findex)
+    DataCollection['n'](range(3)).runas_op['n', 'vec'](func=embed).to_faiss['n', 'vec'](tmp_path / 'ints.bin')
+    assert FaissSink(['id', 'vec'], findex).existing_keys(['b', 'x', 'a']) == {'a', 'b'}
+    assert FaissSink(['n', 'vec'], tmp_path / 'ints.bin').existing_keys([np.int64(2), 5]) == {2}
+    assert FaissSink(['id', 'vec'], tmp_path / 'none.bin').existing_keys(['a']) == set()
+
+
+def test_a_key_value_file_ahead_of_its_index_is_trimmed(tmp_path, caplog):
+    # A job killed between the two renames of a save: the key-value file names an id the
+    # index does not hold. That row is not "already there", and is written again.
+    findex = tmp_path / 'index.bin'
+    embedded(['a', 'b']).to_faiss['id', 'vec'](findex)
+    (tmp_path / 'index_kv.bin').write_text(json.dumps({'0': 'a', '1': 'b', '2': 'c'}))
+    assert FaissSink(['id', 'vec'], findex).existing_keys(['a', 'c']) == {'a'}
+    assert 'names 1 ids its index lacks' in caplog.text
+    result = embedded(['c']).to_faiss['id', 'vec'](findex)
+    assert result.insert_count == 1 and keys_of(findex) == {'0': 'a', '1': 'b', '2': 'c'}
+
+
+def test_an_index_object_is_filled_in_place(tmp_path):
+    index = faiss.IndexIDMap(faiss.IndexFlatIP(DIMENSION))
+    embedded(range(4)).to_faiss['id', 'vec'](findex=index)
+    assert index.ntotal == 4 and not list(tmp_path.iterdir())
+    named = faiss.IndexIDMap(faiss.IndexFlatL2(DIMENSION))
+    result = (DataCollection['id'](['x', 'y']).runas_op['id', 'vec'](func=embed)
+              .to_faiss['id', 'vec'](named, kv_file=tmp_path / 'keys.json'))
+    assert result.insert_count == 2
+    assert json.loads((tmp_path / 'keys.json').read_text()) == {'0': 'x', '1': 'y'}
+
+
+def test_an_index_that_needs_training_is_trained_on_the_first_batch(tmp_path):
+    findex = tmp_path / 'ivf.bin'
+    result = (DataCollection['id'](range(400)).runas_op['id', 'vec'](func=embed)
+              .to_faiss['id', 'vec'](findex, 'IVF4,Flat', batch=200))
+    index = faiss.read_index(str(findex))
+    assert result.insert_count == 400 and index.is_trained and index.ntotal == 400
+    with pytest.raises(ValueError, match=r"'IDMap,IVF64,Flat' needs training.*first batch \(10 rows\)"
+                                         r".*larger batch="):
+        embedded(range(20)).to_faiss['id', 'vec'](
+            tmp_path / 'small.bin', 'IVF64,Flat', batch=10)
+
+
+def test_the_index_is_saved_as_it_grows(tmp_path):
+    findex = tmp_path / 'index.bin'
+    seen = []
+
+    def rows(count):
+        for key in range(count):
+            if key % 10 == 0 and findex.exists():   # pulled after the previous batches were written
+                seen.append((key, faiss.read_index(str(findex)).ntotal))
+            yield {'id': key, 'vec': embed(key)}
+
+    DataCollection(rows(40)).to_faiss['id', 'vec'](findex, batch=2, save_every=4)
+    assert seen and all(saved >= key - 4 for key, saved in seen)
+    seen.clear()
+    (tmp_path / 'index.bin').unlink()
+    DataCollection(rows(400)).to_faiss['id', 'vec'](findex, batch=10)
+    # Geometric saves: what is not yet saved stays within SAVE_GROWTH of what is, plus a batch.
+    assert len(seen) > 5 and all(key - saved <= SAVE_GROWTH * saved + 10 for key, saved in seen)
+    assert faiss.read_index(str(findex)).ntotal == 400
+
+
+# -- bad input: each names the row and what was expected; committed rows stay ---------------
+
+def test_to_faiss_has_towhee_09s_defaults_and_so_does_its_sink():
+    import inspect
+    method = inspect.signature(DataCollection.to_faiss).parameters
+    sink = inspect.signature(FaissSink).parameters
+    for name, default in (('findex', './index.bin'), ('string', 'IDMap,Flat'), ('metric', None)):
+        assert method[name].default == sink[name].default == default
+
+
+def test_to_faiss_needs_exactly_two_fields(tmp_path):
+    rows = DataCollection['id'](range(3)).runas_op['id', 'vec'](func=embed)
+    with pytest.raises(TypeError, match=r"to_faiss needs two fields.*to_faiss\['id', 'vec'\]"):
+        rows.to_faiss(findex=tmp_path / 'index.bin')
+    with pytest.raises(TypeError, match=r"two fields, the key and the vector.*got \['vec'\]"):
+        rows.to_faiss['vec'](tmp_path / 'index.bin')
+    with pytest.raises(TypeError, match=r"got \['id', 'vec', 'id'\]"):
+        rows.to_faiss['id', 'vec', 'id'](tmp_path / 'index.bin')
+    assert not (tmp_path / 'index.bin').exists()
+
+
+def test_a_vector_of_another_dimension_names_the_row_and_both_sizes_and_keeps_what_was_written(tmp_path):
+    findex = tmp_path / 'index.bin'
+
+    def vec(key):
+        return np.ones(DIMENSION + 1 if key == 7 else DIMENSION)
+
+    with pytest.raises(ValueError, match=r"row #7 \(id=7\): field 'vec' has 9 dimensions, "
+                                         r"the index .* has 8"):
+        DataCollection['id'](range(10)).runas_op['id', 'vec'](func=vec).to_faiss['id', 'vec'](findex, batch=3)
+    assert ids_in(findex) == list(range(6))
+
+
+def test_a_missing_field_names_the_row(tmp_path):
+    rows = [{'id': 0, 'vec': embed(0)}, {'id': 1, 'vector': embed(1)}]
+    with pytest.raises(KeyError, match=r"row #1 \(id=1\) has no field 'vec'"):
+        DataCollection(rows).to_faiss['id', 'vec'](tmp_path / 'index.bin', batch=1)
+    assert faiss.read_index(str(tmp_path / 'index.bin')).ntotal == 1
+
+
+def test_a_key_of_the_wrong_type_names_the_row_and_the_type_expected(tmp_path):
+    findex = tmp_path / 'index.bin'
+    rows = [{'id': key, 'vec': embed(0)} for key in (0, 1, 'two')]
+    with pytest.raises(TypeError, match=r"row #2 \(id='two'\): the key 'id' is 'two' \(str\), but the first "
+                                        r"row's key is int"):
+        DataCollection(rows).to_faiss['id', 'vec'](findex, batch=2)
+    assert faiss.read_index(str(findex)).ntotal == 2
+    with pytest.raises(TypeError, match=rf"row #0 \(id='a'\).*but {findex} holds int keys"):
+        DataCollection([{'id': 'a', 'vec': embed(0)}]).to_faiss['id', 'vec'](findex)
+    with pytest.raises(TypeError, match=r"row #0 \(id=1.5\): the key 'id' is 1.5 \(float\); "
+                                        r"to_faiss keys are int"):
+        DataCollection([{'id': 1.5, 'vec': embed(0)}]).to_faiss['id', 'vec'](tmp_path / 'other.bin')
+    with pytest.raises(ValueError, match=r'row #0 \(id=-1\).*0 <= id'):
+        DataCollection([{'id': -1, 'vec': embed(0)}]).to_faiss['id', 'vec'](tmp_path / 'other.bin')
+
+
+def test_a_value_that_is_not_a_vector_names_the_row(tmp_path):
+    rows = [{'id': 0, 'vec': embed(0)}, {'id': 1, 'vec': 'oops'}]
+    with pytest.raises(TypeError, match=r"row #1 \(id=1\): field 'vec' is 'oops' \(str\), not a vector"):
+        DataCollection(rows).to_faiss['id', 'vec'](tmp_path / 'index.bin')
+
+
+def test_settings_that_do_not_fit_the_index_file_are_refused(tmp_path):
+    findex = tmp_path / 'index.bin'
+    embedded(range(2)).to_faiss['id', 'vec'](findex, metric='IP')
+    with pytest.raises(ValueError, match=r"measures with Faiss metric 0, not 'L2'"):
+        embedded(range(2)).to_faiss['id', 'vec'](findex, metric='L2')
+    with pytest.raises(ValueError, match=r"Faiss cannot make an index from string='IDMap,NoSuchIndex'"):
+        embedded(range(2)).to_faiss['id', 'vec'](
+            tmp_path / 'new.bin', string='NoSuchIndex')
+    with pytest.raises(ValueError, match="metric must be"):
+        DataCollection([]).to_faiss['id', 'vec'](findex, metric='cosine')
+    faiss.write_index(faiss.IndexFlatL2(DIMENSION), str(tmp_path / 'flat.bin'))
+    with pytest.raises(TypeError, match='keeps no ids: to_faiss needs an IDMap index'):
+        embedded(range(2)).to_faiss['id', 'vec'](tmp_path / 'flat.bin')
+
+
+def test_a_failing_ray_chain_saves_what_was_written_and_leaves_no_actor(ray_cluster, alive_actors, tmp_path):
+    findex = tmp_path / 'index.bin'
+
+    def key_for(n):
+        return 'bad' if n == 250 else n
+
+    with pytest.raises(TypeError, match=r"row #250 \(id='bad'\)"):
+        (DataCollection['n'](iter(range(400))).set_parallel(2, backend='ray')
+         .runas_op['n', 'id'](func=key_for)
+         .tests_sinks.embed['n', 'vec']()
+         .to_faiss['id', 'vec'](findex, batch=100))
+    assert faiss.read_index(str(findex)).ntotal == 200
+    assert alive_actors() == []
+
+
+def test_an_empty_stream_makes_no_index(tmp_path):
+    result = DataCollection(iter([])).to_faiss['id', 'vec'](tmp_path / 'index.bin')
+    assert (result.insert_count, result.details['ntotal']) == (0, 0)
+    assert not (tmp_path / 'index.bin').exists()
+
+
+def test_towhee_09s_to_faiss_example_runs_with_the_local_hub(ray_cluster, tmp_path):
+    # 0.9's docstring: glob -> image_decode -> image_embedding.timm -> to_faiss['path', 'vec'];
+    # a colour histogram stands in for the hub model (nothing can be downloaded here).
+    from PIL import Image
+
+    colours = {'red': (220, 20, 20), 'green': (20, 200, 40), 'blue': (30, 30, 210), 'grey': (128, 128, 128)}
+    for name, colour in colours.items():
+        Image.new('RGB', (32, 32), colour).save(tmp_path / f'{name}.png')
+    findex = tmp_path / 'faiss' / 'faiss.index'
+    result = (towhee_ray.glob['path'](str(tmp_path / '*.png'))
+              .set_parallel(2, backend='ray')
+              .towhee.image_decode['path', 'img']()
+              .towhee.color_histogram['img', 'vec'](bins=4)
+              .to_faiss['path', 'vec'](findex=str(findex)))
+    assert result.insert_count == 4
+    keys = json.loads((tmp_path / 'faiss' / 'faiss_kv.index').read_text())
+    blue = towhee.ops.towhee.image_decode()(str(tmp_path / 'blue.png'))
+    query = towhee.ops.towhee.color_histogram(bins=4)(blue)
+    assert keys[str(nearest(findex, query)[0])] == str(tmp_path / 'blue.png')

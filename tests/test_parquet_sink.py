@@ -1,0 +1,213 @@
+"""to_parquet and read_parquet: real pyarrow, a real local Ray, re-runs and bad input."""
+import zlib
+
+import numpy as np
+import pandas
+import pyarrow
+import pyarrow.parquet as pq
+import pytest
+
+import towhee_ray
+from towhee_ray import DataCollection
+from towhee_ray.sinks.parquet import ParquetSink
+
+DIMENSION = 8
+
+
+def embed(key):
+    """A vector only ``key`` makes, the same in every process."""
+    return np.random.default_rng(zlib.crc32(str(key).encode())).random(DIMENSION)
+
+
+def passages(keys):
+    return DataCollection['id'](keys).runas_op['id', 'text'](func=lambda key: f'passage {key}')
+
+
+def parts(folder):
+    return sorted(path.name for path in folder.iterdir())
+
+
+def test_a_ray_chain_ends_in_parquet_and_reads_back_as_entity_rows(ray_cluster, tmp_path):
+    folder = tmp_path / 'vectors'
+    result = (DataCollection['id'](iter(range(2500))).set_parallel(2, backend='ray')
+              .runas_op['id', 'text'](func=lambda key: f'passage {key}')
+              .runas_op['id', 'vec'](func=embed)
+              .to_parquet(folder, batch=1000))
+    assert result.insert_count == 2500 and result.batches == 3
+    assert parts(folder) == ['part-00000.parquet']
+    parquet = pq.ParquetFile(folder / 'part-00000.parquet')
+    assert parquet.schema_arrow.field('vec').type == pyarrow.list_(pyarrow.float32(), DIMENSION)
+    assert parquet.schema_arrow.names == ['id', 'text', 'vec']
+    groups = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
+    assert groups == [1000, 1000, 500]
+    rows = DataCollection.read_parquet(folder).to_list()
+    assert [row.id for row in rows] == list(range(2500))
+    assert rows[1234].text == 'passage 1234'
+    assert rows[1234].vec.dtype == np.float32 and np.allclose(rows[1234].vec, embed(1234))
+    rows[0].vec[0] = 5.0   # writable: rows are the user's to change
+
+
+def test_read_parquet_is_a_lazy_stream_that_a_ray_chain_can_continue(ray_cluster, tmp_path):
+    folder = tmp_path / 'vectors'
+    DataCollection['id'](range(100)).runas_op['id', 'vec'](func=embed).to_parquet(folder)
+    stream = towhee_ray.read_parquet(folder)
+    assert stream.is_stream
+    norms = (stream.set_parallel(2, backend='ray')
+             .runas_op['vec', 'norm'](func=np.linalg.norm).select['id', 'norm']())
+    assert [(row.id, round(row.norm, 4)) for row in norms] == [
+        (key, round(float(np.linalg.norm(embed(key).astype(np.float32))), 4)) for key in range(100)]
+
+
+def test_read_parquet_takes_a_file_a_folder_a_glob_and_columns(tmp_path):
+    passages(range(3)).to_parquet(tmp_path / 'a')
+    passages(range(3, 5)).to_parquet(tmp_path / 'b')
+    assert [row.id for row in DataCollection.read_parquet(tmp_path / 'a' / 'part-00000.parquet')] == [0, 1, 2]
+    assert [row.id for row in DataCollection.read_parquet(tmp_path / '*')] == [0, 1, 2, 3, 4]
+    texts = towhee_ray.read_parquet(tmp_path / 'b', columns=['text']).as_raw().to_list()
+    assert texts == ['passage 3', 'passage 4']
+    with pytest.raises(FileNotFoundError, match="no Parquet file at .*nothing"):
+        DataCollection.read_parquet(tmp_path / 'nothing')
+    with pytest.raises(KeyError, match=r"part-00000.parquet has no column 'vec' "
+                                       r"\(its columns: 'id', 'text'\)"):
+        towhee_ray.read_parquet(tmp_path / 'b', columns=['text', 'vec']).to_list()
+
+
+def test_a_rerun_adds_a_part_and_with_a_key_never_writes_a_key_twice(tmp_path):
+    folder = tmp_path / 'out'
+    first = passages(range(10)).to_parquet(folder, key='id')
+    again = passages(range(5, 15)).to_parquet(folder, key='id')
+    assert (first.insert_count, again.insert_count, again.details['skipped']) == (10, 5, 5)
+    assert parts(folder) == ['part-00000.parquet', 'part-00001.parquet']
+    assert [row.id for row in DataCollection.read_parquet(folder)] == list(range(15))
+    sink = ParquetSink(['id', 'text'], folder, key='id')
+    assert sink.existing_keys([3, 14, 15, np.int64(7)]) == {3, 14, np.int64(7)}
+
+
+def test_without_a_key_every_row_is_written(tmp_path):
+    rows = DataCollection['label', 'n']([('a', 1), ('a', 2), ('b', 3)])
+    assert rows.to_parquet(tmp_path / 'out').insert_count == 3
+    assert towhee_ray.read_parquet(tmp_path / 'out').as_raw().to_list() == [('a', 1), ('a', 2), ('b', 3)]
+    with pytest.raises(ValueError, match=r"has no key to resume by.*key='id'"):
+        ParquetSink(['label', 'n'], tmp_path / 'out').existing_keys(['a'])
+
+
+def test_parts_close_every_rows_per_file_rows(tmp_path):
+    result = passages(range(25)).to_parquet(tmp_path / 'out', batch=5, rows_per_file=10)
+    assert parts(tmp_path / 'out') == ['part-00000.parquet', 'part-00001.parquet', 'part-00002.parquet']
+    assert [pq.ParquetFile(path).metadata.num_rows for path in result.details['files']] == [10, 10, 5]
+
+
+def test_an_unfinished_part_of_a_killed_job_is_never_read_and_is_removed_by_the_next_job(tmp_path, caplog):
+    folder = tmp_path / 'out'
+    passages(range(3)).to_parquet(folder)
+    (folder / '.part-00001.parquet.inprogress').write_bytes(b'PAR1 no footer')
+    assert [row.id for row in DataCollection.read_parquet(folder)] == [0, 1, 2]
+    assert len(pandas.read_parquet(folder)) == 3   # other readers skip it too
+    passages(range(3, 4)).to_parquet(folder)
+    assert parts(folder) == ['part-00000.parquet', 'part-00001.parquet']
+    assert 'a part a killed job left unfinished' in caplog.text
+
+
+def test_numpy_vectors_keep_their_kind(tmp_path):
+    rows = DataCollection['id', 'bits', 'counts', 'score', 'tags']([
+        (0, np.array([1, 0, 1], dtype=np.uint8), np.array([1, 2]), np.float64(0.5), ['x']),
+        (1, np.array([0, 0, 1], dtype=np.uint8), np.array([3, 4]), np.float64(1.5), [])])
+    rows.to_parquet(tmp_path / 'out')
+    back = DataCollection.read_parquet(tmp_path / 'out').to_list()
+    assert back[0].bits.dtype == np.uint8 and back[0].bits.tolist() == [1, 0, 1]
+    assert back[1].counts.dtype == np.int64 and back[1].counts.tolist() == [3, 4]
+    assert (back[1].score, back[0].tags, back[1].tags) == (1.5, ['x'], [])
+
+
+def test_a_schema_can_be_given(tmp_path):
+    schema = pyarrow.schema([('id', pyarrow.string()), ('note', pyarrow.string())])
+    DataCollection['id', 'note']([('a', None), ('b', 'kept')]).to_parquet(tmp_path / 'out', schema=schema)
+    assert towhee_ray.read_parquet(tmp_path / 'out').as_raw().to_list() == [('a', None), ('b', 'kept')]
+
+
+def test_an_empty_stream_writes_nothing(tmp_path):
+    assert DataCollection(iter([])).to_parquet(tmp_path / 'out').insert_count == 0
+    assert passages([]).to_parquet['id', 'text'](tmp_path / 'out').insert_count == 0
+    assert not (tmp_path / 'out').exists()
+
+
+# -- bad input: each names the row and what was expected; committed rows stay ---------------
+
+def test_a_vector_of_another_dimension_names_the_row_and_both_sizes_and_keeps_what_was_written(tmp_path):
+    folder = tmp_path / 'out'
+
+    def vec(key):
+        return np.ones(DIMENSION + 1 if key == 7 else DIMENSION)
+
+    with pytest.raises(ValueError, match=r"row #7 \(id=7\): field 'vec' has 9 dimensions, the Parquet column "
+                                         r"\(typed from the first row\) has 8"):
+        DataCollection['id'](range(10)).runas_op['id', 'vec'](func=vec).to_parquet(folder, batch=3)
+    assert [row.id for row in DataCollection.read_parquet(folder)] == list(range(6))
+    with pytest.raises(ValueError, match=r"row #0 \(id=20\): field 'vec' has 9 dimensions, the Parquet "
+                                         r"column \(as in part-00000.parquet\) has 8"):
+        DataCollection([{'id': 20, 'vec': np.ones(9)}]).to_parquet(folder)
+
+
+def test_a_missing_field_names_the_row(tmp_path):
+    rows = [{'id': 0, 'text': 'a'}, {'id': 1, 'txt': 'b'}]
+    with pytest.raises(KeyError, match=r"row #1 \(id=1\) has no field 'text'"):
+        DataCollection(rows).to_parquet(tmp_path / 'out', batch=1)
+    assert [row.id for row in DataCollection.read_parquet(tmp_path / 'out')] == [0]
+
+
+def test_a_key_of_the_wrong_type_names_the_row_and_the_column_type(tmp_path):
+    rows = [{'id': 0, 'text': 'a'}, {'id': 1, 'text': 'b'}, {'id': 'two', 'text': 'c'}]
+    with pytest.raises(TypeError, match=r"row #2 \(id='two'\): field 'id' is 'two' \(str\), but its Parquet "
+                                        r"column holds int64"):
+        DataCollection(rows).to_parquet(tmp_path / 'out', key='id', batch=2)
+    assert [row.id for row in DataCollection.read_parquet(tmp_path / 'out')] == [0, 1]
+    schema = pyarrow.schema([('id', pyarrow.int64()), ('text', pyarrow.string())])
+    with pytest.raises(ValueError, match=r"row #0 \(id=None\): the key 'id' is None"):
+        DataCollection([{'id': None, 'text': 'a'}]).to_parquet(tmp_path / 'none', key='id', schema=schema)
+
+
+def test_values_parquet_cannot_type_are_refused_with_what_to_do(tmp_path):
+    with pytest.raises(TypeError, match=r"row #0 \(id=0\): field 'image' is an array of shape \(2, 2\)"
+                                        r".*flatten"):
+        DataCollection([{'id': 0, 'image': np.zeros((2, 2))}]).to_parquet(tmp_path / 'a')
+    with pytest.raises(ValueError, match=r"field 'note' is None in all of the first 2 rows.*schema="):
+        DataCollection([{'id': 0, 'note': None}, {'id': 1, 'note': None}]).to_parquet(tmp_path / 'b')
+    with pytest.raises(TypeError, match=r"row #1 \(id=1\): field 'vec' is 'oops' \(str\), not a vector"):
+        DataCollection([{'id': 0, 'vec': np.ones(2)}, {'id': 1, 'vec': 'oops'}]).to_parquet(tmp_path / 'c')
+    with pytest.raises(TypeError, match=r"to_parquet writes entity or dict rows, got a int"
+                                        r".*to_parquet\['name'\]"):
+        DataCollection([1, 2]).to_parquet(tmp_path / 'd')
+    written = DataCollection([1, 2]).to_parquet['n'](tmp_path / 'd')
+    assert towhee_ray.read_parquet(written.destination).as_raw().to_list() == [1, 2]
+
+
+def test_a_destination_that_does_not_fit_is_refused(tmp_path):
+    (tmp_path / 'file.parquet').write_text('not a folder')
+    with pytest.raises(FileExistsError, match='writes a folder of part files.*is a file'):
+        passages(range(2)).to_parquet(tmp_path / 'file.parquet')
+    passages(range(2)).to_parquet(tmp_path / 'out')
+    with pytest.raises(ValueError, match=r"holds parts with the fields \['id', 'text'\]; these rows have "
+                                         r"\['id', 'vec'\]: write them to another folder"):
+        DataCollection['id'](range(2)).runas_op['id', 'vec'](func=embed).to_parquet(tmp_path / 'out')
+    with pytest.raises(ValueError, match=r"key='name' is not one of the fields written, \['id', 'text'\]"):
+        passages(range(2)).to_parquet(tmp_path / 'out', key='name')
+
+
+def test_a_failing_ray_chain_keeps_what_was_written_and_leaves_no_worker(ray_cluster, alive_actors, tmp_path):
+    import towhee
+
+    @towhee.register(name='tests_sinks/parquet_embed')
+    class Embed:
+        def __call__(self, key):
+            return embed(key)
+
+    def key_for(n):
+        return 'bad' if n == 250 else n
+
+    with pytest.raises(TypeError, match=r"row #250 \(n=250\): field 'id' is 'bad'"):
+        (DataCollection['n'](iter(range(400))).set_parallel(2, backend='ray')
+         .runas_op['n', 'id'](func=key_for)
+         .tests_sinks.parquet_embed['n', 'vec']()
+         .to_parquet(tmp_path / 'out', batch=100))
+    assert len(towhee_ray.read_parquet(tmp_path / 'out').to_list()) == 200
+    assert alive_actors() == []

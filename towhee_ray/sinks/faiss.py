@@ -1,0 +1,336 @@
+"""Faiss: vectors into an index file, as Towhee 0.9's ``to_faiss``; string keys in a
+key-value file beside it.
+
+The key (``fields[0]``) is an ``int``, used as the Faiss id itself, or a ``str``: then
+the ids are 0, 1, 2, ... and the key-value file (``index_kv.bin`` beside ``index.bin``,
+0.9's name and format: a JSON object ``{"<id>": "<key>"}``) maps them back. The first row
+decides which; an index file that exists decides for it.
+
+The index is held in the driver's memory, as any in-memory Faiss index; each batch is
+added to it as one ``(rows, dimension)`` float32 matrix, so the vectors are never held
+twice. The file is saved atomically (a temporary file, then a rename), the key-value file
+first: at the end, when the stream or a write fails, and during the run as the index
+grows (see :data:`SAVE_GROWTH`), so a killed job leaves the rows of the last save.
+
+A re-run job loads the index file and appends to it: rows whose key it already holds are
+skipped, never added twice (:meth:`FaissSink.existing_keys` tells which, for a resumed
+job); a key-value file left ahead of its index by a kill between the two renames is
+trimmed to the index's ids.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Set, Union
+
+import numpy as np
+
+from towhee_ray.sinks.base import Batch, Sink, WriteResult
+from towhee_ray.sinks.vectors import as_vector, plain, shown, vector_matrix
+
+logger = logging.getLogger(__name__)
+
+#: Save the index when the rows added since the last save reach this fraction of the rows
+#: saved. ``faiss.write_index`` rewrites the whole file, so this geometric schedule keeps the
+#: bytes written under 1 + 1 / 0.25 = 5 times the final index, while a killed job loses at
+#: most a fifth of its rows (a resumed job redoes them). Chosen by that bound, not measured;
+#: ``save_every=N`` saves every N rows instead.
+SAVE_GROWTH = 0.25
+
+#: Faiss ids are int64, and -1 means "no result" in a search.
+MAX_ID = 2 ** 63 - 1
+
+PathLike = Union[str, os.PathLike]
+
+
+def import_faiss() -> Any:
+    """The ``faiss`` module, or an ``ImportError`` saying how to install it."""
+    try:
+        import faiss
+    except ImportError as error:
+        raise ImportError("to_faiss needs Faiss: pip install 'towhee-ray[faiss]' (faiss-cpu)") from error
+    return faiss
+
+
+def kv_file_for(findex: Path) -> Path:
+    """Where the string keys of ``findex`` go (Towhee 0.9's name for it).
+
+    >>> kv_file_for(Path('data/index.bin')).as_posix()
+    'data/index_kv.bin'
+    """
+    return findex.with_name(f'{findex.stem}_kv{findex.suffix}')
+
+
+def metric_code(metric: Union[None, int, str], faiss: Any) -> int:
+    """A Faiss metric constant from ``faiss.METRIC_*`` or a name ('L2', 'IP')."""
+    if metric is None:
+        return faiss.METRIC_L2
+    if isinstance(metric, str):
+        names = {'l2': faiss.METRIC_L2, 'ip': faiss.METRIC_INNER_PRODUCT,
+                 'inner_product': faiss.METRIC_INNER_PRODUCT, 'l1': faiss.METRIC_L1}
+        if metric.lower() not in names:
+            raise ValueError(f"metric must be a faiss.METRIC_* constant or one of 'L2', 'IP', 'L1', "
+                             f'got {metric!r}')
+        return names[metric.lower()]
+    if isinstance(metric, bool) or not isinstance(metric, int):
+        raise TypeError(f'metric must be a faiss.METRIC_* constant or a name like \'IP\', got {metric!r}')
+    return metric
+
+
+def _replace_atomically(path: Path, write: Any) -> None:
+    # A kill during a save leaves the previous file whole. No fsync: a killed process's
+    # writes survive in the page cache; only a power cut could lose them.
+    temporary = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    try:
+        write(str(temporary))
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+class FaissSink(Sink):
+    """Rows of two fields, a key and a vector, into a Faiss index (file or object).
+
+    >>> import tempfile, pathlib, numpy
+    >>> from towhee_ray.sinks import write_rows
+    >>> findex = pathlib.Path(tempfile.mkdtemp()) / 'index.bin'
+    >>> rows = [{'id': 'a', 'vec': numpy.array([0.0, 1.0])}, {'id': 'b', 'vec': numpy.array([1.0, 0.0])}]
+    >>> result = write_rows(rows, FaissSink(['id', 'vec'], findex))
+    >>> result.insert_count, result.details['ntotal'], pathlib.Path(result.details['kv_file']).name
+    (2, 2, 'index_kv.bin')
+    >>> sorted(FaissSink(['id', 'vec'], findex).existing_keys(['a', 'c']))
+    ['a']
+    """
+
+    def __init__(self, fields: Sequence[str], findex: Any = './index.bin', string: str = 'IDMap,Flat',
+                 metric: Union[None, int, str] = None, *, kv_file: Optional[PathLike] = None,
+                 batch_size: Optional[int] = None, save_every: Optional[int] = None) -> None:
+        if len(fields) != 2:
+            raise TypeError(f"to_faiss writes two fields, the key and the vector, e.g. "
+                            f"to_faiss['id', 'vec'](...); got {list(fields)}")
+        super().__init__(fields, batch_size)
+        self._faiss = import_faiss()
+        if not isinstance(string, str) or not string:
+            raise TypeError(f"string must be a Faiss index factory string such as 'IDMap,Flat', "
+                            f'got {string!r}')
+        # Ids are kept in an IDMap (the keys a re-run job finds there), whatever the user's string.
+        self.string = string if string.startswith('IDMap') else f'IDMap,{string}'
+        self.metric = metric
+        metric_code(metric, self._faiss)
+        if isinstance(findex, (str, os.PathLike)):
+            self.path: Optional[Path] = Path(findex)
+            self.index: Any = None
+        elif hasattr(findex, 'add_with_ids') and hasattr(findex, 'ntotal'):
+            self.path, self.index = None, findex
+        else:
+            raise TypeError(f'findex must be a file path or a faiss index, got {type(findex).__name__}')
+        if kv_file is None:
+            kv_file = kv_file_for(self.path) if self.path else None
+        self.kv_file = Path(kv_file) if kv_file is not None else None
+        if save_every is not None and (not isinstance(save_every, int) or isinstance(save_every, bool)
+                                       or save_every < 1):
+            raise ValueError(f'save_every must be a positive integer (rows between saves), '
+                             f'got {save_every!r}')
+        self.save_every = save_every
+        self.skipped = 0
+        self._opened = False
+        self._key_type: Optional[type] = None
+        self._key_origin = ''
+        self._keys: Dict[Any, int] = {}   # key -> Faiss id (an int key is its own id)
+        self._next_id = 0
+        self._saved_rows = 0
+        self._unsaved_rows = 0
+
+    @property
+    def vector_field(self) -> str:
+        return self.fields[1]
+
+    def describe(self) -> str:
+        return str(self.path) if self.path is not None else f'the given {type(self.index).__name__}'
+
+    # -- opening what exists ---------------------------------------------------------------
+
+    def _open(self) -> None:
+        if self._opened:
+            return
+        self._opened = True
+        if self.index is None and self.path is not None and self.path.exists():
+            self.index = self._faiss.read_index(str(self.path))
+        if self.index is None:
+            if self.kv_file is not None and self.kv_file.exists():
+                logger.warning('%s has no index beside it (a job killed before its first save); '
+                               'it will be replaced', self.kv_file)
+            return
+        self._check_metric()
+        ids = self._index_ids()
+        self._saved_rows = int(self.index.ntotal)
+        stored = self._read_kv()
+        if stored is None:
+            self._keys = {faiss_id: faiss_id for faiss_id in ids.tolist()}
+            if len(ids):
+                self._key_type, self._key_origin = int, f'{self.describe()} holds int keys'
+            return
+        self._load_string_keys(ids, stored)
+
+    def _check_metric(self) -> None:
+        if self.metric is not None and metric_code(self.metric, self._faiss) != self.index.metric_type:
+            raise ValueError(f'{self.describe()} measures with Faiss metric {self.index.metric_type}, '
+                             f'not {self.metric!r}; leave metric out to append to it, or write to a new '
+                             f'index file')
+
+    def _index_ids(self) -> np.ndarray:
+        id_map = getattr(self.index, 'id_map', None)
+        if id_map is None:
+            raise TypeError(f'{self.describe()} is a {type(self.index).__name__}, which keeps no ids: '
+                            f"to_faiss needs an IDMap index, e.g. faiss.index_factory(d, 'IDMap,Flat') or "
+                            f'faiss.IndexIDMap(faiss.IndexFlatL2(d))')
+        return self._faiss.vector_to_array(id_map)
+
+    def _read_kv(self) -> Optional[Dict[int, str]]:
+        if self.kv_file is None or not self.kv_file.exists():
+            return None
+        with open(self.kv_file, encoding='utf-8') as file:
+            return {int(faiss_id): key for faiss_id, key in json.load(file).items()}
+
+    def _load_string_keys(self, ids: np.ndarray, stored: Dict[int, str]) -> None:
+        present = set(ids.tolist())
+        unnamed = len(present) - sum(1 for faiss_id in stored if faiss_id in present)
+        if unnamed:
+            raise ValueError(f'{self.describe()} holds {unnamed} ids that {self.kv_file} has no key '
+                             f'for: the two files do not belong together; write to a new index file')
+        ahead = len(stored) - len(present)
+        if ahead:
+            logger.warning('%s names %d ids its index lacks (a job killed between the two saves); '
+                           'those rows will be written again', self.kv_file, ahead)
+        self._keys = {key: faiss_id for faiss_id, key in stored.items() if faiss_id in present}
+        self._key_type, self._key_origin = str, f'{self.describe()} holds str keys'
+        self._next_id = max(present, default=-1) + 1
+
+    # -- the lifecycle ------------------------------------------------------------------------
+
+    def on_write_start(self, batch: Batch) -> None:
+        self._open()
+        if self.index is not None or not batch.rows:
+            return
+        first = as_vector(batch.rows[0][self.vector_field], batch, 0, self.vector_field, self.key_field)
+        try:
+            metric = metric_code(self.metric, self._faiss)
+            self.index = self._faiss.index_factory(len(first), self.string, metric)
+        except RuntimeError as error:
+            raise ValueError(f'Faiss cannot make an index from string={self.string!r} for {len(first)} '
+                             f'dimensions: {_last_line(error)}; see the Faiss wiki, '
+                             f'"The index factory"') from error
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def existing_keys(self, keys: Sequence[Any]) -> Set[Any]:
+        """Which of ``keys`` the index already holds (loading its file if not yet done)."""
+        self._open()
+        return {key for key in keys if isinstance(key, (int, str, np.integer)) and not isinstance(key, bool)
+                and plain(key) in self._keys}
+
+    def write(self, batch: Batch) -> int:
+        keys = [self._checked_key(batch, index) for index in range(len(batch))]
+        vectors = vector_matrix(batch, self.vector_field, self.index.d, np.float32, self.key_field,
+                                f'the index ({self.describe()})')
+        new = []
+        for position, key in enumerate(keys):
+            if key not in self._keys:
+                new.append(position)
+                self._remember(key)
+        self.skipped += len(keys) - len(new)
+        if len(new) < len(keys):
+            vectors = vectors[new]
+        if not new:
+            return 0
+        ids = np.array([self._keys[keys[position]] for position in new], dtype=np.int64)
+        if not self.index.is_trained:
+            self._train(vectors)
+        self.index.add_with_ids(vectors, ids)
+        self._unsaved_rows += len(new)
+        if self._save_due():
+            self._save()
+        return len(new)
+
+    def on_write_complete(self, result: WriteResult) -> WriteResult:
+        if self._unsaved_rows:
+            self._save()
+        if self.index is None:
+            logger.warning('to_faiss: no rows reached it, so no index was made at %s', self.describe())
+        result.destination = self.describe()
+        result.details.update(index=self.describe(), ntotal=int(self.index.ntotal) if self.index else 0,
+                              kv_file=str(self.kv_file) if self._key_type is str else None,
+                              skipped=self.skipped)
+        return result
+
+    def on_write_failed(self, error: BaseException) -> None:
+        if not self._unsaved_rows:
+            return
+        try:
+            self._save()
+            logger.info('to_faiss failed (%s); the %d rows written before it are saved in %s',
+                        type(error).__name__, self.index.ntotal, self.describe())
+        except Exception:   # the original error is the one to report
+            logger.exception('to_faiss failed, and saving %s then failed too', self.describe())
+
+    # -- rows ---------------------------------------------------------------------------------
+
+    def _checked_key(self, batch: Batch, index: int) -> Any:
+        key = plain(batch.rows[index][self.key_field])
+        where = batch.where(index, self.key_field)
+        if isinstance(key, bool) or not isinstance(key, (int, str)):
+            raise TypeError(f'{where}: the key {self.key_field!r} is {shown(key)} ({type(key).__name__}); '
+                            f'to_faiss keys are int (the Faiss ids) or str (kept in a key-value file)')
+        kind = int if isinstance(key, int) else str
+        if self._key_type is None:   # the first row decides, as in Towhee 0.9
+            self._key_type, self._key_origin = kind, f'the first row\'s key is {kind.__name__}'
+        elif kind is not self._key_type:
+            raise TypeError(f'{where}: the key {self.key_field!r} is {shown(key)} ({kind.__name__}), but '
+                            f'{self._key_origin}; the keys of one index are all int or all str')
+        if kind is int and not 0 <= key < MAX_ID:
+            raise ValueError(f'{where}: the key {self.key_field!r} is {key}; int keys are Faiss ids, '
+                             f'0 <= id < 2**63 - 1 (give str keys to keep other values)')
+        if kind is str and self.kv_file is None:
+            raise TypeError(f"{where}: str keys need a key-value file; give kv_file='keys.json' "
+                            f'with findex=<a faiss index>')
+        return key
+
+    def _remember(self, key: Any) -> None:
+        if self._key_type is int:
+            self._keys[key] = key
+        else:
+            self._keys[key] = self._next_id
+            self._next_id += 1
+
+    def _train(self, vectors: np.ndarray) -> None:
+        try:
+            self.index.train(vectors)
+        except RuntimeError as error:
+            raise ValueError(f'the index {self.string!r} needs training, done on the first batch '
+                             f'({len(vectors)} rows), and Faiss refused: {_last_line(error)}; give a '
+                             f"larger batch= (e.g. 40 times the IVF list count) or a string that needs no "
+                             f"training, such as 'IDMap,Flat'") from error
+
+    # -- saving -------------------------------------------------------------------------------
+
+    def _save_due(self) -> bool:
+        if self.save_every is not None:
+            return self._unsaved_rows >= self.save_every
+        return self._unsaved_rows >= max(1.0, SAVE_GROWTH * self._saved_rows)
+
+    def _save(self) -> None:
+        # The key-value file first: a kill between the two renames leaves it ahead of the
+        # index, which the next run trims (the other order would leave nameless vectors).
+        if self._key_type is str:
+            text = json.dumps({str(faiss_id): key for key, faiss_id in self._keys.items()})
+            _replace_atomically(self.kv_file, lambda path: Path(path).write_text(text, encoding='utf-8'))
+        if self.path is not None:
+            _replace_atomically(self.path, lambda path: self._faiss.write_index(self.index, path))
+        self._saved_rows = int(self.index.ntotal)
+        self._unsaved_rows = 0
+
+
+def _last_line(error: BaseException) -> str:
+    # Faiss's C++ errors carry a multi-line trace; the last line says what went wrong.
+    return str(error).strip().splitlines()[-1]
