@@ -21,6 +21,8 @@ import dataclasses
 import json
 import logging
 import os
+import sys
+import threading
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
@@ -45,6 +47,21 @@ DEFAULT_BATCH_SIZE = 1000
 MAX_VARCHAR_LENGTH = 65535
 
 
+#: Milvus Lite runs in this process: it can be slow (a background index build on a loaded
+#: machine kept its gRPC server from answering within 15 s once), never unreachable.
+LITE_TIMEOUT_SECONDS = 300.0
+
+#: One client per Lite file in this process, never closed: the process keeps the file
+#: until it exits whatever its clients do, and reconnecting only costs time.
+_lite_clients: Dict[str, Any] = {}
+_lite_lock = threading.Lock()
+
+#: Milvus Lite serves pymilvus from a gRPC server in this process, which refuses the
+#: client's keep-alive pings every 10 s ("too_many_pings" on stderr); in-process there is
+#: no connection to keep alive.
+LITE_GRPC_OPTIONS = {'grpc.keepalive_time_ms': 2 ** 31 - 1}
+
+
 def is_lite_path(uri: str) -> bool:
     """A Milvus Lite file rather than a server URL.
 
@@ -66,6 +83,23 @@ def server_uri(host: Optional[str] = None, port: Optional[Any] = None, uri: Opti
     return f'http://{host or "localhost"}:{port or 19530}'
 
 
+def connect_token(user: Optional[str] = None, password: Optional[str] = None,
+                  token: Optional[str] = None) -> str:
+    """The token of a server with authentication: ``token``, else ``'user:password'``.
+
+    >>> connect_token('root', 'Milvus'), connect_token(token='abc')
+    ('root:Milvus', 'abc')
+    """
+    if token:
+        return token
+    return f'{user}:{password or ""}' if user else ''
+
+
+def _in_ray_worker() -> bool:
+    ray = sys.modules.get('ray')
+    return bool(ray and ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE)
+
+
 def connect(uri: str, token: str = '', timeout: float = CONNECT_TIMEOUT_SECONDS) -> Any:
     """A ``pymilvus.MilvusClient`` for ``uri`` (a Lite ``.db`` path or a server URL).
 
@@ -78,8 +112,7 @@ def connect(uri: str, token: str = '', timeout: float = CONNECT_TIMEOUT_SECONDS)
     []
     """
     try:
-        from pymilvus import MilvusClient
-        from pymilvus.exceptions import MilvusException
+        import pymilvus  # noqa: F401
     except ImportError as error:   # pragma: no cover - the milvus extra is missing
         raise ImportError("Milvus needs pymilvus and milvus-lite: pip install 'towhee-ray[milvus]'") from error
     uri = str(uri)
@@ -87,14 +120,31 @@ def connect(uri: str, token: str = '', timeout: float = CONNECT_TIMEOUT_SECONDS)
         if not uri.endswith('.db'):
             raise ValueError(f'{uri!r} is neither a server URL (http://host:19530) nor a Milvus Lite '
                              f"file: a Lite file's name ends with .db, e.g. './vectors.db'")
+        if _in_ray_worker():
+            raise RuntimeError(
+                f'the Milvus Lite file {uri!r} cannot be opened in a Ray worker: the worker would hold it '
+                f'until it exits, and the driver could not open it. Write and search from the driver '
+                f'(to_milvus, or the ann operators outside set_parallel/ray_op), or use a Milvus server')
         folder = os.path.dirname(os.path.abspath(uri))
         os.makedirs(folder, exist_ok=True)
+        with _lite_lock:
+            client = _lite_clients.get(os.path.abspath(uri))
+            if client is None:
+                client = _lite_clients[os.path.abspath(uri)] = _client(uri, token, LITE_TIMEOUT_SECONDS)
+            return client
+    return _client(uri, token, timeout)
+
+
+def _client(uri: str, token: str, timeout: float) -> Any:
+    from pymilvus import MilvusClient
+    from pymilvus.exceptions import MilvusException
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', DeprecationWarning)
-            return MilvusClient(uri=uri, token=token or '', timeout=timeout)
+            return MilvusClient(uri=uri, token=token or '', timeout=timeout,
+                                grpc_options=LITE_GRPC_OPTIONS if is_lite_path(uri) else {})
     except MilvusException as error:
-        if is_lite_path(uri):
+        if is_lite_path(uri) and 'Open local milvus failed' in error.message:
             raise ConnectionError(
                 f'cannot open the Milvus Lite file {uri!r}: {error.message}. A Lite file is open in one '
                 f'process at a time, until that process exits: stop the other process (another job, a '
@@ -131,7 +181,7 @@ class Target:
             self.name, self.orm = collection, None
             self.uri = uri or '(the given client)'
             self.client = client if client is not None else connect(uri, token)
-            self._owns_client = client is None
+            self._owns_client = client is None and not is_lite_path(uri)
         elif hasattr(collection, 'schema') and hasattr(collection, 'insert') and hasattr(collection, 'name'):
             self.name, self.orm, self.client, self._owns_client = collection.name, collection, None, False
             self.uri = f'connection {getattr(collection, "_using", "default")!r}'
@@ -179,7 +229,12 @@ class Target:
         options = dict(index_params or {'index_type': 'AUTOINDEX'})
         options.setdefault('metric_type', metric_type)
         params.add_index(vector, **options)
-        self.client.create_collection(self.name, schema=schema, index_params=params)
+        self.client.create_collection(self.name, schema=schema)
+        # sync=False: waiting for the index asks Milvus Lite for a timestamp it does not
+        # serve (an error logged by its gRPC server); an index on an empty collection is
+        # ready at once anyway.
+        self.client.create_index(self.name, params, sync=False)
+        self.client.load_collection(self.name)
         self._loaded = True
 
     def load(self) -> None:
@@ -211,6 +266,23 @@ class Target:
             else:
                 found = self.client.query(self.name, filter=expression, output_fields=[key_field])
         return {row[key_field] for row in found}
+
+    def search(self, query: Any, anns_field: str, limit: int, output_fields: List[str],
+               search_params: Dict[str, Any]) -> List[Dict[str, Any]]:
+        """The ``limit`` nearest rows to ``query``: dicts with ``id``, ``distance``, ``entity``."""
+        vector = _as_vector(query)
+        if vector is None:
+            raise TypeError(f'a search query is a vector (a 1-D numeric array or list), got {type(query).__name__}')
+        self.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', DeprecationWarning)
+            if self.orm is not None:
+                hits = self.orm.search([vector], anns_field, search_params, limit=limit, output_fields=output_fields)
+                return [{'id': hit.id, 'distance': hit.distance,
+                         'entity': {name: hit.entity.get(name) for name in output_fields}} for hit in hits[0]]
+            hits = self.client.search(self.name, data=[vector], anns_field=anns_field, limit=limit,
+                                      output_fields=output_fields, search_params=search_params)
+        return list(hits[0])
 
     def flush(self) -> None:
         with warnings.catch_warnings():
@@ -342,23 +414,33 @@ class MilvusSink(Sink):
         self._schema = self._check_schema(target.fields())
 
     def _check_schema(self, fields: List[Field]) -> Dict[str, Field]:
+        """The collection's field for each of the row's: by name, or, as Towhee 0.9's
+        to_milvus inserted, by position when the names differ and the counts agree."""
         by_name = {field.name: field for field in fields}
-        unknown = [name for name in self.fields if name not in by_name]
-        if unknown:
-            raise ValueError(f'{self.target} has no field {unknown[0]!r} (its fields: {list(by_name)}); '
-                             f'name only its fields in to_milvus[...]')
-        primary = next(field for field in fields if field.is_primary)
-        if not primary.auto_id and primary.name != self.key_field:
-            raise ValueError(f'the first field of to_milvus[...] is the key: {self.key_field!r} is given first '
-                             f"but {self.target}'s primary key is {primary.name!r}; put {primary.name!r} first")
-        return by_name
+        writable = [field for field in fields if not field.auto_id]
+        if all(name in by_name for name in self.fields):
+            schema = {name: by_name[name] for name in self.fields}
+        elif len(self.fields) == len(writable):
+            schema = dict(zip(self.fields, writable))
+            logger.info('writing %s into the fields %s of %s, by position', list(self.fields),
+                        [field.name for field in writable], self.target)
+        else:
+            unknown = next(name for name in self.fields if name not in by_name)
+            raise ValueError(f'{self.target} has no field {unknown!r} (its fields: {list(by_name)}); name its '
+                             f'fields in to_milvus[...], or all {len(writable)} of them in their order')
+        key = schema[self.key_field]
+        if not key.is_primary and any(field.is_primary and not field.auto_id for field in fields):
+            raise ValueError(f"the first field of to_milvus[...] is the key, but {self.target}'s primary key is "
+                             f'not {key.name!r}; put the primary key first')
+        return schema
 
     def _convert(self, batch: Batch) -> Tuple[List[Dict[str, Any]], Optional[Exception]]:
         """The batch's rows as pymilvus wants them, up to the first bad row (and its error)."""
         rows: List[Dict[str, Any]] = []
         for index, row in enumerate(batch.rows):
             try:
-                rows.append({name: _value_for(self._schema[name], value) for name, value in row.items()})
+                rows.append({self._schema[name].name: value_for(self._schema[name], value)
+                             for name, value in row.items()})
             except (TypeError, ValueError) as error:
                 return rows, type(error)(f'{batch.where(index, self.key_field)}: {error} (writing {self.target})')
         return rows, None
@@ -376,12 +458,12 @@ class MilvusSink(Sink):
         key = self._schema[self.key_field]
         if not key.is_primary:   # an auto_id collection: Milvus makes the keys
             return self.target.put(rows, upsert=False)
-        latest = {row[self.key_field]: row for row in rows}   # a key twice in a batch: the last wins
+        latest = {row[key.name]: row for row in rows}   # a key twice in a batch: the last wins
         rows = list(latest.values())
         if self.on_existing == 'skip':
-            stored = self.target.existing(self.key_field, list(latest))
+            stored = self.target.existing(key.name, list(latest))
             self.skipped += len(stored)
-            rows = [row for row in rows if row[self.key_field] not in stored]
+            rows = [row for row in rows if row[key.name] not in stored]
             return self.target.put(rows, upsert=False) if rows else 0
         return self.target.put(rows, upsert=True)
 
@@ -399,7 +481,8 @@ class MilvusSink(Sink):
         target = self.target
         if not target.exists():
             return set()
-        return target.existing(self.key_field, [_plain_key(key) for key in keys])
+        key_field = next((field.name for field in target.fields() if field.is_primary), self.key_field)
+        return target.existing(key_field, [_plain_key(key) for key in keys])
 
     def close(self) -> None:
         if self._target is not None:
@@ -412,7 +495,7 @@ def _plain_key(key: Any) -> Any:
     return key.item() if isinstance(key, np.generic) else key
 
 
-def _value_for(field: Field, value: Any) -> Any:
+def value_for(field: Field, value: Any) -> Any:
     """``value`` converted for ``field``, or a TypeError/ValueError saying what was expected."""
     import numpy as np
     from pymilvus import DataType
