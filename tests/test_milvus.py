@@ -156,3 +156,104 @@ def _text_schema(db):
     schema.add_field('vec', DataType.FLOAT_VECTOR, dim=384)
     schema.add_field('text', DataType.VARCHAR, max_length=1000)
     return schema
+
+
+# -- jobs that resume --------------------------------------------------------------------------
+
+def run_job(db, log, *args, **popen):
+    return subprocess.Popen([sys.executable, str(ROOT / 'tests' / 'milvus_job.py'), db, log, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, **popen)
+
+
+def read_collection(db):
+    """The rows of the job's collection, read in a fresh process (reading here would hold the file)."""
+    code = ('import sys, json; from towhee_ray.sinks.milvus import connect; c = connect(sys.argv[1]); '
+            'c.load_collection("passages"); '
+            'rows = c.query("passages", filter="", output_fields=["id", "vec", "text"], limit=16384); '
+            'print(json.dumps([[r["id"], [float(x) for x in r["vec"]], r["text"]] for r in rows]))')
+    done = subprocess.run([sys.executable, '-c', code, db], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    import json
+    return sorted(json.loads(done.stdout.splitlines()[-1]))
+
+
+def test_a_job_sigkilled_mid_run_resumes_exactly_embedding_only_the_missing_rows(tmp_path):
+    killed_db, log1, log2 = str(tmp_path / 'killed.db'), tmp_path / 'run1.log', tmp_path / 'run2.log'
+    job = run_job(killed_db, str(log1), '--stop-at', '35')
+    deadline = time.monotonic() + 240
+    while not os.path.exists(killed_db + '.stopped'):
+        assert job.poll() is None, job.communicate()
+        assert time.monotonic() < deadline, 'the job never reached row 35'
+        time.sleep(0.1)
+    job.kill()                      # SIGKILL: no cleanup of any kind
+    job.wait(timeout=60)
+    committed = read_collection(killed_db)       # the file is free again: another process opens it
+    assert [row[0] for row in committed] == list(range(30))   # the three batches before row 35
+    resumed = run_job(killed_db, str(log2))
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert out.split()[0] == '70'
+    assert sorted(log2.read_text().split('\n')[:-1]) == sorted(f'passage {i}' for i in range(30, 100))
+    whole_db = str(tmp_path / 'whole.db')
+    whole = run_job(whole_db, str(tmp_path / 'whole.log'))
+    assert whole.communicate(timeout=300) and whole.returncode == 0
+    final, uninterrupted = read_collection(killed_db), read_collection(whole_db)
+    assert [row[0] for row in final] == list(range(100))          # each key once
+    assert [(row[0], row[2]) for row in final] == [(row[0], row[2]) for row in uninterrupted]
+    np.testing.assert_allclose([row[1] for row in final], [row[1] for row in uninterrupted], atol=1e-6)
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+def test_a_vector_of_the_wrong_dimension_names_the_row_and_both_sizes_and_keeps_what_was_written(db):
+    rows = [{'id': i, 'vec': unit(i, 8 if i != 13 else 5)} for i in range(20)]
+    with pytest.raises(ValueError) as error:
+        DataCollection(rows).to_milvus['id', 'vec'](collection='dims', uri=db, batch=5)
+    message = str(error.value)
+    assert 'row #13 (id=13)' in message and '5 dimensions' in message and 'holds 8' in message
+    assert 'the 3 rows before it in its batch were written' in ''.join(error.value.__notes__)
+    assert [row['id'] for row in stored(db, 'dims')] == list(range(13))
+
+
+def test_a_missing_field_and_a_key_of_the_wrong_type_name_the_row(db):
+    good = [{'id': i, 'vec': unit(i)} for i in range(3)]
+    with pytest.raises(KeyError, match=r"row #3 has no field 'vec'.*\['id', 'vec'\]"):
+        DataCollection(good + [{'id': 3}]).to_milvus['id', 'vec'](collection='bad', uri=db, batch=2)
+    assert [row['id'] for row in stored(db, 'bad')] == [0, 1]
+    with pytest.raises(TypeError, match=r"row #1 \(id='7'\): key 'id' is a str .*int64.*func=int"):
+        DataCollection(good[:1] + [{'id': '7', 'vec': unit(7)}]).to_milvus['id', 'vec'](collection='bad', uri=db)
+    with pytest.raises(TypeError, match=r"row #0 \(id=1.5\).*primary key is an int or a str"):
+        DataCollection([{'id': 1.5, 'vec': unit(1)}]).to_milvus['id', 'vec'](collection='new', uri=db)
+    with pytest.raises(TypeError, match='needs the fields to write in a subscript'):
+        DataCollection(good).to_milvus(collection='bad', uri=db)
+
+
+def test_an_unreachable_milvus_is_a_connection_error_naming_the_address_within_30_seconds(db):
+    silent = socket.socket()        # accepts connections and never answers
+    silent.bind(('127.0.0.1', 0))
+    silent.listen(8)
+    address = f'http://127.0.0.1:{silent.getsockname()[1]}'
+    start = time.monotonic()
+    with pytest.raises(ConnectionError, match=f'cannot reach Milvus at {address} within'):
+        DataCollection([{'id': 1, 'vec': unit(1)}]).to_milvus['id', 'vec'](collection='x', uri=address)
+    assert time.monotonic() - start < 30
+    silent.close()
+
+
+def test_a_lite_file_held_by_another_process_is_a_connection_error_saying_so(tmp_path):
+    db = str(tmp_path / 'held.db')
+    code = ('import sys, time; from towhee_ray.sinks.milvus import connect; connect(sys.argv[1]); '
+            'print("open", flush=True); time.sleep(600)')
+    holder = subprocess.Popen([sys.executable, '-c', code, db], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'open'
+        with pytest.raises(ConnectionError, match=r'held.db.*one\s+process at a time'):
+            DataCollection([{'id': 1, 'vec': unit(1)}]).to_milvus['id', 'vec'](collection='x', uri=db)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lite_file_is_never_opened_in_a_ray_worker(db, ray_cluster):
+    with pytest.raises(RuntimeError, match='cannot be opened in a Ray worker'):
+        DataCollection([1]).set_parallel(1, 'ray').map(lambda _: connect(db)).to_list()

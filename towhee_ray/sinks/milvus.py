@@ -36,10 +36,13 @@ logger = logging.getLogger(__name__)
 #: within the 30 s the README promises.
 CONNECT_TIMEOUT_SECONDS = 15.0
 
-#: Rows per insert. Measured on this 2-vCPU VM with Milvus Lite 3.2.2, 20,000 rows of 384
-#: float32 dimensions, batches of 100/300/1000/3000 interleaved over 3 rounds (see
-#: README, "Milvus"): throughput rose up to 1,000 rows per call and no further, while
-#: larger batches hold more rows in the driver and lose more work to a crash.
+#: Rows per insert or upsert. Measured with Milvus Lite 3.2.2 on this 2-vCPU VM while
+#: other jobs loaded it (load average 23-41): 10,000 rows of 384 float32 dimensions in
+#: batches of 100/300/1,000/3,000, interleaved over 3 rounds, gave upsert medians of
+#: 492/561/500/651 rows/s (insert 1,342/427/560/862) with ranges overlapping: no size in
+#: that span was reliably faster; a single earlier run (load ~20) gave 3,900 rows/s at 100,
+#: 3,300 at 1,000 and 1,700 at 5,000. 1,000 keeps a server's round trips few (~1.5 MB
+#: each) while a crash loses at most 1,000 embedded rows and the driver holds no more.
 DEFAULT_BATCH_SIZE = 1000
 
 #: VARCHAR length of string keys and scalars created from the first rows: Milvus's
