@@ -18,17 +18,17 @@ $(BIN)/python:
 
 demo: $(BIN)/python
 	$(PIP) $(TORCH)
-	$(PIP) -e '.[models]'
+	$(PIP) -e '.[models,milvus]'
 	HF_HUB_OFFLINE=1 $(BIN)/python examples/semantic_search.py $(ARGS)
 
 test: $(BIN)/python
 	$(PIP) $(TORCH)
-	$(PIP) -e '.[test,models,parquet,faiss]'
+	$(PIP) -e '.[test,models,milvus,parquet,faiss]'
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 bench: $(BIN)/python
 	$(PIP) $(TORCH)
-	$(PIP) -e '.[bench,models]'
+	$(PIP) -e '.[bench,models,milvus]'
 	$(BIN)/python benchmarks/run.py $(ARGS)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/w5_model.py $(ARGS)
 

@@ -1,12 +1,16 @@
-"""Semantic search over CPython's help topics, embedded on Ray actors (``make demo``).
+"""Semantic search over CPython's help topics: embedded on Ray actors, stored in and
+searched with Milvus Lite (``make demo``).
 
 The corpus ships with CPython (``pydoc_data.topics``, what ``help('try')`` shows). Each
-topic is split into passages by the local hub operator ``towhee/text-split``, every passage
-is embedded by ``sentence-embedding/minilm`` (all-MiniLM-L6-v2, shipped inside a pip package)
-on 2 Ray actors that load the model once each, the vectors go into an index, and a few
-questions are answered by nearest neighbours. Nothing is downloaded.
+topic is split into passages by the local hub operator ``towhee/text-split``; the passages
+not yet in the Milvus Lite file are embedded by ``sentence-embedding/minilm``
+(all-MiniLM-L6-v2, shipped inside a pip package) on 2 Ray actors that load the model once
+each, and stored as they stream (``to_milvus``); the questions are answered by a Milvus
+search. Run again, it embeds only what is missing: a job stopped halfway resumes, and a
+second run answers at once. Nothing is downloaded.
 
-    python examples/semantic_search.py                     # an embedded local Ray
+    python examples/semantic_search.py                     # stores into ./semantic_search.db
+    python examples/semantic_search.py --db /tmp/help.db   # another Milvus Lite file
     python examples/semantic_search.py --address auto      # a running Ray cluster
     python examples/semantic_search.py --limit 10 --query 'how do I catch an exception?'
 """
@@ -17,10 +21,10 @@ import time
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')   # the model is on disk: never try the network
 
-import numpy as np   # noqa: E402
 import towhee   # noqa: E402
 
-from towhee_ray import DataCollection   # noqa: E402
+from towhee_ray import DataCollection, resolve_operator   # noqa: E402
+from towhee_ray.sinks.milvus import connect   # noqa: E402
 
 QUERIES = [
     'how do I catch an exception and clean up afterwards?',
@@ -28,6 +32,8 @@ QUERIES = [
     'give a function default values for its arguments',
     'what happens when a module is imported?',
 ]
+DEFAULT_DB = 'semantic_search.db'
+COLLECTION = 'help_passages'
 # Passages per call of the embedding operator: it sorts each call's passages by token
 # count and encodes them 32 at a time. Larger calls pad less, smaller ones balance the 2
 # actors better at the end (~1,300 passages: ~10 calls per actor). Not tuned yet.
@@ -36,15 +42,16 @@ PASSAGES_PER_CALL = 64
 
 @towhee.register(name='demo/embed')
 class EmbedAndTag:
-    """The local hub's MiniLM operator; each vector comes back with the id of the model
-    instance that made it, so the report can count model loads."""
+    """The local hub's MiniLM operator over a batch of passage rows; each row comes back
+    with its vector and the id of the model instance that made it (to count model loads)."""
 
     def __init__(self) -> None:
         self.embed = towhee.ops.sentence_embedding.minilm().get_op()
         self.instance = f'{os.getpid()}:{id(self)}'
 
-    def __call__(self, passages):
-        return [(self.instance, vector) for vector in self.embed(passages)]
+    def __call__(self, rows):
+        vectors = self.embed([row['text'] for row in rows])
+        return [{**row, 'vec': vector, 'model': self.instance} for row, vector in zip(rows, vectors)]
 
 
 def load_corpus(limit):
@@ -53,8 +60,16 @@ def load_corpus(limit):
     return names, [topics[name] for name in names]
 
 
+def count_models(rows, instances):
+    """The rows, noting which model instance embedded each."""
+    for row in rows:
+        instances.add(row['model'])
+        yield row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--db', default=DEFAULT_DB, help=f'the Milvus Lite file (default ./{DEFAULT_DB})')
     parser.add_argument('--address', help='a Ray cluster to use (default: an embedded local Ray)')
     parser.add_argument('--workers', type=int, default=2, help='Ray actors embedding (default 2)')
     parser.add_argument('--limit', type=int, help='only the first LIMIT help topics')
@@ -68,36 +83,48 @@ def main() -> None:
 
     names, documents = load_corpus(args.limit)
     start = time.perf_counter()
-    parts = (DataCollection(documents).set_parallel(num_worker=args.workers, backend='ray')
-             .towhee.text_split(max_words=64).to_list())
-    passages = [(name, text) for name, texts in zip(names, parts) for text in texts]
-    print(f'{len(documents)} CPython help topics -> {len(passages)} passages '
-          f'(towhee/text-split on Ray, {time.perf_counter() - start:.1f} s)')
+    parts = DataCollection(documents).towhee.text_split(max_words=64).to_list()
+    rows = [{'id': f'{name}#{number}', 'topic': name, 'text': text}
+            for name, texts in zip(names, parts) for number, text in enumerate(texts)]
+    print(f'{len(documents)} CPython help topics -> {len(rows)} passages '
+          f'(towhee/text-split, {time.perf_counter() - start:.1f} s)')
 
-    # The questions ride along with the passages, so the model loads only in the actors.
-    texts = [text for _, text in passages] + queries
+    # Only the passages the Milvus Lite file does not hold yet go to the model.
+    already = []
+    missing = DataCollection(rows).skip_existing['id'](COLLECTION, uri=args.db, callback=already.append)
     start = time.perf_counter()
-    tagged = (DataCollection(texts).stream()
-              .set_parallel(num_worker=args.workers, backend='ray')
-              .batch(PASSAGES_PER_CALL)
-              .demo.embed()
-              .flatten()
-              .progress(total=len(texts), desc='embedding', unit='passage')
-              .to_list())
+    instances = set()
+    if len(missing):
+        embedded = (missing.stream()
+                    .set_parallel(num_worker=args.workers, backend='ray')
+                    .batch(PASSAGES_PER_CALL)
+                    .demo.embed()
+                    .flatten()
+                    .progress(total=len(missing), desc='embedding', unit='passage'))
+        stored = (DataCollection(count_models(embedded, instances))
+                  .to_milvus['id', 'vec', 'topic', 'text'](collection=COLLECTION, uri=args.db))
+        new = stored.insert_count
+    else:
+        new = 0
     seconds = time.perf_counter() - start
-    vectors = np.stack([vector for _, vector in tagged])
-    index, questions = vectors[:len(passages)], vectors[len(passages):]
 
-    for question, scores in zip(queries, questions @ index.T):   # unit vectors: cosine
+    # The questions are embedded here, once: no Ray actor is needed to answer them.
+    embed = resolve_operator('sentence_embedding.minilm').create()
+    client = connect(args.db)
+    answers = client.search(COLLECTION, data=embed(queries), limit=args.top, output_fields=['topic', 'text'])
+    for question, hits in zip(queries, answers):
         print(f'\n{question}')
-        for best in np.argsort(-scores)[:args.top]:
-            name, text = passages[best]
-            snippet = textwrap.shorten(text, 90, placeholder=' ...')
-            print(f'  {scores[best]:.2f}  {name:<16} {snippet}')
+        for hit in hits:
+            snippet = textwrap.shorten(hit['entity']['text'], 90, placeholder=' ...')
+            print(f"  {hit['distance']:.2f}  {hit['entity']['topic']:<16} {snippet}")
 
-    loads = len({instance for instance, _ in tagged})
-    print(f'\n{len(texts)} passages embedded in {seconds:.1f} s ({len(texts) / seconds:.1f} passages/s, '
-          f'actor start and model load included) by {args.workers} Ray actors; model loads: {loads}')
+    report = f'\nstored {new:,} new passages, {len(already):,} already there ({args.db})'
+    if new:
+        report += (f'; embedded in {seconds:.1f} s ({new / seconds:.1f} passages/s, actor start and model '
+                   f'load included) by {args.workers} Ray actors; model loads: {len(instances)}')
+    else:
+        report += '; nothing to embed, no Ray actor started'
+    print(report)
 
 
 if __name__ == '__main__':

@@ -16,8 +16,9 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 from towhee_ray.backends import Backend, get_backend
 from towhee_ray.backends.options import check_num_worker, check_option_names
-from towhee_ray.collection import (DisplayMixin, EntityMixin, FaissMixin, ListMixin, ParquetMixin,
-                                   ProcessingMixin, SafetyMixin, SettingsMixin, SourcesMixin)
+from towhee_ray.collection import (DisplayMixin, EntityMixin, FaissMixin, ListMixin, MilvusMixin,
+                                   ParquetMixin, ProcessingMixin, ResumeMixin, SafetyMixin, SettingsMixin,
+                                   SourcesMixin)
 from towhee_ray.collection.columns import ColumnCall, ColumnOperator, Columns, column_method, field_names
 from towhee_ray.collection.compat import missing_method_error
 from towhee_ray.collection.processing import flatten_values
@@ -155,7 +156,7 @@ def _runas_function(args: Sequence[Any], kws: Dict[str, Any]) -> Callable[..., A
 
 
 class DataCollection(SettingsMixin, EntityMixin, SafetyMixin, ProcessingMixin, ListMixin,
-                     SourcesMixin, ParquetMixin, FaissMixin, DisplayMixin):
+                     SourcesMixin, ResumeMixin, MilvusMixin, ParquetMixin, FaissMixin, DisplayMixin):
     """A chain of steps over a sequence or a stream, run serially or on a backend.
 
     >>> DataCollection([1, 2, 3]).map(lambda x: x * 10).to_list()

@@ -11,6 +11,8 @@
 - :mod:`~towhee_ray.collection.sources`: files and pandas in and out, ``dc``/``range``/``glob``;
 - :mod:`~towhee_ray.collection.parquet`: ``to_parquet`` and ``read_parquet``;
 - :mod:`~towhee_ray.collection.faiss`: ``to_faiss``;
+- :mod:`~towhee_ray.collection.milvus`: ``to_milvus`` (sinks live in :mod:`towhee_ray.sinks`);
+- :mod:`~towhee_ray.collection.resume`: ``skip_existing``, what makes a job resumable;
 - :mod:`~towhee_ray.collection.display`: ``show`` and the notebook table;
 - :mod:`~towhee_ray.collection.settings`: ``get_backend``, ``set_chunksize``, ...;
 - :mod:`~towhee_ray.collection.compat`: Towhee 0.9 names that towhee_ray does not provide.
@@ -19,11 +21,13 @@ from towhee_ray.collection.display import DisplayMixin
 from towhee_ray.collection.entities import EntityMixin
 from towhee_ray.collection.faiss import FaissMixin
 from towhee_ray.collection.lists import ListMixin
+from towhee_ray.collection.milvus import MilvusMixin
 from towhee_ray.collection.parquet import ParquetMixin
 from towhee_ray.collection.processing import ProcessingMixin
+from towhee_ray.collection.resume import ResumeMixin
 from towhee_ray.collection.safety import SafetyMixin
 from towhee_ray.collection.settings import SettingsMixin
 from towhee_ray.collection.sources import SourcesMixin
 
-__all__ = ['DisplayMixin', 'EntityMixin', 'FaissMixin', 'ListMixin', 'ParquetMixin', 'ProcessingMixin',
-           'SafetyMixin', 'SettingsMixin', 'SourcesMixin']
+__all__ = ['DisplayMixin', 'EntityMixin', 'FaissMixin', 'ListMixin', 'MilvusMixin', 'ParquetMixin',
+           'ProcessingMixin', 'ResumeMixin', 'SafetyMixin', 'SettingsMixin', 'SourcesMixin']

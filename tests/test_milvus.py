@@ -1,0 +1,259 @@
+"""to_milvus, skip_existing and the Milvus hub operators against a real Milvus Lite (in this
+process: a Lite file is open in one process at a time) and a real local Ray."""
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from towhee import ops, pipe
+
+from towhee_ray import DataCollection, ray_op
+from towhee_ray.sinks.milvus import connect
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def db(tmp_path):
+    return str(tmp_path / 'vectors.db')
+
+
+def unit(i, dim=8):
+    vector = np.zeros(dim, dtype=np.float32)
+    vector[i % dim] = 1
+    vector[(i * 7 + 3) % dim] += 0.5
+    return vector / np.linalg.norm(vector)
+
+
+def stored(db, name, fields=('id',)):
+    client = connect(db)
+    client.load_collection(name)
+    rows = client.query(name, filter='', output_fields=list(fields), limit=16384)
+    return sorted(rows, key=lambda row: row[fields[0]])
+
+
+def test_to_milvus_creates_the_collection_from_the_first_rows_and_inserts_in_batches(db):
+    rows = DataCollection['id', 'vec', 'title', 'score', 'ok'](
+        [(i, unit(i), f'title {i}', i / 2, i % 2 == 0) for i in range(25)]).stream()
+    result = rows.to_milvus['id', 'vec', 'title', 'score', 'ok'](collection='items', uri=db, batch=10)
+    assert (result.insert_count, result.batches, result.details['created']) == (25, 3, True)
+    client = connect(db)
+    fields = {field['name']: field for field in client.describe_collection('items')['fields']}
+    assert fields['id']['is_primary'] and fields['id']['type'].name == 'INT64'
+    assert fields['vec']['type'].name == 'FLOAT_VECTOR' and fields['vec']['params']['dim'] == 8
+    assert [fields[name]['type'].name for name in ('title', 'score', 'ok')] == ['VARCHAR', 'DOUBLE', 'BOOL']
+    assert client.list_indexes('items') == ['vec']
+    got = stored(db, 'items', ('id', 'vec', 'title', 'score', 'ok'))
+    assert [row['id'] for row in got] == list(range(25))
+    assert got[7]['title'] == 'title 7' and got[7]['score'] == 3.5 and got[7]['ok'] is False
+    np.testing.assert_allclose(got[7]['vec'], unit(7), atol=1e-6)
+    hits = client.search('items', data=[unit(12)], limit=1, output_fields=['title'])[0]
+    assert hits[0]['id'] == 12 and hits[0]['entity']['title'] == 'title 12'
+
+
+def test_string_keys_and_01_fingerprints_go_in_as_float_vectors(db):
+    bits = np.random.default_rng(0).integers(0, 2, (5, 64)).astype(bool)
+    rows = DataCollection([{'smiles': f'C{i}', 'fp': bits[i]} for i in range(5)])
+    assert rows.to_milvus['smiles', 'fp'](collection='mols', uri=db).insert_count == 5
+    fields = {field['name']: field for field in connect(db).describe_collection('mols')['fields']}
+    assert fields['smiles']['type'].name == 'VARCHAR' and fields['fp']['params']['dim'] == 64
+    np.testing.assert_array_equal(stored(db, 'mols', ('smiles', 'fp'))[0]['fp'], bits[0].astype(np.float32))
+
+
+def test_a_key_is_never_held_twice_upsert_replaces_and_skip_keeps(db):
+    first = DataCollection['id', 'vec', 'tag']([(i, unit(i), 'first') for i in range(6)])
+    again = DataCollection['id', 'vec', 'tag']([(i, unit(i), 'again') for i in range(3, 9)] + [(8, unit(8), 'last')])
+    first.to_milvus['id', 'vec', 'tag'](collection='up', uri=db)
+    assert again.to_milvus['id', 'vec', 'tag'](collection='up', uri=db).insert_count == 6
+    assert [(row['id'], row['tag']) for row in stored(db, 'up', ('id', 'tag'))] == \
+        [(0, 'first'), (1, 'first'), (2, 'first'), (3, 'again'), (4, 'again'), (5, 'again'), (6, 'again'),
+         (7, 'again'), (8, 'last')]
+    first.to_milvus['id', 'vec', 'tag'](collection='skip', uri=db)
+    result = again.to_milvus['id', 'vec', 'tag'](collection='skip', uri=db, on_existing='skip')
+    assert (result.insert_count, result.details['skipped']) == (3, 3)
+    assert [(row['id'], row['tag']) for row in stored(db, 'skip', ('id', 'tag'))][2:5] == \
+        [(2, 'first'), (3, 'first'), (4, 'first')]
+
+
+def test_to_milvus_holds_at_most_one_batch_of_a_long_stream(db):
+    client = connect(db)
+    pulled, behind = [0], []
+
+    def rows():
+        for i in range(600):
+            if i >= 100 and i % 50 == 0:   # the collection exists once the first batch is written
+                count = client.query('long', filter='', output_fields=['count(*)'])[0]['count(*)']
+                behind.append(i - count)
+            pulled[0] += 1
+            yield {'id': i, 'vec': unit(i)}
+
+    result = DataCollection(rows()).to_milvus['id', 'vec'](collection='long', uri=db, batch=100)
+    assert result.insert_count == 600 and pulled[0] == 600
+    assert behind and max(behind) <= 100, behind   # never more than one batch pulled and not yet stored
+
+
+def test_skip_existing_drops_stored_keys_before_the_expensive_step(db):
+    DataCollection['id', 'vec']([(i, unit(i)) for i in range(0, 40, 2)]).to_milvus['id', 'vec'](
+        collection='half', uri=db)
+    embedded, skipped = [], []
+
+    def embed(i):
+        embedded.append(i)
+        return unit(i)
+
+    source = DataCollection['id']((i for i in range(40)))
+    chain = (source.skip_existing['id']('half', uri=db, batch=7, callback=skipped.append)
+             .runas_op['id', 'vec'](func=embed))
+    assert chain.is_stream
+    result = chain.to_milvus['id', 'vec'](collection='half', uri=db)
+    assert sorted(embedded) == list(range(1, 40, 2)) and result.insert_count == 20
+    assert sorted(row.id for row in skipped) == list(range(0, 40, 2))
+    assert [row['id'] for row in stored(db, 'half')] == list(range(40))
+    # a collection that does not exist yet holds nothing
+    assert len(DataCollection['id']([1, 2]).skip_existing['id']('nothing_yet', uri=db)) == 2
+
+
+def test_ann_insert_and_ann_search_in_a_pipe_that_embeds_on_ray_op_actors(db, ray_cluster):
+    passages = ['The try statement specifies exception handlers and cleanup code.',
+                'A for loop iterates over the items of any sequence.',
+                'Functions may be given default argument values.',
+                'Module objects have a namespace implemented by a dictionary.']
+    embed = ray_op(ops.sentence_embedding.minilm(), num_worker=2)
+    client = connect(db)
+    index = client.prepare_index_params()
+    index.add_index('vec', index_type='AUTOINDEX', metric_type='COSINE')
+    client.create_collection('texts', schema=_text_schema(db), index_params=index)
+    insert = (pipe.input('id', 'text')
+              .map('text', 'vec', embed)
+              .map(('id', 'vec', 'text'), 'result', ops.ann_insert.milvus_client(uri=db, collection_name='texts'))
+              .output('result'))
+    results = [queue.get()[0] for queue in insert.batch(list(enumerate(passages)))]
+    assert [result.insert_count for result in results] == [1, 1, 1, 1]
+    search = (pipe.input('question')
+              .map('question', 'vec', embed)
+              .flat_map('vec', 'hit', ops.ann_search.milvus_client(uri=db, collection_name='texts', limit=2,
+                                                                   output_fields=['text']))
+              .output('hit'))
+    hits = search('what does a for loop do?').to_list()
+    assert len(hits) == 2 and hits[0][0][0] == 1 and hits[0][0][2] == passages[1]
+    assert 0 < hits[0][0][1] <= 1.0001 and hits[0][0][1] > hits[1][0][1]
+    assert sum(actor['calls'] for actor in embed.stats()) == 5 and all(actor['pid'] != os.getpid() for actor in embed.stats())
+    embed.close()
+    # the same search in a DataCollection chain
+    vector = ops.sentence_embedding.minilm().get_op()('default values of arguments')
+    found = DataCollection([vector]).ann_search.milvus_client(uri=db, collection_name='texts', limit=1).to_list()
+    assert found[0][0][0] == 2
+
+
+def _text_schema(db):
+    from pymilvus import DataType
+    schema = connect(db).create_schema(auto_id=False)
+    schema.add_field('id', DataType.INT64, is_primary=True)
+    schema.add_field('vec', DataType.FLOAT_VECTOR, dim=384)
+    schema.add_field('text', DataType.VARCHAR, max_length=1000)
+    return schema
+
+
+# -- jobs that resume --------------------------------------------------------------------------
+
+def run_job(db, log, *args, **popen):
+    return subprocess.Popen([sys.executable, str(ROOT / 'tests' / 'milvus_job.py'), db, log, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, **popen)
+
+
+def read_collection(db):
+    """The rows of the job's collection, read in a fresh process (reading here would hold the file)."""
+    code = ('import sys, json; from towhee_ray.sinks.milvus import connect; c = connect(sys.argv[1]); '
+            'c.load_collection("passages"); '
+            'rows = c.query("passages", filter="", output_fields=["id", "vec", "text"], limit=16384); '
+            'print(json.dumps([[r["id"], [float(x) for x in r["vec"]], r["text"]] for r in rows]))')
+    done = subprocess.run([sys.executable, '-c', code, db], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    import json
+    return sorted(json.loads(done.stdout.splitlines()[-1]))
+
+
+def test_a_job_sigkilled_mid_run_resumes_exactly_embedding_only_the_missing_rows(tmp_path):
+    killed_db, log1, log2 = str(tmp_path / 'killed.db'), tmp_path / 'run1.log', tmp_path / 'run2.log'
+    job = run_job(killed_db, str(log1), '--stop-at', '35')
+    deadline = time.monotonic() + 240
+    while not os.path.exists(killed_db + '.stopped'):
+        assert job.poll() is None, job.communicate()
+        assert time.monotonic() < deadline, 'the job never reached row 35'
+        time.sleep(0.1)
+    job.kill()                      # SIGKILL: no cleanup of any kind
+    job.wait(timeout=60)
+    committed = read_collection(killed_db)       # the file is free again: another process opens it
+    assert [row[0] for row in committed] == list(range(30))   # the three batches before row 35
+    resumed = run_job(killed_db, str(log2))
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert out.split()[0] == '70'
+    assert sorted(log2.read_text().split('\n')[:-1]) == sorted(f'passage {i}' for i in range(30, 100))
+    whole_db = str(tmp_path / 'whole.db')
+    whole = run_job(whole_db, str(tmp_path / 'whole.log'))
+    assert whole.communicate(timeout=300) and whole.returncode == 0
+    final, uninterrupted = read_collection(killed_db), read_collection(whole_db)
+    assert [row[0] for row in final] == list(range(100))          # each key once
+    assert [(row[0], row[2]) for row in final] == [(row[0], row[2]) for row in uninterrupted]
+    np.testing.assert_allclose([row[1] for row in final], [row[1] for row in uninterrupted], atol=1e-6)
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+def test_a_vector_of_the_wrong_dimension_names_the_row_and_both_sizes_and_keeps_what_was_written(db):
+    rows = [{'id': i, 'vec': unit(i, 8 if i != 13 else 5)} for i in range(20)]
+    with pytest.raises(ValueError) as error:
+        DataCollection(rows).to_milvus['id', 'vec'](collection='dims', uri=db, batch=5)
+    message = str(error.value)
+    assert 'row #13 (id=13)' in message and '5 dimensions' in message and 'holds 8' in message
+    assert 'the 3 rows before it in its batch were written' in ''.join(error.value.__notes__)
+    assert [row['id'] for row in stored(db, 'dims')] == list(range(13))
+
+
+def test_a_missing_field_and_a_key_of_the_wrong_type_name_the_row(db):
+    good = [{'id': i, 'vec': unit(i)} for i in range(3)]
+    with pytest.raises(KeyError, match=r"row #3 has no field 'vec'.*\['id', 'vec'\]"):
+        DataCollection(good + [{'id': 3}]).to_milvus['id', 'vec'](collection='bad', uri=db, batch=2)
+    assert [row['id'] for row in stored(db, 'bad')] == [0, 1]
+    with pytest.raises(TypeError, match=r"row #1 \(id='7'\): key 'id' is a str .*int64.*func=int"):
+        DataCollection(good[:1] + [{'id': '7', 'vec': unit(7)}]).to_milvus['id', 'vec'](collection='bad', uri=db)
+    with pytest.raises(TypeError, match=r"row #0 \(id=1.5\).*primary key is an int or a str"):
+        DataCollection([{'id': 1.5, 'vec': unit(1)}]).to_milvus['id', 'vec'](collection='new', uri=db)
+    with pytest.raises(TypeError, match='needs the fields to write in a subscript'):
+        DataCollection(good).to_milvus(collection='bad', uri=db)
+
+
+def test_an_unreachable_milvus_is_a_connection_error_naming_the_address_within_30_seconds(db):
+    silent = socket.socket()        # accepts connections and never answers
+    silent.bind(('127.0.0.1', 0))
+    silent.listen(8)
+    address = f'http://127.0.0.1:{silent.getsockname()[1]}'
+    start = time.monotonic()
+    with pytest.raises(ConnectionError, match=f'cannot reach Milvus at {address} within'):
+        DataCollection([{'id': 1, 'vec': unit(1)}]).to_milvus['id', 'vec'](collection='x', uri=address)
+    assert time.monotonic() - start < 30
+    silent.close()
+
+
+def test_a_lite_file_held_by_another_process_is_a_connection_error_saying_so(tmp_path):
+    db = str(tmp_path / 'held.db')
+    code = ('import sys, time; from towhee_ray.sinks.milvus import connect; connect(sys.argv[1]); '
+            'print("open", flush=True); time.sleep(600)')
+    holder = subprocess.Popen([sys.executable, '-c', code, db], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'open'
+        with pytest.raises(ConnectionError, match=r'held.db.*one\s+process at a time'):
+            DataCollection([{'id': 1, 'vec': unit(1)}]).to_milvus['id', 'vec'](collection='x', uri=db)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lite_file_is_never_opened_in_a_ray_worker(db, ray_cluster):
+    with pytest.raises(RuntimeError, match='cannot be opened in a Ray worker'):
+        DataCollection([1]).set_parallel(1, 'ray').map(lambda _: connect(db)).to_list()
