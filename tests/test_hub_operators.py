@@ -73,8 +73,40 @@ def test_minilm_as_ray_op_inside_a_towhee_pipe(minilm):
 
 
 def test_minilm_refuses_what_is_not_text(minilm):
-    with pytest.raises(TypeError, match='embeds str, got int'):
+    with pytest.raises(TypeError, match=r'embeds str \(or the token ids of sentence-embedding/minilm-tokenizer\), got int'):
         minilm(['fine', 3])
+    with pytest.raises(ValueError, match='300 token ids, more than the model.s 256: make them with'):
+        minilm(np.ones(300, dtype=np.int32))
+
+
+def test_minilm_tokenizer_gives_the_ids_the_model_computes_and_len_is_the_token_count(minilm):
+    tokenize = resolve_operator('sentence_embedding.minilm_tokenizer').create()
+    ids = tokenize(PASSAGES)
+    assert [list(array) for array in ids] == minilm.tokenize(PASSAGES)
+    assert [len(array) for array in ids] == minilm.token_counts(PASSAGES)
+    assert tokenize('def').dtype == np.int32 and len(tokenize('word ' * 400)) == 256   # truncated
+    with pytest.raises(TypeError, match='tokenizes str, got bytes'):
+        tokenize(b'bytes')
+
+
+def test_minilm_embeds_token_ids_as_it_embeds_their_texts(minilm):
+    ids = resolve_operator('sentence_embedding.minilm_tokenizer').create()(PASSAGES)
+    np.testing.assert_allclose(np.stack(minilm(ids)), np.stack(minilm(PASSAGES)), atol=1e-6)
+    np.testing.assert_allclose(minilm(ids[0]), minilm(PASSAGES[0]), atol=1e-6)
+
+
+def test_sorted_batches_of_token_ids_on_ray_equal_sentence_transformers_encode(minilm):
+    texts = PASSAGES * 5
+    expected = minilm.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    vectors = (DataCollection(texts).stream()
+               .sentence_embedding.minilm_tokenizer()
+               .set_parallel(num_worker=2, backend='ray')
+               .sorted_batch(4, window=16)
+               .sentence_embedding.minilm()
+               .flatten()
+               .to_list())
+    assert len(vectors) == len(texts)
+    np.testing.assert_allclose(np.stack(vectors), expected, atol=1e-5)
 
 
 # -- images ---------------------------------------------------------------------------------
