@@ -171,15 +171,18 @@ def run_case(case: str, direction: str, count: int, element_mb: int) -> Dict[str
     for index, output in enumerate(contender(*work(direction, WARM_UP_ELEMENTS, element_mb))):
         check(direction, index, output)
     with PeakAnonymous() as memory:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for index, output in enumerate(contender(*work(direction, count, element_mb))):
             check(direction, index, output)
             del output
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     if index + 1 != count:
         raise RuntimeError(f'W6 {case}: {index + 1} outputs for {count} inputs')
     return {'mb_per_second': count * element_mb / seconds, 'seconds': seconds,
-            'anonymous_growth_mb': memory.growth_mb}
+            'anonymous_growth_mb': memory.growth_mb,
+            # the driver's CPU (all its threads, Ray's core worker included) per MB moved: a
+            # cost that other processes on the machine do not change, unlike MB/s
+            'driver_cpu_ms_per_mb': cpu * 1e3 / (count * element_mb)}
 
 
 def run_in_fresh_process(case: str, direction: str, count: int, element_mb: int) -> Dict[str, float]:

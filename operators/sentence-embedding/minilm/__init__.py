@@ -96,11 +96,14 @@ class MiniLM:
         """One forward pass over token ids, padded to the longest of the batch."""
         torch = self._torch
         width = max(len(ids) for ids in batch)
-        input_ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        # numpy first: token ids arriving from Ray are read-only arrays, which torch refuses
+        # to wrap without a copy (and a warning)
+        ids_array = np.full((len(batch), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
         for row, ids in enumerate(batch):
-            input_ids[row, :len(ids)] = torch.as_tensor(ids, dtype=torch.long)
-            attention_mask[row, :len(ids)] = 1
+            ids_array[row, :len(ids)] = ids
+            mask[row, :len(ids)] = 1
+        input_ids, attention_mask = torch.from_numpy(ids_array), torch.from_numpy(mask)
         features = {'input_ids': input_ids, 'attention_mask': attention_mask,
                     'token_type_ids': torch.zeros_like(input_ids)}
         features = {name: tensor.to(self.model.device) for name, tensor in features.items()}
