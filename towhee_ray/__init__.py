@@ -9,8 +9,8 @@ Importing this package does not import Ray; the ``ray`` backend does, when first
 from towhee_ray.backends import (ENTRY_POINT_GROUP, Backend, OperatorFactory, WorkerError, available_backends,
                                  get_backend)
 from towhee_ray.cluster import ClusterInfo, connect, init
-from towhee_ray.collection.sources import dc, glob, range  # noqa: F401 (towhee_ray.range, as towhee.range)
 from towhee_ray.datacollection import DataCollection
+from towhee_ray.factories import dc, from_df, glob, range, read_csv, read_json  # noqa: F401 (range, as towhee.range)
 from towhee_ray.guard import Empty
 from towhee_ray.hub import use_local_hub
 from towhee_ray.operators import OperatorNotFoundError, OperatorSpec, resolve_operator
@@ -22,7 +22,7 @@ __all__ = [
     'DataCollection', 'Empty', 'Backend', 'OperatorFactory', 'OperatorSpec', 'OperatorNotFoundError',
     'ENTRY_POINT_GROUP', 'available_backends', 'get_backend', 'resolve_operator', 'connect',
     'init', 'ClusterInfo', 'WorkerError', 'RayOp', 'ray_op', 'use_local_hub',
-    'Entity', 'dc', 'glob',   # not 'range': a star import would shadow the builtin
+    'Entity', 'dc', 'glob', 'read_csv', 'read_json', 'from_df',   # not 'range': a star import would shadow the builtin
 ]
 
 

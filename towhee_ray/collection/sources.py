@@ -1,5 +1,4 @@
-"""Where rows come from and go to: files, pandas, and the ``dc``/``range``/``glob``
-factories that make entity rows with ``factory['field', ...](...)``, as in Towhee 0.9.
+"""Where rows come from and go to: files (glob, CSV, JSON lines) and pandas.
 
 File sources are lazy streams: a file is opened when the first row is pulled and closed
 after the last one.
@@ -158,53 +157,3 @@ class SourcesMixin:
         if rows and all(_is_row(row) for row in rows):
             return pandas.DataFrame([dict(fields_of(row)) for row in rows])
         return pandas.DataFrame(rows)
-
-
-class RowFactory:
-    """``dc``, ``range`` and ``glob`` of Towhee 0.9: ``factory(...)`` makes a collection of
-    plain values, ``factory['a', 'b'](...)`` one of entity rows with those fields."""
-
-    def __init__(self, make: Callable[..., Any], name: str, doc: str) -> None:
-        self._make = make
-        self.__name__ = name
-        self.__doc__ = doc
-
-    def __call__(self, *args: Any, **kws: Any) -> Any:
-        return self._make(*args, **kws)
-
-    def __getitem__(self, key: Any) -> Callable[..., Any]:
-        names = field_names(key)
-        return lambda *args, **kws: self._make(*args, **kws).as_entity(schema=names)
-
-    def __repr__(self) -> str:
-        return f'<towhee_ray.{self.__name__}: call it, or subscript it with field names first>'
-
-
-def _collection() -> type:
-    from towhee_ray.datacollection import DataCollection
-    return DataCollection
-
-
-dc = RowFactory(lambda iterable: _collection()(iterable), 'dc', """A DataCollection of ``iterable``;
-``dc['a', 'b'](iterable)`` makes entity rows with those fields.
-
->>> from towhee_ray import dc
->>> dc([0, 1, 2])
-[0, 1, 2]
->>> dc['column']([0, 1, 2])
-[<Entity dict_keys(['column'])>, <Entity dict_keys(['column'])>, <Entity dict_keys(['column'])>]
->>> dc['string', 'int']([['a', 1], ['b', 2]]).as_str()
-["{'string': 'a', 'int': 1}", "{'string': 'b', 'int': 2}"]
-""")
-
-range = RowFactory(lambda *args: _collection().range(*args), 'range',  # noqa: A001 (0.9's name)
-                   """``DataCollection.range(*args)``; ``range['n'](...)`` makes entity rows.
-
->>> import towhee_ray
->>> towhee_ray.range['nums'](3).select['nums']().as_raw()
-[0, 1, 2]
-""")
-
-glob = RowFactory(lambda *patterns: _collection().from_glob(*patterns), 'glob',
-                  """A lazy stream of the paths matching the patterns; ``glob['path'](...)``
-makes entity rows with the field ``path``.""")

@@ -1,0 +1,179 @@
+"""What every sink shares: a small lifecycle, and the driver loop that feeds it batches.
+
+A :class:`Sink` is one destination (a Milvus collection, a Faiss index, a Parquet file).
+Like Ray Data's ``Datasink`` it does not own the stream: :func:`write_rows` pulls rows,
+picks the sink's fields out of each, and hands the sink batches of ``batch_size`` rows:
+
+* ``on_write_start(batch)`` once, with the first batch, to create the destination from
+  the rows' schema (a Milvus collection typed from the values, a Parquet schema, ...);
+* ``write(batch)`` per batch; a batch is committed when ``write`` returns, so a job that
+  dies later never loses it;
+* ``on_write_complete(result)`` at the end (flush, close, fill in what the sink adds to
+  the result), or ``on_write_failed(error)`` when the stream or a write raised (release
+  what the sink holds; what was committed stays).
+
+Driver memory is bounded by one batch, whatever the stream's length.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+from towhee_ray.collection.columns import fields_of, is_entity
+
+
+@dataclasses.dataclass
+class WriteResult:
+    """What a sink wrote. ``insert_count`` as pymilvus names it.
+
+    >>> WriteResult(insert_count=3, destination='items')
+    WriteResult(insert_count=3, batches=0, destination='items', details={})
+    """
+
+    insert_count: int = 0
+    batches: int = 0
+    destination: str = ''
+    details: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Batch:
+    """Rows for one ``write`` call: one dict per row, with the sink's fields in order;
+    ``first`` is the position of the first row in the stream (for error messages)."""
+
+    rows: List[Dict[str, Any]]
+    first: int = 0
+
+    def where(self, index: int, key_field: Optional[str] = None) -> str:
+        """Names a row for an error message: its position, and its key when there is one.
+
+        >>> Batch([{'id': 7, 'vec': [0.1]}], first=40).where(0, 'id')
+        'row #40 (id=7)'
+        """
+        row = self.rows[index]
+        key = f' ({key_field}={row[key_field]!r})' if key_field and key_field in row else ''
+        return f'row #{self.first + index}{key}'
+
+    def column(self, name: str) -> List[Any]:
+        return [row[name] for row in self.rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+class Sink(abc.ABC):
+    """One destination of rows. Subclasses say only what differs: ``write`` always, the
+    other hooks when they need them.
+
+    ``fields`` are the names of the subscript (``to_milvus['id', 'vec']``): the fields
+    each row gives, in that order; where the sink has a primary key it is ``fields[0]``.
+    """
+
+    #: Rows per ``write`` call when the user does not choose.
+    default_batch_size = 1000
+
+    def __init__(self, fields: Sequence[str], batch_size: Optional[int] = None) -> None:
+        if not fields:
+            raise TypeError(f'{type(self).__name__} needs the fields to write, in a subscript: '
+                            f"e.g. to_milvus['id', 'vec'](...)")
+        self.fields: Tuple[str, ...] = tuple(fields)
+        batch_size = self.default_batch_size if batch_size is None else batch_size
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f'batch must be a positive integer (rows per write), got {batch_size!r}')
+        self.batch_size = batch_size
+
+    @property
+    def key_field(self) -> str:
+        return self.fields[0]
+
+    def on_write_start(self, batch: Batch) -> None:
+        """Create or open the destination; ``batch`` holds the first rows (none when the
+        stream was empty: then create nothing that needs a schema)."""
+
+    @abc.abstractmethod
+    def write(self, batch: Batch) -> int:
+        """Write one batch; it is committed when this returns. Returns rows written."""
+
+    def on_write_complete(self, result: WriteResult) -> WriteResult:
+        """Flush and close; return ``result``, completed with what this sink adds."""
+        return result
+
+    def on_write_failed(self, error: BaseException) -> None:
+        """Release what the sink holds; committed batches stay."""
+
+    def existing_keys(self, keys: Sequence[Any]) -> Set[Any]:
+        """Which of ``keys`` the destination already holds (to resume a job)."""
+        raise NotImplementedError(f'{type(self).__name__} cannot tell which keys it already holds')
+
+    def describe(self) -> str:
+        """The destination, for messages and ``WriteResult.destination``."""
+        return type(self).__name__
+
+
+def _row_fields(row: Any, fields: Tuple[str, ...], position: int) -> Dict[str, Any]:
+    """The sink's fields of one element: an entity or dict row by name; a plain value when
+    the sink writes one field; a tuple or list by position."""
+    if isinstance(row, dict) or is_entity(row):
+        values = fields_of(row)
+        missing = [name for name in fields if name not in values]
+        if missing:
+            raise KeyError(f'row #{position} has no field {missing[0]!r} (its fields: '
+                           f'{", ".join(map(repr, values)) or "none"}); the sink writes {list(fields)}')
+        return {name: values[name] for name in fields}
+    if type(row).__name__ == 'Empty' and type(row).__module__ == 'towhee_ray.guard':
+        raise ValueError(f'row #{position} is an Empty (a failed element of a safe() chain: '
+                         f'{row.exception!r}); drop them before the sink with drop_empty()')
+    if len(fields) == 1:
+        return {fields[0]: row}
+    if isinstance(row, (tuple, list)) and len(row) == len(fields):
+        return dict(zip(fields, row))
+    raise TypeError(f'row #{position} is a {type(row).__name__}, not an entity or dict row with the '
+                    f'fields {list(fields)}; make entity rows first, e.g. '
+                    f"DataCollection[{', '.join(map(repr, fields))}](...)")
+
+
+def write_rows(rows: Iterable[Any], sink: Sink) -> WriteResult:
+    """Feed ``rows`` (a stream or a list) to ``sink`` in batches of ``sink.batch_size``.
+
+    Holds at most one batch; closes the stream when done or failed.
+
+    >>> class Collect(Sink):
+    ...     got = []
+    ...     def write(self, batch):
+    ...         self.got.append(batch.column('n'))
+    ...         return len(batch)
+    >>> sink = Collect(['n'], batch_size=2)
+    >>> write_rows(iter([{'n': 1}, {'n': 2}, {'n': 3}]), sink).insert_count, sink.got
+    (3, [[1, 2], [3]])
+    """
+    result = WriteResult(destination=sink.describe())
+    iterator = iter(rows)
+    started = False
+    try:
+        pending: List[Dict[str, Any]] = []
+        position = 0
+        for position, row in enumerate(iterator):
+            pending.append(_row_fields(row, sink.fields, position))
+            if len(pending) == sink.batch_size:
+                started = _flush(sink, Batch(pending, position + 1 - len(pending)), result, started)
+                pending = []
+        if pending or not started:
+            _flush(sink, Batch(pending, position + 1 - len(pending) if pending else 0), result, started)
+    except BaseException as error:
+        sink.on_write_failed(error)
+        raise
+    finally:
+        close = getattr(iterator, 'close', None)
+        if close is not None:
+            close()
+    return sink.on_write_complete(result)
+
+
+def _flush(sink: Sink, batch: Batch, result: WriteResult, started: bool) -> bool:
+    if not started:
+        sink.on_write_start(batch)
+    if batch.rows:
+        result.insert_count += sink.write(batch)
+        result.batches += 1
+    return True
