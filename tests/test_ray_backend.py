@@ -110,3 +110,43 @@ def test_closures_and_local_functions_are_shipped_by_value():
         return x + offset
 
     assert DataCollection.range(5).pmap(add_offset, backend='ray').to_list() == [7, 8, 9, 10, 11]
+
+
+class _Gauge:
+    """Counts the elements being processed at once, across processes."""
+
+    def __init__(self):
+        self.now = self.most = 0
+
+    def enter(self):
+        self.now += 1
+        self.most = max(self.most, self.now)
+
+    def leave(self):
+        self.now -= 1
+
+    def peak(self):
+        return self.most
+
+
+@pytest.mark.parametrize('num_worker, options', [
+    (1, {'num_cpus': 0.5}),   # the cluster could run 4 such tasks at once: the step chains them
+    (2, {}),                  # 1 CPU each: Ray's accounting (and the chains, if more CPUs) bound them
+])
+def test_a_step_never_runs_more_tasks_at_once_than_num_worker(num_worker, options):
+    import ray
+
+    gauge = ray.remote(num_cpus=0)(_Gauge).remote()
+
+    def busy(x):
+        ray.get(gauge.enter.remote())
+        time.sleep(0.02)   # long enough for another task to start meanwhile, were it allowed
+        ray.get(gauge.leave.remote())
+        return x
+
+    out = DataCollection(range(16)).pmap(busy, num_worker=num_worker, backend='ray', chunk_size=1,
+                                         **options).to_list()
+    assert out == list(range(16))
+    cpus = int(ray.cluster_resources()['CPU'])
+    assert ray.get(gauge.peak.remote()) <= min(num_worker, cpus)
+    ray.kill(gauge)

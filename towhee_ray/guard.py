@@ -10,6 +10,8 @@ import pickle
 import traceback
 from typing import Any, Callable, Optional
 
+from towhee_ray.positions import SortedBatch
+
 
 class Empty:
     """A failed element of a ``safe()`` chain: the input ``value`` and the ``exception``.
@@ -96,7 +98,8 @@ class Guarded:
     """Wraps a step's callable: ``Empty`` inputs pass through, exceptions become values.
 
     With ``keep_if=True`` the callable is a filter predicate: the element itself comes
-    back when it holds, :data:`DROPPED` when it does not.
+    back when it holds, :data:`DROPPED` when it does not. The outputs of a
+    :class:`~towhee_ray.positions.SortedBatch` keep its elements' input positions.
 
     >>> Guarded(lambda x: 1 // x, safe=True)(0)
     Empty(value=0, exception=ZeroDivisionError('integer division or modulo by zero'))
@@ -126,6 +129,8 @@ class Guarded:
             return self.fail(value, error)
         if self.keep_if:
             return value if output else DROPPED
+        if value.__class__ is SortedBatch:   # the outputs keep their input positions
+            return value.carry(output)
         return output
 
     @property

@@ -3,8 +3,9 @@
 Resources asked of Ray by default, chosen so that any chain runs on any cluster:
 
 * a task asks for 1 CPU (Ray's default), so Ray never runs more of them at once than
-  there are CPUs; a step never runs more than ``num_worker`` at once (its chunks form
-  ``num_worker`` chains, each task waiting for the previous one of its chain);
+  there are CPUs; a step never runs more than ``num_worker`` at once (on a cluster that
+  could run more, its chunks form ``num_worker`` chains, each task waiting for the
+  previous one of its chain);
 * an actor asks for 0 CPUs: it holds an operator between chunks and must not hold a CPU
   while idle, or a chain whose actors outnumber the CPUs (three operator steps of two
   actors on a 2-CPU machine) would wait forever for CPUs held by other steps' actors.
@@ -192,9 +193,14 @@ class _SlotWorkers(ChunkWorkers):
 
 
 class _TaskWorkers(_SlotWorkers):
-    """Tasks, at most ``num_worker`` running at once: each slot is a chain of tasks, the
-    next waiting (inside Ray, not in the driver) for the previous one's token. The
-    function goes to the object store once. Ray itself retries a task whose worker died."""
+    """Tasks, at most ``num_worker`` running at once. When the cluster could run more of
+    them at once, each slot is a chain of tasks, the next waiting (inside Ray, not in the
+    driver) for the previous one's token; when Ray's resource accounting already holds
+    them to ``num_worker`` (2 workers of 1 CPU on a 2-CPU machine), the tasks go unchained:
+    a chained task becomes ready only once its token is back in the driver and then needs
+    a worker again, a gap that costs most when chunks are short (large elements cut by
+    bytes). The function goes to the object store once. Ray itself retries a task whose
+    worker died."""
 
     def __init__(self, fn: Payload, num_worker: int, step: str, remote_args: Dict[str, Any]) -> None:
         super().__init__(num_worker, step, remote_args['max_retries'])
@@ -203,16 +209,20 @@ class _TaskWorkers(_SlotWorkers):
         self._remote_args = remote_args
         self._remote = _process_chunk.options(name=f'towhee_ray {step}', **remote_args)
         self._last_token: List[Tuple[ray.ObjectRef, ...]] = [()] * num_worker
+        self._chained = True
 
     def start(self) -> None:
         cluster.connect()
         ray_resources.wait_until_placeable(self.step, self._remote_args, len(self._unfinished),
                                            all_at_once=False)
+        capacity = ray_resources.concurrent_capacity(self._remote_args)
+        self._chained = capacity is None or capacity > len(self._unfinished)
         self._fn_ref = ray.put(self._fn)
 
     def _submit_to(self, slot: int, chunk: List[Any]) -> ray.ObjectRef:
         outputs, token = self._remote.remote(self._fn_ref, chunk, *self._last_token[slot])
-        self._last_token[slot] = (token,)
+        if self._chained:
+            self._last_token[slot] = (token,)
         return outputs
 
     def close(self) -> None:
