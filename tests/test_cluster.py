@@ -1,24 +1,23 @@
-"""How towhee_ray connects to Ray (the ray.init call is the seam; nothing is faked after it).
+"""How towhee_ray connects to Ray, each claim against a real Ray: the session's own, or, for a
+fresh start, an address or another cluster, a subprocess with its own (a process holds one
+Ray connection at a time, and the session's must not be disturbed).
 
 The real multi-node cluster is in test_multinode.py.
 """
+import json
 import logging
+import os
+import shutil
 import socket
-import time
+import tempfile
 from pathlib import Path
 
 import pytest
 
 import towhee_ray
+import towhee_ray.operators
+from tests.support import SESSION_CPUS
 from towhee_ray import cluster
-
-
-@pytest.fixture
-def not_connected(mocker):
-    import ray
-    mocker.patch.object(ray, 'is_initialized', return_value=False)
-    mocker.patch.object(cluster, 'describe', return_value='described')
-    return mocker.patch.object(ray, 'init')
 
 
 @pytest.fixture
@@ -29,50 +28,101 @@ def closed_port():
         return probe.getsockname()[1]
 
 
-def test_starts_a_fresh_local_ray_quietly_when_nothing_is_set(not_connected, monkeypatch):
-    monkeypatch.delenv('RAY_ADDRESS', raising=False)
-    towhee_ray.connect()
-    not_connected.assert_called_once_with(address='local', logging_level=logging.ERROR)
-
-
-def test_honours_ray_address_and_ships_towhee_ray_and_the_hub(not_connected, monkeypatch):
-    listener = socket.create_server(('127.0.0.1', 0))
-    address = f'127.0.0.1:{listener.getsockname()[1]}'
-    monkeypatch.setenv('RAY_ADDRESS', address)
-    with listener:
-        towhee_ray.connect()
-    kwargs = not_connected.call_args.kwargs
-    assert kwargs['address'] == address and kwargs['logging_level'] == logging.ERROR
-    assert str(Path(towhee_ray.__file__).resolve().parent) in kwargs['runtime_env']['py_modules']
-    from towhee_ray.operators import PROJECT_HUB
-    assert str(PROJECT_HUB.resolve()) in kwargs['runtime_env']['py_modules']
+def last_json_line(result):
+    assert result.returncode == 0, result.stderr[-6000:]
+    return json.loads(result.stdout.splitlines()[-1])
 
 
 @pytest.mark.parametrize('how', ['init', 'lazy connection with RAY_ADDRESS'])
-def test_unreachable_address_is_a_connection_error_within_30_seconds(not_connected, monkeypatch,
-                                                                     closed_port, how):
+def test_unreachable_address_is_a_connection_error_and_starts_nothing(python_process, closed_port, how):
     address = f'127.0.0.1:{closed_port}'
-    start = time.monotonic()
-    with pytest.raises(ConnectionError, match=f"cannot reach a Ray cluster at '{address}'"):
-        if how == 'init':
-            towhee_ray.init(address=address)
-        else:
-            monkeypatch.setenv('RAY_ADDRESS', address)
-            towhee_ray.connect()
-    assert time.monotonic() - start < 30
-    not_connected.assert_not_called()
+    script = f'''
+import json, os, ray, towhee_ray
+try:
+    if {how == 'init'}:
+        towhee_ray.init(address={address!r})
+    else:
+        os.environ['RAY_ADDRESS'] = {address!r}
+        towhee_ray.DataCollection([1]).set_parallel(2, 'ray').map(str).to_list()
+except ConnectionError as error:
+    print(json.dumps({{'error': str(error), 'connected': ray.is_initialized()}}))
+'''
+    out = last_json_line(python_process('-c', script))
+    assert out['error'].startswith(f"cannot reach a Ray cluster at '{address}' within 15 s")
+    assert 'ray start --head' in out['error'] and out['connected'] is False
 
 
-def test_keeps_an_existing_connection(ray_cluster, mocker):
-    init = mocker.patch.object(ray_cluster, 'init')
+def test_without_an_address_init_starts_a_fresh_local_ray_quietly(python_process, ray_cluster):
+    # The session's Ray runs on this machine: a fresh start must not attach to it.
+    script = '''
+import json, os, ray, towhee_ray
+info = towhee_ray.init()
+pids = set(towhee_ray.DataCollection.range(20).set_parallel(2, 'ray').map(lambda _: os.getpid()))
+print(json.dumps({'address': info.address, 'gcs': ray.get_runtime_context().gcs_address,
+                  'nodes': info.nodes, 'runtime_env': info.runtime_env, 'token_auth': info.token_auth,
+                  'driver': os.getpid(), 'pids': sorted(pids)}))
+'''
+    result = python_process('-c', script)
+    out = last_json_line(result)
+    assert out['address'] == out['gcs'] != ray_cluster.get_runtime_context().gcs_address
+    assert out['nodes'] == 1 and out['runtime_env'] == {} and out['token_auth'] is True
+    assert out['pids'] and out['driver'] not in out['pids']
+    assert 'Started a local Ray instance' not in result.stdout + result.stderr
+
+
+@pytest.mark.timeout(600)
+def test_ray_address_and_auto_reach_a_running_cluster_and_ship_what_workers_need(python_process):
+    # A head started by the subprocess (ray.cluster_utils.Cluster), recorded as "the current
+    # cluster" in a private RAY_TMPDIR, so that 'auto' finds it and no one else's Ray does.
+    script = '''
+import json, os, ray, towhee_ray
+from ray.cluster_utils import Cluster
+from towhee_ray import DataCollection
+
+def shipped(_):
+    return towhee_ray.__file__, os.environ.get('TOWHEE_RAY_SHIPPED_HUBS'), os.environ.get('TR_TEST')
+
+head = Cluster(initialize_head=True, head_node_args={'num_cpus': 1, 'include_dashboard': False})
+try:
+    os.environ['RAY_ADDRESS'] = head.address          # the lazy connection of a ray step
+    by_variable = DataCollection([0]).set_parallel(1, 'ray').map(shipped).to_list()[0]
+    by_variable_gcs = ray.get_runtime_context().gcs_address
+    ray.shutdown()
+    del os.environ['RAY_ADDRESS']
+    info = towhee_ray.init('auto', runtime_env={'env_vars': {'TR_TEST': 'reached the worker'}})
+    by_auto = DataCollection([0]).set_parallel(1, 'ray').map(shipped).to_list()[0]
+    print(json.dumps({'head': head.address, 'by_variable': by_variable, 'by_variable_gcs': by_variable_gcs,
+                      'info_address': info.address, 'runtime_env': repr(info.runtime_env),
+                      'env_vars': info.runtime_env.get('env_vars'), 'by_auto': by_auto}))
+finally:
+    ray.shutdown()
+    head.shutdown()
+'''
+    ray_tmp = tempfile.mkdtemp(prefix='tr', dir='/tmp')   # short: Ray's socket paths live under it
+    try:
+        out = last_json_line(python_process('-c', script, env={**os.environ, 'RAY_TMPDIR': ray_tmp}))
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert out['by_variable_gcs'] == out['info_address'] == out['head']
+    # The runtime environment reached the workers: where the shipped hub folders came from
+    # (towhee_ray itself is shipped too, though a worker on this machine imports the
+    # installed copy first; multinode_checks.py sees shipped copies on another node).
+    for _, hubs, _ in (out['by_variable'], out['by_auto']):
+        assert hubs and str(towhee_ray.operators.PROJECT_HUB.resolve()) in hubs.split(os.pathsep)
+    assert out['by_variable'][2] is None and out['by_auto'][2] == 'reached the worker'
+    assert out['env_vars']['TR_TEST'] == 'reached the worker'   # ClusterInfo.runtime_env says so
+    assert "module 'towhee_ray'" in out['runtime_env'] and 'TOWHEE_RAY_SHIPPED_HUBS' in out['env_vars']
+
+
+def test_keeps_an_existing_connection(ray_cluster):
+    before = ray_cluster.get_runtime_context().gcs_address
     towhee_ray.connect()
-    init.assert_not_called()
-    assert ray_cluster.is_initialized()
+    assert ray_cluster.get_runtime_context().gcs_address == before
 
 
 def test_init_on_a_connected_process_describes_that_connection(ray_cluster, tmp_path):
     info = towhee_ray.init()
-    assert info.nodes == 1 and info.cpus >= 2 and info.token_auth and info.note == ''
+    assert info.nodes == 1 and info.cpus == SESSION_CPUS and info.token_auth and info.note == ''
     assert str(info).startswith(f'Ray cluster at {info.address}: 1 node, ')
     info = towhee_ray.init(pip_packages=['emoji'])
     assert 'were not applied' in info.note

@@ -266,3 +266,17 @@ def test_html_without_ipython_is_printed(capsys, mocker):
     mocker.patch.dict(sys.modules, {'IPython': None, 'IPython.display': None})
     dc['a']([1]).show(tablefmt='html')
     assert capsys.readouterr().out == '<table><tr><th>a</th></tr><tr><td>1</td></tr></table>\n'
+
+
+def test_dropna_with_its_own_missing_values():
+    rows = dc['a', 'b']([(1, 'n/a'), (2, ''), (3, 'x'), (4, None)])
+    assert rows.dropna(na={'n/a', None}).as_raw().to_list() == [(2, ''), (3, 'x')]
+    assert rows.dropna().as_raw().to_list() == [(1, 'n/a'), (3, 'x')]
+
+
+def test_show_with_a_header_of_its_own_labels_the_columns_as_in_towhee_09(capsys):
+    dc['a', 'b']([(1, 'x'), (2, 'y')]).show(header=['A', 'B'], tablefmt='grid')
+    grid = capsys.readouterr().out.splitlines()
+    assert grid[1].split() == ['|', 'A', '|', 'B', '|'] and grid[3].split() == ['|', '1', '|', 'x', '|']
+    DataCollection(['p', 'q']).show(header=['letter'])     # one column per element otherwise
+    assert capsys.readouterr().out.split() == ['letter', 'p', 'q']

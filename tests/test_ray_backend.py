@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from tests.support import SESSION_CPUS
 from towhee_ray import DataCollection
 from towhee_ray.backends import ray_backend
 
@@ -50,9 +51,9 @@ def test_fixed_chunk_size_is_honoured(mocker):
 
 
 def test_at_most_num_worker_tasks_run_at_once(ray_cluster):
-    # One worker on a machine with more CPUs: each element reports its task's start and
+    # One worker on a Ray with more CPUs: each element reports its task's start and
     # end, and no two tasks overlap, although chunks are queued ahead.
-    assert ray_cluster.cluster_resources()['CPU'] >= 2
+    assert ray_cluster.cluster_resources()['CPU'] == SESSION_CPUS >= 2
     spans = DataCollection.range(30).set_parallel(1, 'ray', chunk_size=1).map(
         lambda x: (time.time(), time.sleep(0.02), time.time())).to_list()
     spans.sort()
@@ -73,16 +74,34 @@ def test_stream_is_lazy_with_bounded_work_in_flight():
     dc.close()
 
 
-def test_consecutive_steps_run_concurrently():
-    def step(_):
-        time.sleep(0.01)
-        return time.time()
+def test_consecutive_steps_run_concurrently(tmp_path):
+    # A barrier between the steps: step one's last element waits until step two has finished
+    # its first. Run one step after the other, step two could not start before step one
+    # ended: the wait would time out and say so.
+    first_done = tmp_path / 'step two finished its first element'
+
+    def step_one(x):
+        if x == 99:
+            return x, meet_file(first_done)
+        return x, True
+
+    def step_two(pair):
+        first_done.touch()
+        return pair
 
     dc = DataCollection.range(100).stream().set_parallel(num_worker=2, backend='ray', chunk_size=5)
-    out = dc.map(lambda x: (x, step(x))).map(lambda pair: (pair[1], step(pair[0]))).to_list()
-    last_of_step_one = max(first for first, _ in out)
-    first_of_step_two = min(second for _, second in out)
-    assert first_of_step_two < last_of_step_one
+    out = dc.map(step_one).map(step_two).to_list()
+    assert out == [(x, True) for x in range(100)]
+
+
+def meet_file(path, timeout=120.0):
+    """Whether ``path`` exists within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def test_filter_flatten_and_zip_on_ray():
@@ -90,6 +109,10 @@ def test_filter_flatten_and_zip_on_ray():
     assert dc.filter(lambda x: x % 10 == 0).to_list() == list(range(0, 100, 10))
     pairs = dc.map(lambda x: [x, -x]).flatten().batch(2).to_list()
     assert pairs == [[x, -x] for x in range(100)]
+    squares = dc.map(lambda x: (x * x, os.getpid()))
+    zipped = dc.map(lambda x: -x).zip(squares).to_list()
+    assert [(minus, square) for minus, (square, _) in zipped] == [(-x, x * x) for x in range(100)]
+    assert os.getpid() not in {pid for _, (_, pid) in zipped}
 
 
 def test_mmap_branches_on_ray_read_zipped_or_one_after_the_other():

@@ -64,10 +64,18 @@ def _items(values: Sequence[Any], total: int) -> str:
 
 
 def table(elements: List[Any], header: Optional[Sequence[str]] = None) -> Tuple[List[str], List[List[Any]]]:
-    """The header and the rows of cells (raw values) of a table of ``elements``."""
+    """The header and the rows of cells (raw values) of a table of ``elements``: one column
+    per field of entity or dict rows, else one per element; ``header`` labels the columns
+    (as in Towhee 0.9), it does not choose them.
+
+    >>> from towhee_ray import Entity
+    >>> table([Entity(a=1, b='x')], header=['A', 'B'])
+    (['A', 'B'], [[1, 'x']])
+    """
     if elements and all(isinstance(e, dict) or is_entity(e) for e in elements):
-        names = list(header or dict.fromkeys(name for e in elements for name in fields_of(e)))
-        return names, [[fields_of(e).get(name, '') for name in names] for e in elements]
+        fields = list(dict.fromkeys(name for e in elements for name in fields_of(e)))
+        rows = [[fields_of(e).get(name, '') for name in fields] for e in elements]
+        return list(header or fields), rows
     return list(header or []), [[e] for e in elements]
 
 
