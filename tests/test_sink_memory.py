@@ -41,5 +41,7 @@ def test_to_parquet_then_read_parquet_hold_a_batch_not_the_vectors(folder):
 def test_to_faiss_holds_the_vectors_once(folder):
     bare = measure('faiss_bare', folder)     # the index alone, batches added directly
     sink = measure('faiss_sink', folder)
-    # Towhee 0.9 kept every vector in a list and stacked them: twice more than the index.
-    assert sink['growth_mb'] < bare['growth_mb'] + 0.25 * sink['vectors_mb'], (bare, sink)
+    # Faiss doubles its storage as it grows, copying: both peaks can include that copy, or
+    # (sampled every 10 ms) miss it. Towhee 0.9 kept every vector in a list and stacked
+    # them, twice the vectors more than the index holds at its end: well over this bound.
+    assert sink['growth_mb'] < bare['growth_mb'] + 0.75 * sink['vectors_mb'], (bare, sink)
