@@ -17,8 +17,10 @@ Contenders run interleaved in rounds (A B C, A B C, ...): every figure is the me
 rounds with its min-max, every ratio the median of the per-round ratios; the load average
 before and after is printed, with a warning when it was above the number of cores.
 
-Single-process forms use this process's already-loaded model (torch's default threads);
-their start-up is measured once, as a fresh process's time to its first vector. Distributed
+Single-process forms use models already loaded in this process (torch's default threads):
+sentence-transformers' own for the first two, the hub operator for the third; start-up is
+measured once, as a fresh process's time to its first vector, with the operator (what a
+towhee_ray actor does) and with sentence-transformers (what the Ray Data contender does). Distributed
 forms are reported with start-up (actor start + model load) and once started (from the
 moment the last worker had its model loaded). Embeddings of every contender are compared
 with the token-sorted single process's.

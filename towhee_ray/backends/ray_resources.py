@@ -138,26 +138,30 @@ def _node_totals() -> List[Dict[str, float]]:
     return [node['Resources'] for node in ray.nodes() if node['Alive']]
 
 
-# How long the nodes' resources, as seen by concurrent_capacity, are reused: asking Ray's GCS
-# costs a few ms, a lot for a short step (W2 at 10,000 elements takes ~30 ms in all), and a
+# How long the cluster's resources, as seen by concurrent_capacity, are reused: asking Ray's
+# GCS takes 1-20 ms (`ray.cluster_resources()`; `ray.nodes()` took 40-65 ms on a loaded
+# 2-core VM), a lot for a short step (W2 at 10,000 elements takes ~30 ms in all), and a
 # slightly stale answer only changes how tasks are queued, never what they compute.
-NODE_TOTALS_TTL_SECONDS = 10.0
-_node_totals_cache: List[Any] = [float('-inf'), []]   # [when, totals]
+CLUSTER_TOTALS_TTL_SECONDS = 10.0
+_cluster_totals_cache: List[Any] = [float('-inf'), {}]   # [when, totals]
 
 
 def concurrent_capacity(remote_args: Dict[str, Any]) -> Optional[int]:
-    """How many tasks with these ``.options()`` the cluster's nodes can run at once, by Ray's
-    resource accounting; None when nothing bounds it (no resources asked, or a scheduling
-    strategy or placement group of the user's)."""
+    """At most how many tasks with these ``.options()`` the cluster can run at once, by Ray's
+    resource accounting over the cluster's totals (an upper bound: nodes' fragments may hold
+    fewer); None when nothing bounds it (no resources asked, or a scheduling strategy or
+    placement group of the user's)."""
+    import ray
+
     asked = requested_resources(remote_args)
     custom = (remote_args.get('scheduling_strategy') not in (None, 'DEFAULT', 'SPREAD')
               or remote_args.get('placement_group'))
     if custom or not asked:
         return None
     now = time.monotonic()
-    if now - _node_totals_cache[0] > NODE_TOTALS_TTL_SECONDS:
-        _node_totals_cache[:] = [now, _node_totals()]
-    return sum(_fits(node, asked) for node in _node_totals_cache[1])
+    if now - _cluster_totals_cache[0] > CLUSTER_TOTALS_TTL_SECONDS:
+        _cluster_totals_cache[:] = [now, ray.cluster_resources()]
+    return _fits(_cluster_totals_cache[1], asked)
 
 
 def wait_until_placeable(what: str, remote_args: Dict[str, Any], count: int, all_at_once: bool,
