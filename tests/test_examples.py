@@ -34,11 +34,14 @@ def test_every_example_is_run_by_this_module():
     assert {path.name for path in (ROOT / 'examples').glob('*.py')} == tested
 
 
-def test_semantic_search_demo_answers_questions_with_a_progress_bar():
-    result = run_example('semantic_search.py', '--limit', '12', '--query', 'how do I catch an exception?',
-                         '--query', 'assign a value to a variable')
+def test_semantic_search_demo_stores_into_milvus_lite_answers_and_resumes(tmp_path):
+    db = str(tmp_path / 'help.db')
+    args = ('--db', db, '--limit', '12', '--query', 'how do I catch an exception?',
+            '--query', 'assign a value to a variable')
+    result = run_example('semantic_search.py', *args)
     lines = result.stdout.splitlines()
     assert lines[0].startswith('12 CPython help topics -> ') and 'passages' in lines[0]
+    passages = int(lines[0].split('-> ')[1].split()[0])
     assert 'embedding: 100%' in result.stderr                   # the tqdm bar
     question = lines.index('how do I catch an exception?')
     score, topic = lines[question + 1].split()[:2]
@@ -46,7 +49,13 @@ def test_semantic_search_demo_answers_questions_with_a_progress_bar():
                                                'atom-literals', 'attribute-access', 'attribute-references',
                                                'augassign', 'await', 'binary', 'bitwise', 'bltin-code-objects'}
     assert len(lines[question + 1:question + 4]) == 3
+    assert lines[-1].startswith(f'stored {passages:,} new passages, 0 already there ({db})')
     assert 'by 2 Ray actors; model loads: 2' in lines[-1] and 'passages/s' in lines[-1]
+    again = run_example('semantic_search.py', *args)            # the second run embeds nothing
+    assert again.stdout.splitlines()[-1] == (f'stored 0 new passages, {passages:,} already there ({db}); '
+                                             f'nothing to embed, no Ray actor started')
+    assert 'embedding:' not in again.stderr
+    assert again.stdout.splitlines()[question + 1] == lines[question + 1]   # the same answers
 
 
 def test_ray_op_example():
