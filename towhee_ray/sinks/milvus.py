@@ -133,9 +133,28 @@ def connect(uri: str, token: str = '', timeout: float = CONNECT_TIMEOUT_SECONDS)
         with _lite_lock:
             client = _lite_clients.get(os.path.abspath(uri))
             if client is None:
+                if not _lite_clients:
+                    logging.getLogger('grpc._server').addFilter(_LiteGapFilter())
                 client = _lite_clients[os.path.abspath(uri)] = _client(uri, token, LITE_TIMEOUT_SECONDS)
             return client
     return _client(uri, token, timeout)
+
+
+class _LiteGapFilter(logging.Filter):
+    """Drops the one error Milvus Lite's in-process gRPC server logs for a call it does not
+    serve and pymilvus tolerates: ``AllocTimestamp``, asked after every index creation
+    (``create_collection`` with an index, ``create_index``) while waiting for the index."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, NotImplementedError) and _last_frame(error) == 'AllocTimestamp')
+
+
+def _last_frame(error: BaseException) -> str:
+    traceback = error.__traceback__
+    while traceback is not None and traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    return traceback.tb_frame.f_code.co_name if traceback is not None else ''
 
 
 def _client(uri: str, token: str, timeout: float) -> Any:
