@@ -31,6 +31,7 @@ bench: $(BIN)/python
 	$(PIP) -e '.[bench,models,milvus]'
 	$(BIN)/python benchmarks/run.py $(ARGS)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/w5_model.py $(ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/w7_ingest.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -54,12 +54,14 @@ QUESTIONS = {'how do I check that a condition holds while debugging?': {'assert'
              'how do I wait for a coroutine?': {'await', 'async'}}
 
 
-def test_semantic_search_demo_answers_questions_with_a_progress_bar(python_process):
-    args = [arg for question in QUESTIONS for arg in ('--query', question)]
-    result = run_example(python_process, 'semantic_search.py', '--limit', '12', *args,
-                         env={**os.environ, 'HF_HUB_OFFLINE': '1'})
+def test_semantic_search_demo_stores_into_milvus_lite_answers_and_resumes(python_process, tmp_path):
+    db = str(tmp_path / 'help.db')
+    args = ['--db', db, '--limit', '12'] + [arg for question in QUESTIONS for arg in ('--query', question)]
+    env = {**os.environ, 'HF_HUB_OFFLINE': '1'}
+    result = run_example(python_process, 'semantic_search.py', *args, env=env)
     lines = result.stdout.splitlines()
     assert lines[0].startswith('12 CPython help topics -> ') and 'passages' in lines[0]
+    passages = int(lines[0].split('-> ')[1].split()[0])
     assert 'embedding: 100%' in result.stderr                   # the tqdm bar
     for question, topics in QUESTIONS.items():
         at = lines.index(question)
@@ -68,7 +70,14 @@ def test_semantic_search_demo_answers_questions_with_a_progress_bar(python_proce
         assert all(0 < score <= 1 for score in scores) and scores == sorted(scores, reverse=True)
         assert answers[0][1] in topics, (question, answers)
         assert lines[at + 4] == '', lines[at:at + 5]                    # exactly 3 answers
+    assert lines[-1].startswith(f'stored {passages:,} new passages, 0 already there ({db})')
     assert 'by 2 Ray actors; model loads: 2' in lines[-1] and 'passages/s' in lines[-1]
+    again = run_example(python_process, 'semantic_search.py', *args, env=env)   # embeds nothing
+    assert again.stdout.splitlines()[-1] == (f'stored 0 new passages, {passages:,} already there ({db}); '
+                                             f'nothing to embed, no Ray actor started')
+    assert 'embedding:' not in again.stderr
+    at = lines.index(next(iter(QUESTIONS)))
+    assert again.stdout.splitlines()[at:at + 4] == lines[at:at + 4]   # the same answers
 
 
 def test_ray_op_example(python_process):

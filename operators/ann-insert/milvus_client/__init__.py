@@ -7,7 +7,8 @@ The collection must exist; the values of a call are its fields, in its field ord
 from typing import Any, Optional
 
 from towhee_ray.sinks.base import WriteResult
-from towhee_ray.sinks.milvus import Target, connect_token, server_uri, value_for
+from towhee_ray.sinks.milvus_collection import Target, value_for
+from towhee_ray.sinks.milvus_connection import connect_token, server_uri
 
 
 class MilvusClient:

@@ -6,7 +6,8 @@ DataCollection chain. A call returns ``[[id, score, *output_fields], ...]``, bes
 """
 from typing import Any, List, Optional
 
-from towhee_ray.sinks.milvus import Target, connect_token, server_uri
+from towhee_ray.sinks.milvus_collection import Target
+from towhee_ray.sinks.milvus_connection import connect_token, server_uri
 
 
 class MilvusClient:

@@ -1,0 +1,260 @@
+"""A Milvus collection behind either pymilvus API, and typing values for its fields.
+
+A collection is reached through a ``MilvusClient`` and a name, or through a pymilvus ORM
+``Collection`` the caller has connected (Towhee 0.9 scripts pass one; pymilvus 3.1 removes
+the ORM, so :class:`Target` supports both, and is the only place that knows the two).
+A new collection's schema comes from its first row (:func:`fields_from_row`); every value
+is checked and converted for its field (:func:`value_for`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from typing import Any, Dict, List, Optional, Sequence, Set
+
+from towhee_ray.sinks.milvus_connection import connect, is_lite_path
+
+#: VARCHAR length of string keys and scalars created from the first rows: Milvus's
+#: largest, so a later longer value cannot fail a job that started well.
+MAX_VARCHAR_LENGTH = 65535
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One field of a collection's schema, whichever API described it."""
+
+    name: str
+    dtype: Any
+    dim: Optional[int] = None
+    is_primary: bool = False
+    auto_id: bool = False
+
+
+class Target:
+    """A collection behind either API: ``MilvusClient`` + name, or an ORM ``Collection``.
+
+    The sink, the resume step and the hub operators talk to this, never to pymilvus
+    directly, so the ORM's removal in pymilvus 3.1 touches this class only.
+    """
+
+    def __init__(self, collection: Any, uri: Optional[str] = None, token: str = '',
+                 client: Any = None) -> None:
+        if isinstance(collection, str):
+            if client is None and not uri:
+                raise TypeError(f'collection {collection!r} is a name: say where it is with uri= '
+                                f"(a Milvus Lite file such as './vectors.db', or 'http://host:19530'), "
+                                f'or pass a pymilvus Collection')
+            self.name, self.orm = collection, None
+            self.uri = uri or '(the given client)'
+            self.client = client if client is not None else connect(uri, token)
+            self._owns_client = client is None and not is_lite_path(uri)
+        elif hasattr(collection, 'schema') and hasattr(collection, 'insert') and hasattr(collection, 'name'):
+            self.name, self.orm, self.client, self._owns_client = collection.name, collection, None, False
+            self.uri = f'connection {getattr(collection, "_using", "default")!r}'
+        else:
+            raise TypeError(f'collection must be a collection name (with uri=) or a pymilvus Collection, '
+                            f'got {type(collection).__name__}')
+        self._loaded = False
+
+    def __str__(self) -> str:
+        return f'Milvus collection {self.name!r} at {self.uri}'
+
+    def exists(self) -> bool:
+        if self.orm is not None:
+            return True
+        return self.client.has_collection(self.name)
+
+    def fields(self) -> List[Field]:
+        if self.orm is not None:
+            with warnings.catch_warnings():   # the ORM warns on every call
+                warnings.simplefilter('ignore', DeprecationWarning)
+                return [Field(f.name, f.dtype, _dim(f.params), f.is_primary, bool(f.auto_id))
+                        for f in self.orm.schema.fields]
+        described = self.client.describe_collection(self.name)
+        return [Field(f['name'], f['type'], _dim(f.get('params', {})), bool(f.get('is_primary')),
+                      bool(f.get('auto_id', described.get('auto_id', False)) and f.get('is_primary')))
+                for f in described['fields']]
+
+    def create(self, fields: Sequence[Field], metric_type: str, index_params: Optional[Dict[str, Any]]) -> None:
+        """Create the collection with these fields and an index on its vector field."""
+        from pymilvus import DataType
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        vector = None
+        for field in fields:
+            kws: Dict[str, Any] = {'is_primary': True} if field.is_primary else {}
+            if field.dim is not None:
+                kws['dim'] = field.dim
+                vector = vector or field.name
+            if field.dtype == DataType.VARCHAR:
+                kws['max_length'] = MAX_VARCHAR_LENGTH
+            schema.add_field(field.name, field.dtype, **kws)
+        params = self.client.prepare_index_params()
+        # AUTOINDEX is Milvus's own choice for the collection's size and hardware (on a
+        # server); Milvus Lite builds HNSW (faiss) per flushed segment and searches the
+        # rows not yet flushed exactly.
+        options = dict(index_params or {'index_type': 'AUTOINDEX'})
+        options.setdefault('metric_type', metric_type)
+        params.add_index(vector, **options)
+        self.client.create_collection(self.name, schema=schema)
+        # sync=False: waiting for the index asks Milvus Lite for a timestamp it does not
+        # serve (an error logged by its gRPC server); an index on an empty collection is
+        # ready at once anyway.
+        self.client.create_index(self.name, params, sync=False)
+        self.client.load_collection(self.name)
+        self._loaded = True
+
+    def load(self) -> None:
+        if not self._loaded:
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', DeprecationWarning)
+                self.orm.load() if self.orm is not None else self.client.load_collection(self.name)
+            self._loaded = True
+
+    def put(self, rows: List[Dict[str, Any]], upsert: bool) -> int:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', DeprecationWarning)
+            if self.orm is not None:
+                result = self.orm.upsert(rows) if upsert else self.orm.insert(rows)
+                return int(result.upsert_count if upsert else result.insert_count)
+            result = (self.client.upsert if upsert else self.client.insert)(self.name, rows)
+            return int(result['upsert_count' if upsert else 'insert_count'])
+
+    def existing(self, key_field: str, keys: Sequence[Any]) -> Set[Any]:
+        """Which of ``keys`` the collection holds (one query)."""
+        if not keys:
+            return set()
+        self.load()
+        expression = f'{key_field} in {json.dumps(list(keys))}'
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', DeprecationWarning)
+            if self.orm is not None:
+                found = self.orm.query(expression, output_fields=[key_field])
+            else:
+                found = self.client.query(self.name, filter=expression, output_fields=[key_field])
+        return {row[key_field] for row in found}
+
+    def search(self, query: Any, anns_field: str, limit: int, output_fields: List[str],
+               search_params: Dict[str, Any]) -> List[Dict[str, Any]]:
+        """The ``limit`` nearest rows to ``query``: dicts with ``id``, ``distance``, ``entity``."""
+        vector = _as_vector(query)
+        if vector is None:
+            raise TypeError(f'a search query is a vector (a 1-D numeric array or list), got {type(query).__name__}')
+        self.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', DeprecationWarning)
+            if self.orm is not None:
+                hits = self.orm.search([vector], anns_field, search_params, limit=limit, output_fields=output_fields)
+                return [{'id': hit.id, 'distance': hit.distance,
+                         'entity': {name: hit.entity.get(name) for name in output_fields}} for hit in hits[0]]
+            hits = self.client.search(self.name, data=[vector], anns_field=anns_field, limit=limit,
+                                      output_fields=output_fields, search_params=search_params)
+        return list(hits[0])
+
+    def flush(self) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', DeprecationWarning)
+            self.orm.flush() if self.orm is not None else self.client.flush(self.name)
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
+
+
+def _dim(params: Dict[str, Any]) -> Optional[int]:
+    dim = (params or {}).get('dim')
+    return int(dim) if dim is not None else None
+
+
+# -- typing the first rows -----------------------------------------------------------------
+
+
+def _as_vector(value: Any) -> Optional[Any]:
+    """``value`` as a float32 vector, or None when it is not one: 1-D numeric arrays and
+    lists of numbers; ``bytes`` are packed bits (a binary fingerprint), unpacked to 0/1."""
+    import numpy as np
+    if isinstance(value, (bytes, bytearray)):
+        return np.unpackbits(np.frombuffer(bytes(value), dtype=np.uint8)).astype(np.float32)
+    if isinstance(value, (list, tuple)):
+        if not value or not all(isinstance(x, (int, float, np.number)) for x in value):
+            return None
+        return np.asarray(value, dtype=np.float32)
+    if hasattr(value, '__array__') and not isinstance(value, (str, np.generic)):
+        array = np.asarray(value)
+        if array.ndim == 1 and array.size and array.dtype.kind in 'biuf':
+            return array.astype(np.float32, copy=False)
+    return None
+
+
+def _scalar_type(value: Any) -> Any:
+    import numpy as np
+    from pymilvus import DataType
+    if isinstance(value, (bool, np.bool_)):
+        return DataType.BOOL
+    if isinstance(value, (int, np.integer)):
+        return DataType.INT64
+    if isinstance(value, (float, np.floating)):
+        return DataType.DOUBLE
+    if isinstance(value, str):
+        return DataType.VARCHAR
+    return DataType.JSON
+
+
+def fields_from_row(row: Dict[str, Any], names: Sequence[str], where: str) -> List[Field]:
+    """The schema of a new collection, from its first row: the first field the primary
+    key (int64 or string), vectors typed and sized from the values, scalars likewise."""
+    from pymilvus import DataType
+    key = row[names[0]]
+    key_type = _scalar_type(key)
+    if key_type not in (DataType.INT64, DataType.VARCHAR):
+        raise TypeError(f'{where}: the key field {names[0]!r} is a {type(key).__name__} ({key!r}); a Milvus '
+                        f'primary key is an int or a str, and the first field of to_milvus[...] is the key')
+    fields = [Field(names[0], key_type, is_primary=True)]
+    for name in names[1:]:
+        vector = _as_vector(row[name])
+        if vector is not None:
+            fields.append(Field(name, DataType.FLOAT_VECTOR, dim=len(vector)))
+        else:
+            fields.append(Field(name, _scalar_type(row[name])))
+    if not any(field.dim for field in fields):
+        raise TypeError(f'{where}: none of the fields {list(names[1:])} is a vector (a 1-D numeric array or '
+                        f'list); a Milvus collection needs one')
+    return fields
+
+
+def plain_key(key: Any) -> Any:
+    import numpy as np
+    return key.item() if isinstance(key, np.generic) else key
+
+
+def value_for(field: Field, value: Any) -> Any:
+    """``value`` converted for ``field``, or a TypeError/ValueError saying what was expected."""
+    import numpy as np
+    from pymilvus import DataType
+    if field.dtype == DataType.FLOAT_VECTOR:
+        vector = _as_vector(value)
+        if vector is None:
+            raise TypeError(f'field {field.name!r} is a {type(value).__name__}, not a vector of {field.dim} numbers')
+        if len(vector) != field.dim:
+            raise ValueError(f'field {field.name!r} has {len(vector)} dimensions, the collection holds {field.dim}')
+        return vector
+    if field.dtype == DataType.BINARY_VECTOR:
+        if not isinstance(value, (bytes, bytearray)):
+            vector = _as_vector(value)
+            if vector is None:
+                raise TypeError(f'field {field.name!r} is a {type(value).__name__}, not a binary vector')
+            value = np.packbits(vector.astype(bool)).tobytes()
+        if len(value) * 8 != field.dim:
+            raise ValueError(f'field {field.name!r} has {len(value) * 8} bits, the collection holds {field.dim}')
+        return bytes(value)
+    if field.dtype == DataType.INT64 and field.is_primary:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f'key {field.name!r} is a {type(value).__name__} ({value!r}); the collection\'s '
+                            f'key is an int (int64): convert it first, e.g. runas_op[{field.name!r}, '
+                            f'{field.name!r}](func=int)')
+        return int(value)
+    if field.dtype == DataType.VARCHAR and field.is_primary and not isinstance(value, str):
+        raise TypeError(f'key {field.name!r} is a {type(value).__name__} ({value!r}); the collection\'s key '
+                        f'is a string (varchar): convert it first, e.g. runas_op[{field.name!r}, '
+                        f'{field.name!r}](func=str)')
+    return value.item() if isinstance(value, np.generic) else value
