@@ -21,10 +21,10 @@ import time
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')   # the model is on disk: never try the network
 
-import towhee   # noqa: E402
-
-from towhee_ray import DataCollection, resolve_operator   # noqa: E402
+from towhee_ray import DataCollection, resolve_operator   # noqa: E402  (first: it quiets Towhee's import)
 from towhee_ray.sinks.milvus import connect   # noqa: E402
+
+import towhee   # noqa: E402
 
 QUERIES = [
     'how do I catch an exception and clean up afterwards?',
@@ -34,23 +34,25 @@ QUERIES = [
 ]
 DEFAULT_DB = 'semantic_search.db'
 COLLECTION = 'help_passages'
-# Passages per call of the embedding operator: it sorts each call's passages by token
-# count and encodes them 32 at a time. Larger calls pad less, smaller ones balance the 2
-# actors better at the end (~1,300 passages: ~10 calls per actor). Not tuned yet.
+# Passages per call of the embedding operator. sorted_batch cuts the calls from windows of
+# 16 calls sorted by token count, so a call pads little whatever its size (x1.05 the real
+# tokens over this corpus, against x1.52 for calls of neighbours); 64 leaves each of 2
+# actors ~10 calls, and the cheap last calls of a window let them finish together.
 PASSAGES_PER_CALL = 64
 
 
 @towhee.register(name='demo/embed')
 class EmbedAndTag:
-    """The local hub's MiniLM operator over a batch of passage rows; each row comes back
-    with its vector and the id of the model instance that made it (to count model loads)."""
+    """The local hub's MiniLM operator over a batch of passage rows (their token ids, made
+    once by ``sentence-embedding/minilm-tokenizer``); each row comes back with its vector and
+    the id of the model instance that made it (to count model loads)."""
 
     def __init__(self) -> None:
         self.embed = towhee.ops.sentence_embedding.minilm().get_op()
         self.instance = f'{os.getpid()}:{id(self)}'
 
     def __call__(self, rows):
-        vectors = self.embed([row['text'] for row in rows])
+        vectors = self.embed([row['ids'] for row in rows])
         return [{**row, 'vec': vector, 'model': self.instance} for row, vector in zip(rows, vectors)]
 
 
@@ -58,6 +60,10 @@ def load_corpus(limit):
     from pydoc_data.topics import topics
     names = sorted(topics)[:limit]
     return names, [topics[name] for name in names]
+
+
+def token_count(row):
+    return len(row['ids'])
 
 
 def count_models(rows, instances):
@@ -96,10 +102,11 @@ def main() -> None:
     instances = set()
     if len(missing):
         embedded = (missing.stream()
+                    .sentence_embedding.minilm_tokenizer['text', 'ids']()   # here: token ids, once
                     .set_parallel(num_worker=args.workers, backend='ray')
-                    .batch(PASSAGES_PER_CALL)
-                    .demo.embed()
-                    .flatten()
+                    .sorted_batch(PASSAGES_PER_CALL, key=token_count)      # calls of similar token counts
+                    .demo.embed()                                           # 2 Ray actors
+                    .flatten()                                              # back in input order
                     .progress(total=len(missing), desc='embedding', unit='passage'))
         stored = (DataCollection(count_models(embedded, instances))
                   .to_milvus['id', 'vec', 'topic', 'text'](collection=COLLECTION, uri=args.db))
