@@ -226,9 +226,17 @@ class _TaskWorkers(_SlotWorkers):
         return outputs
 
     def close(self) -> None:
-        if ray.is_initialized():   # never let a late close() start Ray again
-            for ref in self._in_flight:
+        for ref in self._in_flight:
+            if not ray.is_initialized():   # never let a late close() start Ray again
+                break
+            try:
                 ray.cancel(ref)
+            except Exception:
+                # ray.shutdown() in another thread between the check and the call (Ray then
+                # says 'No owner found for object'): nothing is left to cancel.
+                if ray.is_initialized():
+                    raise
+                break
         self._in_flight.clear()
         self._last_token = []
         self._fn_ref = None
