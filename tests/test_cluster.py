@@ -111,7 +111,8 @@ finally:
         assert hubs and str(towhee_ray.operators.PROJECT_HUB.resolve()) in hubs.split(os.pathsep)
     assert out['by_variable'][2] is None and out['by_auto'][2] == 'reached the worker'
     assert out['env_vars']['TR_TEST'] == 'reached the worker'   # ClusterInfo.runtime_env says so
-    assert "module 'towhee_ray'" in out['runtime_env'] and 'TOWHEE_RAY_SHIPPED_HUBS' in out['env_vars']
+    shipped_package = str(Path(towhee_ray.__file__).resolve().parent)   # shipped by its folder
+    assert repr(shipped_package) in out['runtime_env'] and 'TOWHEE_RAY_SHIPPED_HUBS' in out['env_vars']
 
 
 def test_keeps_an_existing_connection(ray_cluster):

