@@ -1,5 +1,6 @@
 """What every benchmark shares: contenders run interleaved in rounds, medians with min-max,
-and the machine's load average before and after, with a warning when it was not idle.
+the machine's load average before and after, and how much of its CPU other processes used
+during the run, with a warning when it was not idle.
 
 A machine's speed drifts (other processes, thermal limits, a noisy VM): running A B C,
 A B C, ... exposes every contender to the same drift, and the median of the rounds with its
@@ -10,7 +11,10 @@ from __future__ import annotations
 import os
 import statistics
 import sys
+import time
 from typing import Callable, Dict, List, Sequence, Tuple, TypeVar
+
+import psutil
 
 T = TypeVar('T')
 # Rounds when not told otherwise: the fewest that give a median and a range.
@@ -55,31 +59,72 @@ def format_spread(values: Sequence[float], digits: int = 2) -> str:
     return f'{median:,.{digits}f} ({low:,.{digits}f}-{high:,.{digits}f})'
 
 
+def _own_cpu_seconds() -> float:
+    """CPU seconds used so far by this process and its descendants: each live one's own time
+    and that of the children it has reaped (Ray's raylet reaps its workers, this process the
+    fresh processes of W4/W6 and, at ``ray.shutdown()``, the raylet). A descendant orphaned
+    before it exits is not counted, which errs towards calling the machine busy."""
+    total = 0.0
+    me = psutil.Process()
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:   # exited since listed
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def _busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot."""
+    times = psutil.cpu_times()._asdict()
+    idle = ('idle', 'iowait', 'guest', 'guest_nice')   # (a guest's time is in user's already)
+    return sum(seconds for kind, seconds in times.items() if kind not in idle)
+
+
 class LoadWatch:
-    """The load average before and after a run, and whether the machine was idle: the load
-    average never above the number of cores."""
+    """The load average before and after a run, the share of the machine's CPU that other
+    processes used during it, and whether the machine was idle.
+
+    The load average counts the benchmark's own processes too (2 workers and a driver on 2
+    cores make it ~3), so it alone cannot tell an idle machine: *others' CPU* is the busy CPU
+    time of the whole machine less this process tree's, as a share of all cores over the
+    run. The machine was idle when others used under 10 % of it.
+    """
+
+    #: others' CPU share above which a run's figures are indicative only
+    MAX_OTHERS_SHARE = 0.10
 
     def __init__(self) -> None:
         self.cores = os.cpu_count() or 1
         self.before = load_average()
         self.after = self.before
+        self._started = time.monotonic()
+        self._busy = _busy_cpu_seconds()
+        self._own = _own_cpu_seconds()
+        self.others_share = 0.0
 
     def stop(self) -> 'LoadWatch':
+        wall = time.monotonic() - self._started
+        others = _busy_cpu_seconds() - self._busy - (_own_cpu_seconds() - self._own)
+        self.others_share = round(max(others, 0.0) / (wall * self.cores), 3)
         self.after = load_average()
         return self
 
     @property
     def idle(self) -> bool:
-        return max(self.before, self.after) <= self.cores
+        return self.others_share <= self.MAX_OTHERS_SHARE
 
     def as_dict(self) -> Dict[str, object]:
         return {'load_average_before': self.before, 'load_average_after': self.after,
-                'cores': self.cores, 'idle': self.idle}
+                'others_cpu_share': self.others_share, 'cores': self.cores, 'idle': self.idle}
 
     def summary(self) -> str:
-        line = f'load average {self.before:.2f} before, {self.after:.2f} after ({self.cores} cores)'
+        line = (f'load average {self.before:.2f} before, {self.after:.2f} after ({self.cores} cores, '
+                f'this benchmark\'s own processes included); other processes used '
+                f'{self.others_share:.0%} of the CPU during the run')
         if not self.idle:
-            line += ('\nWARNING: the load average was above the number of cores: other processes '
-                     'were running, so these figures are indicative only. Figures for the README '
-                     'come from a run on an idle machine.')
+            line += (f'\nWARNING: other processes used more than {self.MAX_OTHERS_SHARE:.0%} of the '
+                     'CPU: these figures are indicative only. Figures for the README come from a run '
+                     'on an idle machine.')
         return line

@@ -3,8 +3,9 @@ into Milvus Lite, and the driver's memory while 200,000 vectors stream into Milv
 
 Throughput contenders, interleaved in rounds (each a fresh collection in one Lite file):
 
-* towhee_ray: ``set_parallel(2, 'ray').batch(64).sentence_embedding.minilm()`` on 2 Ray
-  actors, ``to_milvus`` in the driver (actor start and model loads included);
+* towhee_ray, the demo's form: ``minilm_tokenizer()`` in the driver, then
+  ``set_parallel(2, 'ray').sorted_batch(64).sentence_embedding.minilm()`` on 2 Ray actors,
+  ``to_milvus`` in the driver (actor start and model loads included);
 * (a) the same chain without the sink (the vectors are counted, not kept): what the sink costs;
 * (b) one process: the operator's token-sorted encode (model loaded beforehand, as a
   long-running process would have it), then ``MilvusClient.insert`` in batches of 1,000.
@@ -35,6 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from large_elements import PeakAnonymous  # noqa: E402
+from rounds import LoadWatch  # noqa: E402
 from w5_model import corpus  # noqa: E402
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
@@ -55,8 +57,9 @@ def _with_ids(vectors: Iterator[Any]) -> Iterator[Dict[str, Any]]:
 
 def embedded(passages: List[str]) -> Iterator[Any]:
     from towhee_ray import DataCollection
-    return iter(DataCollection(passages).stream().set_parallel(WORKERS, 'ray')
-                .batch(PASSAGES_PER_CALL).sentence_embedding.minilm().flatten())
+    return iter(DataCollection(passages).stream().sentence_embedding.minilm_tokenizer()
+                .set_parallel(WORKERS, 'ray').sorted_batch(PASSAGES_PER_CALL)
+                .sentence_embedding.minilm().flatten())
 
 
 def run_towhee_ray(passages: List[str], db: str, name: str) -> int:
@@ -164,12 +167,11 @@ def main() -> None:
     if args.case:
         print(json.dumps(memory_case(args.case, count)))
         return
-    load_before = os.getloadavg()
+    load = LoadWatch()
     passages = corpus(128 if args.quick else None)
     rows = throughput(passages, args.rounds or (1 if args.quick else 3)) + memory(count)
-    load_after = os.getloadavg()
-    print(f'W7 ingest: {len(passages)} passages, {os.cpu_count()} CPUs; load average before '
-          f'{load_before[0]:.1f}, after {load_after[0]:.1f}')
+    load.stop()
+    print(f'W7 ingest: {len(passages)} passages, {os.cpu_count()} CPUs')
     best = next(row['passages_per_s'] for row in rows if row['case'].startswith('(a)'))
     print(f"{'case':<66} {'passages/s':>11} {'min-max':>14} {'vs (a)':>7}")
     for row in rows:
@@ -182,7 +184,8 @@ def main() -> None:
                   f"({row['seconds']:.0f} s)")
     if args.json:
         Path(args.json).write_text(json.dumps({'mode': 'quick' if args.quick else 'full', 'passages': len(passages),
-                                               'load_average': [load_before, load_after], 'rows': rows}, indent=1))
+                                               **load.as_dict(), 'rows': rows}, indent=1))
+    print(load.summary())
 
 
 if __name__ == '__main__':

@@ -16,7 +16,7 @@ def test_w7_quick_prints_the_table_and_writes_json(tmp_path):
                           '--json', str(results)], capture_output=True, text=True, timeout=1150, cwd=ROOT)
     assert run.returncode == 0, run.stderr
     report = json.loads(results.read_text())
-    assert report['mode'] == 'quick' and report['passages'] == 128 and len(report['load_average']) == 2
+    assert report['mode'] == 'quick' and report['passages'] == 128 and 'others_cpu_share' in report
     cases = [row['case'] for row in report['rows']]
     assert cases == ['towhee_ray ray, 2 actors, to_milvus', '(a) the same, without the sink',
                      '(b) single process, token-sorted encode + MilvusClient.insert',

@@ -40,13 +40,18 @@ def test_failure_in_a_stream_stops_the_chain_cleanly(backend):
     with pytest.raises(ZeroDivisionError, match='element #37'):
         for item in dc:
             consumed.append(item)
-    # what arrived is the outputs of the elements before the failing one, in order (serially
-    # all 37; a parallel step may still have been gathering its chunk of them)
-    expected = [-reciprocal(x) for x in range(37)]
-    assert consumed == expected[:len(consumed)]
-    if backend is None:
-        assert consumed == expected
+    # every element before the failing one arrives, in order, on every backend: the second
+    # step finishes the chunks it holds before it raises the first step's error
+    assert consumed == [-reciprocal(x) for x in range(37)]
     assert list(dc) == []
+
+
+def test_a_failure_passes_later_steps_unchanged(backend):
+    with pytest.raises(ZeroDivisionError) as failure:
+        chain(backend, range(100)).map(reciprocal).map(lambda x: -x).filter(bool).to_list()
+    assert str(failure.value).startswith('map(reciprocal) failed on element #37')
+    # no later step claims it: the notes name no step at all
+    assert not any('while running' in note for note in getattr(failure.value, '__notes__', ()))
 
 
 def test_worker_traceback_is_kept_as_a_note(backend):
@@ -137,9 +142,10 @@ def test_a_dying_task_worker_raises_a_worker_error_naming_the_step(ray_cluster):
                                                         ray_remote_args={'max_retries': 0})
     with pytest.raises(WorkerError, match=r'map\(die\): the Ray worker process running element #3 '
                                           r'died on its only try \(max_retries=0\)') as failure:
-        dc.map(die).to_list()
+        dc.map(die).map(lambda x: x + 1).to_list()
     assert isinstance(failure.value.__cause__, WorkerCrashedError)
-    assert any('while running map(die) on the RayBackend' in note for note in failure.value.__notes__)
+    steps = [note for note in failure.value.__notes__ if 'while running' in note]
+    assert steps == ['while running map(die) on the RayBackend']   # the later step adds none
 
 
 def test_an_operator_actor_dying_on_every_try_raises_and_releases_the_other_actors(alive_actors):

@@ -55,6 +55,16 @@ def test_registered_function_works_as_an_operator():
     assert DataCollection.range(4).set_parallel(2, 'ray').script_only.double().to_list() == [0, 2, 4, 6]
 
 
+def test_an_operator_registered_in_towhees_namespace_is_found_without_it():
+    @towhee.register(name='towhee/tr_triple')
+    def triple(x):
+        return 3 * x
+
+    # as `towhee.ops.tr_triple()` and the local hub: no namespace means Towhee's
+    assert DataCollection([1, 2]).tr_triple().to_list() == [3, 6]
+    assert DataCollection([1, 2]).towhee.tr_triple().to_list() == [3, 6]
+
+
 def test_local_hub_operator_runs_on_ray():
     out = (DataCollection(['One two. Three four five.', 'Six.']).stream()
            .set_parallel(2, 'ray').towhee.text_split(max_words=3).to_list())

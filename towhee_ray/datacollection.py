@@ -81,6 +81,10 @@ def _close(iterator: Any) -> None:
         close()
 
 
+# set on an exception by the step it happened in, so the steps after it let it pass unchanged
+_FAILED_STEP = '_towhee_ray_failed_step'
+
+
 def _settle(outputs: Iterator[Any], step: str, backend: Optional[Backend],
             source: Iterable[Any]) -> Iterator[Any]:
     """Outputs of a guarded step: raise failures (with step and position), skip dropped
@@ -94,12 +98,16 @@ def _settle(outputs: Iterator[Any], step: str, backend: Optional[Backend],
                     break
                 if output is not DROPPED:
                     yield output
-        except Exception as error:   # from the backend itself (a worker died, ...)
-            where = f'the {type(backend).__name__}' if backend else 'the driver'
-            error.add_note(f'while running {step} on {where}')
+        except Exception as error:   # from the backend (a worker died, ...) or an earlier step
+            if not hasattr(error, _FAILED_STEP):   # an earlier step's error passes unchanged
+                where = f'the {type(backend).__name__}' if backend else 'the driver'
+                error.add_note(f'while running {step} on {where}')
+                setattr(error, _FAILED_STEP, step)
             raise
         if failure is not None:
-            raise step_error(failure, step, position)
+            error = step_error(failure, step, position)
+            setattr(error, _FAILED_STEP, step)
+            raise error
     finally:
         _close(outputs)
         if backend is not None:

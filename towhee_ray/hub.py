@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any, Optional
 
-from towhee_ray.operators import HubOperator, hub_roots
+from towhee_ray.operators import HubOperator, hub_roots, split_name
 from towhee_ray.quiet import quiet_towhee
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def find_local_operator(name: str) -> Optional[HubOperator]:
     >>> find_local_operator('nobody/nothing') is None
     True
     """
-    namespace, repo = name.split('/', 1) if '/' in name else ('towhee', name)
+    namespace, repo = split_name(name)
     for root in hub_roots():
         for folder in (root / namespace / repo.replace('-', '_'), root / namespace / repo):
             if (folder / '__init__.py').is_file():

@@ -17,11 +17,13 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from towhee_ray.quiet import quiet_towhee
 
 HUB_PATH_VARIABLE = 'TOWHEE_RAY_HUB'
+#: the namespace of an operator named without one (``ops.text_split`` is ``towhee/text-split``)
+DEFAULT_NAMESPACE = 'towhee'
 # Set by towhee_ray.init in the workers' environment: the hub folders it shipped.
 SHIPPED_HUBS_VARIABLE = 'TOWHEE_RAY_SHIPPED_HUBS'
 # This repository's own hub, present when towhee_ray runs from a source checkout.
@@ -140,8 +142,17 @@ def hub_roots() -> List[Path]:
     return roots
 
 
+def split_name(name: str) -> Tuple[str, str]:
+    """``(namespace, name)`` of an operator name; Towhee's namespace when it has none.
+
+    >>> split_name('image-decode/cv2'), split_name('text-split')
+    (('image-decode', 'cv2'), ('towhee', 'text-split'))
+    """
+    return tuple(name.split('/', 1)) if '/' in name else (DEFAULT_NAMESPACE, name)
+
+
 def _candidate_folders(name: str, tag: str) -> List[Path]:
-    namespace, repo = name.split('/', 1) if '/' in name else ('towhee', name)
+    namespace, repo = split_name(name)
     module = repo.replace('-', '_')
     quiet_towhee()
     from towhee.hub.cache_manager import get_local_dir
@@ -169,6 +180,11 @@ def resolve_operator(name: str, args: Sequence[Any] = (), kws: Optional[Dict[str
     """
     name = towhee_name(name)
     registered = _registered(name)
+    if registered is None and '/' not in name:   # `dc.x()` finds `@register(name='towhee/x')`
+        in_default = '/'.join(split_name(name))
+        registered = _registered(in_default)
+        if registered is not None:
+            name = in_default
     if registered is not None:
         return OperatorSpec(name, registered, args, kws)
     folders = _candidate_folders(name, tag)

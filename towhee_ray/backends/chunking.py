@@ -276,12 +276,17 @@ class ChunkWorkers(abc.ABC):
 
 
 class _Source:
-    """The step's input, pulled in chunks; elements cut from a chunk go back in front."""
+    """The step's input, pulled in chunks; elements cut from a chunk go back in front.
+
+    An exception from the input (an upstream step that failed) ends it: the elements pulled
+    before it are kept, and the exception waits in :attr:`error` until they are processed.
+    """
 
     def __init__(self, items: Iterable[Any]) -> None:
         self._items = iter(items)
         self._returned: List[Any] = []
         self._items_left = True
+        self.error: Optional[Exception] = None
 
     @property
     def drained(self) -> bool:
@@ -294,8 +299,12 @@ class _Source:
         wanted = count - len(chunk)
         if wanted and self._items_left:
             before = len(chunk)
-            chunk.extend(itertools.islice(self._items, wanted))
-            self._items_left = len(chunk) - before == wanted
+            try:
+                chunk.extend(itertools.islice(self._items, wanted))   # keeps what came before a raise
+            except Exception as error:
+                self.error, self._items_left = error, False
+            else:
+                self._items_left = len(chunk) - before == wanted
         return chunk
 
     def give_back(self, elements: List[Any]) -> None:
@@ -347,7 +356,8 @@ def run_in_chunks(workers: ChunkWorkers, items: Iterable[Any], sizer: ChunkSizer
     With ``sizer.bounds``, chunks are cut at ``chunk_bytes`` and the bytes held (a running
     chunk's inputs or expected outputs, a finished chunk's outputs, until yielded) stay
     under ``max_bytes_in_flight``, except for one chunk alone. The workers are closed when
-    the output is exhausted, closed or garbage-collected.
+    the output is exhausted, closed or garbage-collected. When the input raises, the
+    outputs of every element before the raise are yielded first, then the exception.
     """
     source = _Source(items)
     running: Dict[Hashable, Tuple[int, int, int]] = {}   # handle -> (sequence, length, bytes)
@@ -379,6 +389,8 @@ def run_in_chunks(workers: ChunkWorkers, items: Iterable[Any], sizer: ChunkSizer
                     kept_bytes = sent_bytes if output_bytes is None else output_bytes
                     held += kept_bytes - sent_bytes
                     finished[sequence] = (outputs, kept_bytes)
+            elif source.error is not None:
+                raise source.error
             else:
                 return
     finally:

@@ -13,16 +13,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Union
 
 from towhee_ray.collection.columns import field_names, fields_of, is_entity, make_entity
+from towhee_ray.extras import require
 
 PathLike = Union[str, Path]
-
-
-def _import_pandas() -> Any:
-    try:
-        import pandas
-    except ImportError as error:
-        raise ImportError('to_df()/from_df() need pandas: pip install pandas') from error
-    return pandas
 
 
 def is_frame(data: Any) -> bool:
@@ -121,7 +114,7 @@ class SourcesMixin:
         >>> DataCollection.from_df(pandas.DataFrame({'a': [1, 2], 'b': ['x', 'y']})).as_raw()
         [(1, 'x'), (2, 'y')]
         """
-        pandas = _import_pandas()
+        pandas = require('pandas', 'to_df()/from_df()', 'pip install pandas')
         if not isinstance(dataframe, pandas.DataFrame):
             raise TypeError(f'from_df() needs a pandas DataFrame, got {type(dataframe).__name__}')
         rows = frame_rows(dataframe)
@@ -152,7 +145,7 @@ class SourcesMixin:
         0  1  x
         1  2  y
         """
-        pandas = _import_pandas()
+        pandas = require('pandas', 'to_df()/from_df()', 'pip install pandas')
         rows = list(self._items)
         if rows and all(_is_row(row) for row in rows):
             return pandas.DataFrame([dict(fields_of(row)) for row in rows])

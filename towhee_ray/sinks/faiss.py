@@ -27,6 +27,7 @@ from typing import Any, Dict, Optional, Sequence, Set, Union
 
 import numpy as np
 
+from towhee_ray.extras import require
 from towhee_ray.sinks.base import Batch, Sink, WriteResult
 from towhee_ray.sinks.vectors import as_vector, plain, shown, vector_matrix
 
@@ -47,11 +48,7 @@ PathLike = Union[str, os.PathLike]
 
 def import_faiss() -> Any:
     """The ``faiss`` module, or an ``ImportError`` saying how to install it."""
-    try:
-        import faiss
-    except ImportError as error:
-        raise ImportError("to_faiss needs Faiss: pip install 'towhee-ray[faiss]' (faiss-cpu)") from error
-    return faiss
+    return require('faiss', 'to_faiss', "pip install 'towhee-ray[faiss]' (faiss-cpu)")
 
 
 def kv_file_for(findex: Path) -> Path:

@@ -19,6 +19,8 @@ import threading
 import warnings
 from typing import Any, Dict, Optional
 
+from towhee_ray.extras import require
+
 #: How long to wait for a Milvus server before ``ConnectionError``. pymilvus alone waits
 #: 10 s for a server that accepts connections and never answers (measured against a
 #: listening socket that never replies); 15 s leaves room for a server that is starting,
@@ -89,10 +91,7 @@ def connect(uri: str, token: str = '', timeout: float = CONNECT_TIMEOUT_SECONDS)
     >>> client.list_collections()
     []
     """
-    try:
-        import pymilvus  # noqa: F401
-    except ImportError as error:   # pragma: no cover - the milvus extra is missing
-        raise ImportError("Milvus needs pymilvus and milvus-lite: pip install 'towhee-ray[milvus]'") from error
+    require('pymilvus', 'Milvus', "pip install 'towhee-ray[milvus]' (pymilvus and milvus-lite)")
     uri = str(uri)
     if is_lite_path(uri):
         if not uri.endswith('.db'):

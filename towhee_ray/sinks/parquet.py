@@ -23,12 +23,14 @@ import glob as globbing
 import logging
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Sequence, Set, Union
 
 import numpy as np
 
 from towhee_ray.collection.columns import make_entity
+from towhee_ray.extras import require
 from towhee_ray.sinks.base import Batch, Sink, WriteResult
 from towhee_ray.sinks.vectors import plain, shown, vector_matrix
 
@@ -54,13 +56,8 @@ _INTEGER_KINDS = 'biu'
 
 def import_pyarrow() -> Any:
     """``pyarrow`` with ``pyarrow.parquet`` loaded, or an ``ImportError`` saying how to install it."""
-    try:
-        import pyarrow
-        import pyarrow.parquet  # noqa: F401 (loads pyarrow.parquet)
-    except ImportError as error:
-        raise ImportError("to_parquet and read_parquet need pyarrow: "
-                          "pip install 'towhee-ray[parquet]'") from error
-    return pyarrow
+    require('pyarrow.parquet', 'to_parquet/read_parquet', "pip install 'towhee-ray[parquet]'")
+    return sys.modules['pyarrow']
 
 
 def parquet_files(path_or_glob: PathLike) -> List[Path]:
