@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import statistics
 import sys
+import threading
 import time
 from typing import Callable, Dict, List, Sequence, Tuple, TypeVar
 
@@ -59,20 +60,47 @@ def format_spread(values: Sequence[float], digits: int = 2) -> str:
     return f'{median:,.{digits}f} ({low:,.{digits}f}-{high:,.{digits}f})'
 
 
-def _own_cpu_seconds() -> float:
-    """CPU seconds used so far by this process and its descendants: each live one's own time
-    and that of the children it has reaped (Ray's raylet reaps its workers, this process the
-    fresh processes of W4/W6 and, at ``ray.shutdown()``, the raylet). A descendant orphaned
-    before it exits is not counted, which errs towards calling the machine busy."""
-    total = 0.0
-    me = psutil.Process()
-    for process in [me, *me.children(recursive=True)]:
-        try:
-            times = process.cpu_times()
-        except psutil.Error:   # exited since listed
-            continue
-        total += times.user + times.system + times.children_user + times.children_system
-    return total
+class _OwnCpu(threading.Thread):
+    """CPU seconds used by this process and its descendants, sampled every half second: Ray's
+    raylet and workers, and the fresh processes of W4/W6, each with the Ray it starts, whose
+    processes outlive their parent for a moment (they stay ours once orphaned). A process's
+    time after its last sample (under half a second of its life) counts as other processes':
+    the error errs towards calling the machine busy."""
+
+    INTERVAL_SECONDS = 0.5
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self._me = psutil.Process()
+        self._seen: Dict[Tuple[int, float], float] = {}   # (pid, start time) -> CPU seconds
+        self._processes: Dict[int, psutil.Process] = {}   # alive at the last sample
+        self._baseline = self._sample()
+        self._done = threading.Event()
+        self.start()
+
+    def _sample(self) -> float:
+        # this tree now, and every process once in it (an orphan leaves the tree, still ours)
+        for process in {self._me, *self._me.children(recursive=True), *self._processes.values()}:
+            try:
+                with process.oneshot():
+                    times = process.cpu_times()
+                    key = process.pid, process.create_time()
+            except psutil.Error:   # exited since listed
+                self._processes.pop(process.pid, None)
+                continue
+            self._seen[key] = times.user + times.system
+            self._processes[process.pid] = process
+        return sum(self._seen.values())
+
+    def run(self) -> None:
+        while not self._done.wait(self.INTERVAL_SECONDS):
+            self._sample()
+
+    def stop(self) -> float:
+        """CPU seconds used since the start."""
+        self._done.set()
+        self.join()
+        return self._sample() - self._baseline
 
 
 def _busy_cpu_seconds() -> float:
@@ -101,14 +129,16 @@ class LoadWatch:
         self.after = self.before
         self._started = time.monotonic()
         self._busy = _busy_cpu_seconds()
-        self._own = _own_cpu_seconds()
+        self._own = _OwnCpu()
         self.others_share = 0.0
 
     def stop(self) -> 'LoadWatch':
-        wall = time.monotonic() - self._started
-        others = _busy_cpu_seconds() - self._busy - (_own_cpu_seconds() - self._own)
-        self.others_share = round(max(others, 0.0) / (wall * self.cores), 3)
-        self.after = load_average()
+        if self._own.is_alive():
+            own = self._own.stop()
+            wall = time.monotonic() - self._started
+            others = _busy_cpu_seconds() - self._busy - own
+            self.others_share = round(max(others, 0.0) / (wall * self.cores), 3)
+            self.after = load_average()
         return self
 
     @property

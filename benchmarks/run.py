@@ -62,9 +62,9 @@ import numpy as np
 import psutil
 import ray
 import ray.data
-import towhee
 
-import towhee_ray
+import towhee_ray   # before towhee: it filters Towhee's pkg_resources warning (towhee_ray.quiet)
+import towhee   # noqa: I100
 from towhee_ray import DataCollection
 
 import large_elements

@@ -47,9 +47,9 @@ from typing import Any, Dict, List
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 import numpy as np   # noqa: E402
-import towhee   # noqa: E402
 
-import towhee_ray   # noqa: E402
+import towhee_ray   # noqa: E402  (before towhee: it filters Towhee's pkg_resources warning)
+import towhee   # noqa: E402,I100
 from towhee_ray import DataCollection, resolve_operator   # noqa: E402
 
 from rounds import DEFAULT_ROUNDS, LoadWatch, format_spread, interleaved, spread   # noqa: E402
