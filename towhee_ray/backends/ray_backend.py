@@ -52,6 +52,9 @@ QUEUED_CHUNKS_PER_WORKER = 1
 # How often a driver waiting for chunks looks whether Ray is still there (ray.shutdown()
 # in another thread); a wait returns as soon as a chunk is done, so this costs nothing.
 WAIT_POLL_SECONDS = 1.0
+# How long closing a step lets its in-flight tasks finish before it cancels the rest (see
+# _TaskWorkers._still_running): chunks are sized to ~0.5 s of work, so most are done by then.
+CLOSE_GRACE_SECONDS = 1.0
 _step_numbers = itertools.count(1)
 
 
@@ -219,6 +222,21 @@ class _TaskWorkers(_SlotWorkers):
         self._chained = capacity is None or capacity > len(self._unfinished)
         self._fn_ref = ray.put(self._fn)
 
+    def _still_running(self) -> List[ray.ObjectRef]:
+        """The in-flight tasks that are not done within :data:`CLOSE_GRACE_SECONDS`.
+
+        Ray 2.60 can abort the driver (``Check failed: it != submissible_tasks_.end() Tried
+        to complete task that was not pending``, ray-project/ray#54846) when ``ray.cancel``
+        meets a task whose reply is arriving; a suite run hit it on closing a stream of
+        millisecond tasks. Tasks about to finish are let finish, and only long ones, whose
+        reply is unlikely to be on its way at that moment, are cancelled.
+        """
+        refs = list(self._in_flight)
+        if not refs or not ray.is_initialized():   # never let a late close() start Ray again
+            return []
+        _, running = ray.wait(refs, num_returns=len(refs), timeout=CLOSE_GRACE_SECONDS, fetch_local=False)
+        return running
+
     def _submit_to(self, slot: int, chunk: List[Any]) -> ray.ObjectRef:
         outputs, token = self._remote.remote(self._fn_ref, chunk, *self._last_token[slot])
         if self._chained:
@@ -226,17 +244,14 @@ class _TaskWorkers(_SlotWorkers):
         return outputs
 
     def close(self) -> None:
-        for ref in self._in_flight:
-            if not ray.is_initialized():   # never let a late close() start Ray again
-                break
-            try:
+        try:
+            for ref in self._still_running():
                 ray.cancel(ref)
-            except Exception:
-                # ray.shutdown() in another thread between the check and the call (Ray then
-                # says 'No owner found for object'): nothing is left to cancel.
-                if ray.is_initialized():
-                    raise
-                break
+        except Exception:
+            # ray.shutdown() in another thread since the check (Ray then says 'No owner
+            # found for object'): nothing is left to cancel.
+            if ray.is_initialized():
+                raise
         self._in_flight.clear()
         self._last_token = []
         self._fn_ref = None
