@@ -28,9 +28,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import itertools
-import logging
 import os
-import threading
 from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Tuple
 
 import ray
@@ -54,11 +52,7 @@ QUEUED_CHUNKS_PER_WORKER = 1
 # How often a driver waiting for chunks looks whether Ray is still there (ray.shutdown()
 # in another thread); a wait returns as soon as a chunk is done, so this costs nothing.
 WAIT_POLL_SECONDS = 1.0
-# How long closing a step lets its in-flight tasks finish before it cancels the rest (see
-# _TaskWorkers._still_running): chunks are sized to ~0.5 s of work, so most are done by then.
-CLOSE_GRACE_SECONDS = 1.0
 _step_numbers = itertools.count(1)
-logger = logging.getLogger(__name__)
 
 
 @ray.remote(num_returns=2)
@@ -198,30 +192,6 @@ class _SlotWorkers(ChunkWorkers):
         return outputs
 
 
-def _cancel_unless_done(refs: List[ray.ObjectRef]) -> None:
-    """Cancel the tasks of ``refs`` that are not done within :data:`CLOSE_GRACE_SECONDS`.
-
-    Ray 2.60 can abort the driver (``Check failed: it != submissible_tasks_.end() Tried to
-    complete task that was not pending``, ray-project/ray#54846) when ``ray.cancel`` meets
-    a task whose reply is arriving; a suite run hit it on closing a stream of millisecond
-    tasks. So tasks about to finish are let finish, and only long ones, whose reply is
-    unlikely to be on its way at that moment, are cancelled. It runs in a thread of its own:
-    a step is often closed by the garbage collector, and a finalizer that waits would delay
-    (and lose) a Ctrl-C that arrives meanwhile.
-    """
-    try:
-        if ray.is_initialized():
-            _, running = ray.wait(refs, num_returns=len(refs), timeout=CLOSE_GRACE_SECONDS,
-                                  fetch_local=False)
-            for ref in running:
-                ray.cancel(ref)
-    except Exception:
-        # ray.shutdown() meanwhile (Ray then says 'No owner found for object'): nothing is
-        # left to cancel
-        if ray.is_initialized():
-            logger.warning('could not cancel %d unfinished Ray tasks', len(refs), exc_info=True)
-
-
 class _TaskWorkers(_SlotWorkers):
     """Tasks, at most ``num_worker`` running at once. When the cluster could run more of
     them at once, each slot is a chain of tasks, the next waiting (inside Ray, not in the
@@ -256,10 +226,17 @@ class _TaskWorkers(_SlotWorkers):
         return outputs
 
     def close(self) -> None:
-        refs = list(self._in_flight)
-        if refs and ray.is_initialized():   # never let a late close() start Ray again
-            threading.Thread(target=_cancel_unless_done, args=(refs,), daemon=True,
-                             name=f'towhee_ray cancel {self.step}').start()
+        for ref in self._in_flight:
+            if not ray.is_initialized():   # never let a late close() start Ray again
+                break
+            try:
+                ray.cancel(ref)
+            except Exception:
+                # ray.shutdown() in another thread between the check and the call (Ray then
+                # says 'No owner found for object'): nothing is left to cancel.
+                if ray.is_initialized():
+                    raise
+                break
         self._in_flight.clear()
         self._last_token = []
         self._fn_ref = None
