@@ -164,10 +164,14 @@ def test_a_consumer_stopping_early_cancels_tasks_and_removes_actors(how):
             for _ in make():
                 raise LookupError('the consumer failed')
     else:
-        timer = threading.Timer(1.5, _thread.interrupt_main)
-        timer.start()
+        # Ctrl-C once the stream runs (its first output is here), so that it comes while the
+        # driver waits for the next chunk; a clock could land it while the actors start
+        timer = None
         with pytest.raises(KeyboardInterrupt):
-            make().to_list()   # waiting for a chunk when the interrupt comes
+            for position, _ in enumerate(make()):
+                if position == 0:
+                    timer = threading.Timer(0.1, _thread.interrupt_main)
+                    timer.start()
         timer.join()
     gc.collect()
     assert eventually(lambda: not chain_actors()), chain_actors()
