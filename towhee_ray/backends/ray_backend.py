@@ -38,6 +38,7 @@ from towhee_ray import cluster
 from towhee_ray.backends import ray_resources
 from towhee_ray.backends.base import Backend, OperatorFactory, WorkerError
 from towhee_ray.backends.chunking import ByteBounds, ChunkedBackend, ChunkWorkers, timed_map
+from towhee_ray.backends.ray_cancel import cancel_later
 from towhee_ray.backends.ray_faults import (WORKER_DIED, ActorSlots, died_error, out_of_tries,
                                             running_when_died, unloadable_arguments)
 from towhee_ray.backends.shipping import Payload
@@ -226,17 +227,7 @@ class _TaskWorkers(_SlotWorkers):
         return outputs
 
     def close(self) -> None:
-        for ref in self._in_flight:
-            if not ray.is_initialized():   # never let a late close() start Ray again
-                break
-            try:
-                ray.cancel(ref)
-            except Exception:
-                # ray.shutdown() in another thread between the check and the call (Ray then
-                # says 'No owner found for object'): nothing is left to cancel.
-                if ray.is_initialized():
-                    raise
-                break
+        cancel_later(list(self._in_flight), self.step)
         self._in_flight.clear()
         self._last_token = []
         self._fn_ref = None

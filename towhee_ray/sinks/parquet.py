@@ -23,7 +23,6 @@ import glob as globbing
 import logging
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Sequence, Set, Union
 
@@ -56,8 +55,9 @@ _INTEGER_KINDS = 'biu'
 
 def import_pyarrow() -> Any:
     """``pyarrow`` with ``pyarrow.parquet`` loaded, or an ``ImportError`` saying how to install it."""
-    require('pyarrow.parquet', 'to_parquet/read_parquet', "pip install 'towhee-ray[parquet]'")
-    return sys.modules['pyarrow']
+    needed_by, install = 'to_parquet/read_parquet', "pip install 'towhee-ray[parquet]'"
+    require('pyarrow.parquet', needed_by, install)
+    return require('pyarrow', needed_by, install)   # imported with it: no second import
 
 
 def parquet_files(path_or_glob: PathLike) -> List[Path]:

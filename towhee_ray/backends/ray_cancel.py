@@ -1,0 +1,72 @@
+"""Cancelling the tasks of a step that was closed early, without racing Ray.
+
+Ray 2.60 can abort the driver process (``Check failed: it != submissible_tasks_.end() Tried
+to complete task that was not pending``, ray-project/ray#54846) when ``ray.cancel`` meets a
+normal task whose reply is arriving at that moment; a test-suite run hit it on closing a
+stream of millisecond tasks. So a closed step's tasks are not cancelled at once: they get
+:data:`CLOSE_GRACE_SECONDS` to finish (chunks are sized to 0.2-0.5 s of work, so most
+have), and only the ones still running then, whose reply is unlikely to be on its way,
+are cancelled.
+
+The wait runs in a thread of its own: a step is often closed by the garbage collector, and a
+finalizer that waits would delay a Ctrl-C arriving meanwhile. At interpreter exit the threads
+are joined before Ray's own shutdown (which stops the tasks of a driver that leaves anyway),
+so no thread is inside Ray while it is torn down.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from typing import List
+
+import ray
+
+logger = logging.getLogger(__name__)
+
+# How long a closed step's tasks may run on before they are cancelled. Chunks are cut to
+# 0.2-0.5 s of work (chunking.TARGET_CHUNK_SECONDS, KNOWN_LENGTH_CHUNK_SECONDS), so a second
+# lets nearly all finish; longer ones are cancelled well away from their end.
+CLOSE_GRACE_SECONDS = 1.0
+
+_exiting = threading.Event()
+_threads: List[threading.Thread] = []
+_lock = threading.Lock()
+
+
+def cancel_later(refs: List[ray.ObjectRef], step: str) -> None:
+    """Cancel the tasks behind ``refs`` that are still running :data:`CLOSE_GRACE_SECONDS`
+    from now; returns at once. Does nothing when Ray is not running (a late close must never
+    start Ray again) or the interpreter is exiting."""
+    if not refs or not ray.is_initialized() or _exiting.is_set():
+        return
+    thread = threading.Thread(target=_cancel_unfinished, args=(refs,), daemon=True,
+                              name=f'towhee_ray cancel {step}')
+    with _lock:
+        _threads[:] = [t for t in _threads if t.is_alive()]
+        _threads.append(thread)
+    thread.start()
+
+
+def _cancel_unfinished(refs: List[ray.ObjectRef]) -> None:
+    try:
+        _, running = ray.wait(refs, num_returns=len(refs), timeout=CLOSE_GRACE_SECONDS,
+                              fetch_local=False)
+        if _exiting.is_set():   # the driver leaves: Ray stops its tasks itself
+            return
+        for ref in running:
+            ray.cancel(ref)
+    except Exception:
+        # ray.shutdown() in another thread meanwhile (Ray then says 'No owner found for
+        # object'): nothing is left to cancel
+        if ray.is_initialized():
+            logger.warning('could not cancel %d unfinished Ray tasks', len(refs), exc_info=True)
+
+
+@atexit.register   # registered after `import ray`, so it runs before Ray's own shutdown
+def _join_at_exit() -> None:
+    _exiting.set()
+    with _lock:
+        threads, _threads[:] = list(_threads), []
+    for thread in threads:
+        thread.join(CLOSE_GRACE_SECONDS + 1.0)
