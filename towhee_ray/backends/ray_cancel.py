@@ -29,9 +29,8 @@ logger = logging.getLogger(__name__)
 # lets nearly all finish; longer ones are cancelled well away from their end.
 CLOSE_GRACE_SECONDS = 1.0
 
+_THREAD_NAME = 'towhee_ray cancel'
 _exiting = threading.Event()
-_threads: List[threading.Thread] = []
-_lock = threading.Lock()
 
 
 def cancel_later(refs: List[ray.ObjectRef], step: str) -> None:
@@ -40,12 +39,8 @@ def cancel_later(refs: List[ray.ObjectRef], step: str) -> None:
     start Ray again) or the interpreter is exiting."""
     if not refs or not ray.is_initialized() or _exiting.is_set():
         return
-    thread = threading.Thread(target=_cancel_unfinished, args=(refs,), daemon=True,
-                              name=f'towhee_ray cancel {step}')
-    with _lock:
-        _threads[:] = [t for t in _threads if t.is_alive()]
-        _threads.append(thread)
-    thread.start()
+    threading.Thread(target=_cancel_unfinished, args=(refs,), daemon=True,
+                     name=f'{_THREAD_NAME} {step}').start()
 
 
 def _cancel_unfinished(refs: List[ray.ObjectRef]) -> None:
@@ -65,8 +60,7 @@ def _cancel_unfinished(refs: List[ray.ObjectRef]) -> None:
 
 @atexit.register   # registered after `import ray`, so it runs before Ray's own shutdown
 def _join_at_exit() -> None:
-    _exiting.set()
-    with _lock:
-        threads, _threads[:] = list(_threads), []
-    for thread in threads:
-        thread.join(CLOSE_GRACE_SECONDS + 1.0)
+    _exiting.set()   # no new thread from here on: the ones running are all there is to join
+    for thread in threading.enumerate():
+        if thread.name.startswith(_THREAD_NAME):
+            thread.join(CLOSE_GRACE_SECONDS + 1.0)
