@@ -110,7 +110,8 @@ def padding_factor(counts: List[int], order: List[int], batch: int) -> float:
 
 
 FIRST_VECTOR = {
-    # what a towhee_ray actor does: the hub operator (transformers' BERT, no sentence-transformers)
+    # what a towhee_ray actor does: the hub operator (BERT in plain torch: no transformers, no
+    # sentence-transformers)
     'operator': ('from towhee_ray import resolve_operator; '
                  "resolve_operator('sentence_embedding.minilm').create()('x')"),
     # what the Ray Data contender does: sentence-transformers

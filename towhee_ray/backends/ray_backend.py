@@ -14,6 +14,9 @@ Resources asked of Ray by default, chosen so that any chain runs on any cluster:
 The named options ``num_cpus``, ``num_gpus``, ``resources``, ``memory`` replace these per
 step, ``ray_remote_args`` passes anything else to Ray (see ray_resources.py).
 
+A worker keeps the heap a chunk of large outputs freed for its next chunk, instead of
+handing it back to the kernel and faulting it in again (worker_heap.py).
+
 Faults: a task whose worker process dies is retried by Ray (``max_retries``); an actor
 whose process dies is replaced here, its operator built again and its unfinished chunks
 re-run, each chunk at most ``max_retries`` times (ray_faults.py). A worker that cannot
@@ -42,6 +45,7 @@ from towhee_ray.backends.ray_cancel import cancel_later
 from towhee_ray.backends.ray_faults import (WORKER_DIED, ActorSlots, died_error, out_of_tries,
                                             running_when_died, unloadable_arguments)
 from towhee_ray.backends.shipping import Payload
+from towhee_ray.backends.worker_heap import keep_freed_heap
 from towhee_ray.guard import LoadFailure, load_error
 
 TASK_REMOTE_ARGS: Dict[str, Any] = {'num_cpus': 1}
@@ -61,6 +65,7 @@ def _process_chunk(fn: Payload, chunk: List[Any], *after: None) -> Tuple[Any, No
     """Returns the outputs (with their timing and size), or the failure to load the step's
     function, and a token; the next chunk of the same worker slot takes the token as an
     argument, so Ray starts it only once this one is done."""
+    keep_freed_heap()
     call, failure = fn.load()
     if failure is not None:
         return failure, None
@@ -74,6 +79,7 @@ class _OperatorActor:
     (it did not crash), and the driver raises the failure at once."""
 
     def __init__(self, operator: Payload, name: str) -> None:
+        keep_freed_heap()
         self._name = name
         factory, self._failure = operator.load()
         self._call = None if factory is None else factory.create()

@@ -1,0 +1,80 @@
+"""BERT's encoder in plain torch, reading all-MiniLM-L6-v2's ``model.safetensors``.
+
+Why not ``transformers.AutoModel``: in a fresh process importing transformers and building
+its BERT took ~2.9 s on the 2-vCPU VM (0.55 s import, 2.3 s ``from_pretrained``), this
+~0.05 s, and every Ray actor of a step pays it at start-up, all at once (benchmarks/
+w5_model.py, "with start-up"). The computation is BERT's, in the same order: embeddings
+(word + position + token type 0) and LayerNorm, then per layer self-attention with the
+padding masked, a residual LayerNorm, a GELU feed-forward, a residual LayerNorm. The
+last hidden states equal transformers' within ~4e-6 (tests/test_hub_operators.py checks the
+vectors against sentence-transformers' own ``encode``).
+"""
+import json
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import torch
+from safetensors.torch import load_file
+from torch.nn import functional
+
+# What this encoder implements; another config is refused rather than computed wrongly.
+SUPPORTED = {'model_type': 'bert', 'hidden_act': 'gelu', 'position_embedding_type': 'absolute'}
+_DEFAULTS = {'position_embedding_type': 'absolute'}   # BertConfig's, when config.json omits it
+_LAYER_WEIGHTS = ('attention.self.query', 'attention.self.key', 'attention.self.value',
+                  'attention.output.dense', 'attention.output.LayerNorm', 'intermediate.dense',
+                  'output.dense', 'output.LayerNorm')
+
+
+class BertEncoder:
+    """``encoder(input_ids, attention_mask)`` -> the last hidden states, ``(batch, width,
+    hidden)``, like ``BertModel(...).last_hidden_state`` in eval mode with token type 0."""
+
+    def __init__(self, folder: Path, device: torch.device) -> None:
+        config = json.loads((folder / 'config.json').read_text())
+        found = {key: config.get(key, _DEFAULTS.get(key)) for key in SUPPORTED}
+        if found != SUPPORTED:
+            raise ValueError(f'{folder / "config.json"}: this BERT encoder computes {SUPPORTED}, '
+                             f'the model asks for {found}')
+        self.pad_token_id = config.get('pad_token_id', 0)
+        self.heads = config['num_attention_heads']
+        self.eps = config['layer_norm_eps']
+        weights = load_file(str(folder / 'model.safetensors'), device=str(device))
+        weights = {name.removeprefix('bert.'): tensor for name, tensor in weights.items()}
+        self.word = weights['embeddings.word_embeddings.weight']
+        self.position = weights['embeddings.position_embeddings.weight']
+        self.token_type = weights['embeddings.token_type_embeddings.weight'][0]
+        self.embedding_norm = self._pair(weights, 'embeddings.LayerNorm')
+        self.layers = [[self._pair(weights, f'encoder.layer.{index}.{name}') for name in _LAYER_WEIGHTS]
+                       for index in range(config['num_hidden_layers'])]
+
+    @staticmethod
+    def _pair(weights: Dict[str, torch.Tensor], name: str) -> Tuple[torch.Tensor, torch.Tensor]:
+        return weights[f'{name}.weight'], weights[f'{name}.bias']
+
+    def _norm(self, x: torch.Tensor, pair: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return functional.layer_norm(x, x.shape[-1:], *pair, eps=self.eps)
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        batch, width = input_ids.shape
+        x = self.word[input_ids] + self.position[:width] + self.token_type
+        x = self._norm(x, self.embedding_norm)
+        hidden = x.shape[-1]
+        # padding keys get the dtype's lowest value added to their scores, as in transformers
+        mask = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
+        for layer in self.layers:
+            x = self._layer(x, mask, layer, batch, width, hidden)
+        return x
+
+    def _layer(self, x: torch.Tensor, mask: torch.Tensor, layer: List[Tuple[torch.Tensor, torch.Tensor]],
+               batch: int, width: int, hidden: int) -> torch.Tensor:
+        query, key, value, attention_out, attention_norm, intermediate, out, out_norm = layer
+
+        def heads(pair: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+            return functional.linear(x, *pair).view(batch, width, self.heads, -1).transpose(1, 2)
+
+        attended = functional.scaled_dot_product_attention(heads(query), heads(key), heads(value),
+                                                           attn_mask=mask)
+        attended = attended.transpose(1, 2).reshape(batch, width, hidden)
+        x = self._norm(functional.linear(attended, *attention_out) + x, attention_norm)
+        return self._norm(functional.linear(functional.gelu(functional.linear(x, *intermediate)), *out) + x,
+                          out_norm)
