@@ -70,6 +70,26 @@ print(json.dumps({'address': info.address, 'gcs': ray.get_runtime_context().gcs_
     assert 'Started a local Ray instance' not in result.stdout + result.stderr
 
 
+def test_a_local_ray_started_in_a_thread_outlives_that_thread(python_process):
+    # A first Ray step in a worker thread (a Towhee pipeline's pool calling a ray_op) starts
+    # the local Ray; Linux kills the processes Ray starts when the *thread* that started them
+    # ends (PR_SET_PDEATHSIG). Before towhee_ray started Ray from a lasting thread, the GCS
+    # and raylet were gone here, and the second step waited 60 s for them, then exited 1.
+    script = '''
+import threading, psutil
+from towhee_ray import DataCollection
+first = threading.Thread(target=lambda: print(DataCollection([1]).set_parallel(1, 'ray').map(abs).to_list()))
+first.start()
+first.join()
+children = [' '.join(child.cmdline()) for child in psutil.Process().children(recursive=True)]
+print('raylet:', any('raylet' in line for line in children), 'gcs:', any('gcs_server' in line for line in children))
+print(DataCollection(range(3)).set_parallel(2, 'ray').map(abs).to_list())
+'''
+    result = python_process('-c', script, timeout=50)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-3:] == ['[1]', 'raylet: True gcs: True', '[0, 1, 2]']
+
+
 @pytest.mark.timeout(600)
 def test_ray_address_and_auto_reach_a_running_cluster_and_ship_what_workers_need(python_process):
     # A head started by the subprocess (ray.cluster_utils.Cluster), recorded as "the current

@@ -281,9 +281,43 @@ def init(address: Optional[str] = None, *, local_packages: Iterable[LocalPackage
             ray_init_kwargs['runtime_env'] = {key: list(value) if isinstance(value, list) else value
                                               for key, value in runtime_env.items()}
         logger.info('connecting to Ray at %s', address)
-        ray.init(address=address, **ray_init_kwargs)
+        _ray_init(address=address, **ray_init_kwargs)
         _shipped[:] = [_package_path(package) for package in local_packages]
         return describe(runtime_env=runtime_env)
+
+
+def _ray_init(**ray_init_kwargs: Any) -> None:
+    """``ray.init`` from a thread that lives as long as the process.
+
+    The processes ``ray.init`` starts for a local Ray (GCS, raylet, ...) ask Linux to be
+    killed when their parent dies (``PR_SET_PDEATHSIG``), and for Linux the parent is the
+    *thread* that started them. A first Ray step often runs in a worker thread — a Towhee
+    pipeline's pool calling a ``ray_op``, a ``ThreadPoolExecutor`` — and when that thread
+    ended, the local Ray was SIGKILLed under the running program, which then waited 60 s
+    for its GCS and exited with an error. The main thread lives as long as the process;
+    from any other thread, Ray is started by a daemon thread that then waits forever.
+    """
+    import ray
+
+    if threading.current_thread() is threading.main_thread():
+        ray.init(**ray_init_kwargs)
+        return
+    outcome: List[BaseException] = []
+    started = threading.Event()
+
+    def start_and_stay() -> None:
+        try:
+            ray.init(**ray_init_kwargs)
+        except BaseException as error:   # handed to the caller, raised there
+            outcome.append(error)
+        started.set()
+        if not outcome:
+            threading.Event().wait()   # never set: the thread ends with the process
+
+    threading.Thread(target=start_and_stay, name='towhee_ray ray.init', daemon=True).start()
+    started.wait()
+    if outcome:
+        raise outcome[0]
 
 
 def shipped_local_packages() -> List[str]:

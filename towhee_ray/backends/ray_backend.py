@@ -93,15 +93,25 @@ class _OperatorActor:
         return self._name
 
 
+def _session_gone(error: BaseException) -> bool:
+    """Whether ``error`` from a Ray call means that this process's Ray session is gone or
+    going: Ray no longer initialized, or objects this driver made whose owner it no longer
+    knows (``ray.shutdown()`` in another thread clears them while Ray still says it is
+    initialized; seen once in a full test run)."""
+    return (isinstance(error, SystemExit) or not ray.is_initialized()
+            or (isinstance(error, ValueError) and 'owner is unknown' in str(error)))
+
+
 @contextlib.contextmanager
 def _ray_calls(step: str) -> Iterator[None]:
     """Ray shut down under a running stream (``ray.shutdown()`` in another thread, the
-    cluster gone) surfaces in Ray's calls as a bare ``SystemExit`` or as errors about an
-    uninitialized Ray; either becomes a :class:`WorkerError` that says so."""
+    cluster gone) surfaces in Ray's calls as a bare ``SystemExit``, as errors about an
+    uninitialized Ray or about objects whose owner is unknown; each becomes a
+    :class:`WorkerError` that says so."""
     try:
         yield
     except (Exception, SystemExit) as error:
-        if isinstance(error, SystemExit) or not ray.is_initialized():
+        if _session_gone(error):
             raise WorkerError(f'Ray was shut down while {step} was running (ray.shutdown(), or the '
                               f'cluster went away); the rest of the stream was not processed.') from error
         raise

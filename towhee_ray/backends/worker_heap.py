@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+from typing import Optional
 
 logger = logging.getLogger(__name__)
 
@@ -34,23 +35,26 @@ MMAP_THRESHOLD_BYTES = 32 << 20
 # ... and the trim threshold its dynamic scheme pairs with it (twice as much).
 TRIM_THRESHOLD_BYTES = 2 * MMAP_THRESHOLD_BYTES
 
-_applied = False
+_taken: Optional[bool] = None   # whether this process's thresholds are set; None: not tried
 
 
 def keep_freed_heap() -> bool:
-    """Set this process's malloc thresholds (once); whether glibc took them (``False``
-    without glibc)."""
-    global _applied
-    if _applied:
-        return True
+    """Set this process's malloc thresholds (tried once per process); whether glibc took
+    them (``False`` without glibc)."""
+    global _taken
+    if _taken is None:
+        _taken = _set_thresholds()
+    return _taken
+
+
+def _set_thresholds() -> bool:
     try:
         if not os.confstr('CS_GNU_LIBC_VERSION'):
             return False
         mallopt = ctypes.CDLL(None).mallopt   # the C library this process already uses
     except (ValueError, OSError, AttributeError):   # no such confstr name here, no mallopt
         return False
-    _applied = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-                    and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
-    if not _applied:
-        logger.debug('mallopt refused the heap thresholds; chunks of large outputs may page-fault')
-    return _applied
+    if mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES):
+        return True
+    logger.debug('mallopt refused the heap thresholds; chunks of large outputs may page-fault')
+    return False
