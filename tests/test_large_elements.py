@@ -93,8 +93,6 @@ def heap_faults(_):
     """Page faults of making 32 MiB in 8 MiB blocks, after the same was made and freed twice:
     what a worker pays again for each chunk of four 8 MB outputs if its heap went back to
     the kernel in between. (Blocks filled by Python, so that every page is touched.)"""
-    import resource
-
     def make_chunk():
         return [b'\x01' * (8 * MB) for _ in range(4)]
 
