@@ -23,12 +23,12 @@ demo: $(BIN)/python
 
 test: $(BIN)/python
 	$(PIP) $(TORCH)
-	$(PIP) -e '.[test,models,milvus,parquet,faiss]'
+	$(PIP) -e '.[test,models,milvus,milvus-server,parquet,faiss]'
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 bench: $(BIN)/python
 	$(PIP) $(TORCH)
-	$(PIP) -e '.[bench,models,milvus]'
+	$(PIP) -e '.[bench,models,milvus,milvus-server]'
 	$(BIN)/python benchmarks/run.py $(ARGS)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/w5_model.py $(ARGS)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/w7_ingest.py $(ARGS)

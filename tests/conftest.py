@@ -35,3 +35,20 @@ def python_process(run_process):
     """Run ``python -c code`` (or a script and its arguments) through ``run_process``."""
     return functools.partial(lambda run, *args, **options: run(support.python(*args), **options),
                              run_process)
+
+
+@pytest.fixture(scope='session')
+def milvus_server(tmp_path_factory):
+    """The session's real Milvus server (Milvus 2.3.5 standalone from the ``milvus``
+    package: ``make test`` installs it), started on first use (~7 s) and stopped after the
+    last test; its address, ``http://127.0.0.1:PORT``."""
+    from milvus import MilvusServer
+
+    server = MilvusServer()
+    server.set_base_dir(str(tmp_path_factory.mktemp('milvus-server')))
+    server.listen_port = support.free_port()
+    server.start()
+    try:
+        yield f'http://127.0.0.1:{server.listen_port}'
+    finally:
+        server.stop()

@@ -128,3 +128,11 @@ def run_once(args: Sequence[str], timeout: float, *, env: Optional[Dict[str, str
 def python(*args: str) -> list:
     """A command line running this interpreter."""
     return [sys.executable, *args]
+
+
+def free_port() -> int:
+    """A TCP port of the loopback that nothing listens on now."""
+    import socket
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        return probe.getsockname()[1]

@@ -1,5 +1,5 @@
-"""to_milvus, skip_existing and the Milvus hub operators against a real Milvus Lite (in this
-process: a Lite file is open in one process at a time) and a real local Ray."""
+"""to_milvus, skip_existing and the Milvus hub operators against a real Milvus Lite (served by a
+process this test process owns: a Lite file is open in one process at a time) and a real local Ray."""
 import os
 import socket
 import subprocess
@@ -12,6 +12,7 @@ import pytest
 from towhee import ops, pipe
 
 from towhee_ray import DataCollection, ray_op
+from towhee_ray.sinks import lite_server
 from towhee_ray.sinks.milvus import connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,7 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def db(tmp_path):
-    return str(tmp_path / 'vectors.db')
+    path = str(tmp_path / 'vectors.db')
+    yield path
+    lite_server.release(path)   # one server process per test's file, not one per test kept to the end
 
 
 def unit(i, dim=8):

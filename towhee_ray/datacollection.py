@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import difflib
+import inspect
 import itertools
 import reprlib
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Type
@@ -59,6 +60,18 @@ class Parallel:
 
     def __str__(self) -> str:
         return f'{self.backend} x{self.num_worker}'
+
+
+@dataclasses.dataclass(frozen=True)
+class _OpenStep:
+    """The last step of a stream, while nothing has pulled it: a sink may still join it, so
+    that the step's workers write the rows they make (see :meth:`DataCollection._write_in_workers`)."""
+
+    name: str
+    fn: Optional[Guarded]
+    operator: Optional[GuardedOperator]
+    parallel: Parallel
+    upstream: 'DataCollection'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,6 +209,7 @@ class DataCollection(SettingsMixin, EntityMixin, SafetyMixin, ProcessingMixin, L
         else:   # a pandas DataFrame gives its rows (as entities), not its column names
             self._items = frame_rows(iterable) if is_frame(iterable) else list(iterable)
         self._settings = _settings or _Settings()
+        self._open_step: Optional[_OpenStep] = None
 
     # -- construction and shape ---------------------------------------------------------
 
@@ -321,7 +335,27 @@ class DataCollection(SettingsMixin, EntityMixin, SafetyMixin, ProcessingMixin, L
             outputs = backend.map(fn, self._items)
         else:
             outputs = backend.map_operator(operator, self._items)
-        return self._derive(_settle(iter(outputs), step, backend, self._items))
+        result = self._derive(_settle(iter(outputs), step, backend, self._items))
+        if backend is not None and result.is_stream:
+            result._open_step = _OpenStep(step, fn, operator, parallel, self)
+        return result
+
+    def _write_in_workers(self, recipe: Any, sink_step: str) -> Optional['DataCollection']:
+        """This chain with its last step also writing the rows it makes into ``recipe``'s
+        sink, in its own workers (a :class:`~towhee_ray.sinks.in_workers.SinkRecipe`); its
+        elements are then one small marker per row. None when the last step is not a
+        parallel step of a stream that nothing has pulled yet: the driver writes then."""
+        from towhee_ray.sinks.in_workers import WriteAfter, WriteAfterOperator
+        step = getattr(self, '_open_step', None)
+        if step is None or inspect.getgeneratorstate(self._items) != inspect.GEN_CREATED:
+            return None
+        self._items.close()   # never started: none of its workers ran
+        self._open_step = None
+        name = f'{step.name} + {sink_step}'
+        upstream = step.upstream
+        if step.operator is not None:
+            return upstream._run(name, operator=WriteAfterOperator(step.operator, recipe), parallel=step.parallel)
+        return upstream._run(name, WriteAfter(step.fn, recipe), parallel=step.parallel)
 
     def _apply_operator(self, spec: OperatorSpec, parallel: Optional[Parallel] = None,
                         columns: Optional[Columns] = None) -> 'DataCollection':

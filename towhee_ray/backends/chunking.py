@@ -240,9 +240,12 @@ class ChunkSizer:
 def timed_map(call: Callable[[Any], Any], chunk: List[Any],
               measure_outputs: bool = False) -> Tuple[List[Any], float, Optional[int]]:
     """Apply ``call`` to a chunk in a worker; also return the seconds it took and, with
-    ``measure_outputs``, the estimated bytes of the outputs (for sizing)."""
+    ``measure_outputs``, the estimated bytes of the outputs (for sizing). A ``call`` with a
+    ``map_chunk`` method takes the whole chunk at once (a step that also writes its rows to
+    a sink, see towhee_ray/sinks/in_workers.py)."""
     start = time.perf_counter()
-    outputs = [call(item) for item in chunk]
+    map_chunk = getattr(call, 'map_chunk', None)
+    outputs = map_chunk(chunk) if map_chunk is not None else [call(item) for item in chunk]
     seconds = time.perf_counter() - start
     return outputs, seconds, measure_chunk(outputs)[0] if measure_outputs else None
 

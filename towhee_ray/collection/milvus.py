@@ -1,8 +1,13 @@
 """``to_milvus``, as in Towhee 0.9: the rows of a chain, streamed into a Milvus collection.
 
-Rows are written from the driver, batch by batch, by :class:`towhee_ray.sinks.milvus.MilvusSink`
-(a Milvus Lite file can only be opened by one process, and the driver is the one that
-opens it); a stream of any length holds at most one batch here.
+Where the rows are written:
+
+* into a Milvus **server** (``uri='http://host:19530'``), from a stream whose last step
+  runs on a parallel backend: by that step's workers, each writing the rows it makes
+  (:mod:`towhee_ray.sinks.in_workers`); the driver sees one marker per row;
+* otherwise from the driver, batch by batch (:class:`towhee_ray.sinks.milvus.MilvusSink`),
+  holding at most one batch: into a Milvus Lite file (served by a process of its own,
+  which only this process may open) or a server.
 """
 from __future__ import annotations
 
@@ -37,10 +42,22 @@ class MilvusMixin:
         4
         """
         from towhee_ray.sinks.base import write_rows
+        from towhee_ray.sinks.in_workers import SinkRecipe, collect
         from towhee_ray.sinks.milvus import MilvusSink
-        if columns is None:
-            raise TypeError("to_milvus needs the fields to write in a subscript, the key first: "
-                            "to_milvus['id', 'vec'](collection=..., uri=...)")
-        sink = MilvusSink(field_names(columns), collection, uri=uri, token=token, batch_size=batch,
-                          on_existing=on_existing, metric_type=metric_type, index_params=index_params)
+        from towhee_ray.sinks.milvus_connection import is_lite_path
+        try:
+            if columns is None:
+                raise TypeError("to_milvus needs the fields to write in a subscript, the key first: "
+                                "to_milvus['id', 'vec'](collection=..., uri=...)")
+            options = dict(uri=uri, token=token, batch_size=batch, on_existing=on_existing,
+                           metric_type=metric_type, index_params=index_params)
+            sink = MilvusSink(field_names(columns), collection, **options)
+        except BaseException:   # release the chain's workers: nothing will read the rest
+            self.close()
+            raise
+        if isinstance(collection, str) and uri and not is_lite_path(str(uri)):
+            recipe = SinkRecipe(MilvusSink, field_names(columns), (collection,), options)
+            in_workers = self._write_in_workers(recipe, 'to_milvus')
+            if in_workers is not None:
+                return collect(in_workers, sink)
         return write_rows(self._items, sink)

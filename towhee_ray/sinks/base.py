@@ -40,20 +40,23 @@ class WriteResult:
 @dataclasses.dataclass
 class Batch:
     """Rows for one ``write`` call: one dict per row, with the sink's fields in order;
-    ``first`` is the position of the first row in the stream (for error messages)."""
+    ``first`` is the position of the first row in the stream (for error messages), None
+    in a worker, which does not know it (the step's error then names the element)."""
 
     rows: List[Dict[str, Any]]
-    first: int = 0
+    first: Optional[int] = 0
 
     def where(self, index: int, key_field: Optional[str] = None) -> str:
         """Names a row for an error message: its position, and its key when there is one.
 
         >>> Batch([{'id': 7, 'vec': [0.1]}], first=40).where(0, 'id')
         'row #40 (id=7)'
+        >>> Batch([{'id': 7, 'vec': [0.1]}], first=None).where(0, 'id')
+        'the row (id=7)'
         """
         row = self.rows[index]
         key = f' ({key_field}={row[key_field]!r})' if key_field and key_field in row else ''
-        return f'row #{self.first + index}{key}'
+        return f'{"the row" if self.first is None else f"row #{self.first + index}"}{key}'
 
     def column(self, name: str) -> List[Any]:
         return [row[name] for row in self.rows]
@@ -111,25 +114,30 @@ class Sink(abc.ABC):
         return type(self).__name__
 
 
-def _row_fields(row: Any, fields: Tuple[str, ...], position: int) -> Dict[str, Any]:
+def row_fields(row: Any, fields: Tuple[str, ...], where: str) -> Dict[str, Any]:
     """The sink's fields of one element: an entity or dict row by name; a plain value when
-    the sink writes one field; a tuple or list by position."""
+    the sink writes one field; a tuple or list by position. ``where`` names the row in an
+    error (``'row #3'``).
+
+    >>> row_fields({'id': 1, 'vec': [0.5], 'text': 'a'}, ('id', 'vec'), 'row #0')
+    {'id': 1, 'vec': [0.5]}
+    """
     if isinstance(row, dict) or is_entity(row):
         values = fields_of(row)
         missing = [name for name in fields if name not in values]
         if missing:
             key = f' ({fields[0]}={values[fields[0]]!r})' if fields[0] in values else ''
-            raise KeyError(f'row #{position}{key} has no field {missing[0]!r} (its fields: '
+            raise KeyError(f'{where}{key} has no field {missing[0]!r} (its fields: '
                            f'{", ".join(map(repr, values)) or "none"}); the sink writes {list(fields)}')
         return {name: values[name] for name in fields}
     if type(row).__name__ == 'Empty' and type(row).__module__ == 'towhee_ray.guard':
-        raise ValueError(f'row #{position} is an Empty (a failed element of a safe() chain: '
+        raise ValueError(f'{where} is an Empty (a failed element of a safe() chain: '
                          f'{row.exception!r}); drop them before the sink with drop_empty()')
     if len(fields) == 1:
         return {fields[0]: row}
     if isinstance(row, (tuple, list)) and len(row) == len(fields):
         return dict(zip(fields, row))
-    raise TypeError(f'row #{position} is a {type(row).__name__}, not an entity or dict row with the '
+    raise TypeError(f'{where} is a {type(row).__name__}, not an entity or dict row with the '
                     f'fields {list(fields)}; make entity rows first, e.g. '
                     f"DataCollection[{', '.join(map(repr, fields))}](...)")
 
@@ -155,7 +163,7 @@ def write_rows(rows: Iterable[Any], sink: Sink) -> WriteResult:
         pending: List[Dict[str, Any]] = []
         position = 0
         for position, row in enumerate(iterator):
-            pending.append(_row_fields(row, sink.fields, position))
+            pending.append(row_fields(row, sink.fields, f'row #{position}'))
             if len(pending) == sink.batch_size:
                 started = _flush(sink, Batch(pending, position + 1 - len(pending)), result, started)
                 pending = []

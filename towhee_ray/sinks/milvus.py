@@ -64,6 +64,8 @@ class MilvusSink(Sink):
         self._target: Optional[Target] = None
         self._schema: Dict[str, Field] = {}
         self.skipped = 0
+        #: the keys of the last batch that were stored already (``on_existing='skip'``)
+        self.last_skipped: Set[Any] = set()
         self.created = False
 
     @property
@@ -82,10 +84,17 @@ class MilvusSink(Sink):
         if not target.exists():
             if not batch.rows:
                 return
-            target.create(fields_from_row(batch.rows[0], self.fields, batch.where(0, self.key_field)),
-                          self.metric_type, self.index_params)
-            self.created = True
-            logger.info('created %s with fields %s', target, list(self.fields))
+            fields = fields_from_row(batch.rows[0], self.fields, batch.where(0, self.key_field))
+            try:
+                target.create(fields, self.metric_type, self.index_params)
+            except Exception:
+                if not target.exists():
+                    raise
+                # another worker of the same job created it first: write into that one
+                logger.info('%s was created by another writer meanwhile', target)
+            else:
+                self.created = True
+                logger.info('created %s with fields %s', target, list(self.fields))
         self._schema = self._check_schema(target.fields())
 
     def _check_schema(self, fields: List[Field]) -> Dict[str, Field]:
@@ -117,7 +126,9 @@ class MilvusSink(Sink):
                 rows.append({self._schema[name].name: value_for(self._schema[name], value)
                              for name, value in row.items()})
             except (TypeError, ValueError) as error:
-                return rows, type(error)(f'{batch.where(index, self.key_field)}: {error} (writing {self.target})')
+                bad = type(error)(f'{batch.where(index, self.key_field)}: {error} (writing {self.target})')
+                bad.row_index = index   # which row of the batch: a worker fails that element
+                return rows, bad
         return rows, None
 
     def write(self, batch: Batch) -> int:
@@ -136,7 +147,7 @@ class MilvusSink(Sink):
         latest = {row[key.name]: row for row in rows}   # a key twice in a batch: the last wins
         rows = list(latest.values())
         if self.on_existing == 'skip':
-            stored = self.target.existing(key.name, list(latest))
+            stored = self.last_skipped = self.target.existing(key.name, list(latest))
             self.skipped += len(stored)
             rows = [row for row in rows if row[key.name] not in stored]
             return self.target.put(rows, upsert=False) if rows else 0

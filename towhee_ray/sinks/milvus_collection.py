@@ -13,7 +13,7 @@ import json
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Set
 
-from towhee_ray.sinks.milvus_connection import connect, is_lite_path
+from towhee_ray.sinks.milvus_connection import CALL_TIMEOUT_SECONDS, call_timeout, connect, is_lite_path
 
 #: VARCHAR length of string keys and scalars created from the first rows: Milvus's
 #: largest, so a later longer value cannot fail a job that started well.
@@ -49,9 +49,11 @@ class Target:
             self.uri = uri or '(the given client)'
             self.client = client if client is not None else connect(uri, token)
             self._owns_client = client is None and not is_lite_path(uri)
+            self.timeout = call_timeout(uri) if uri else CALL_TIMEOUT_SECONDS
         elif hasattr(collection, 'schema') and hasattr(collection, 'insert') and hasattr(collection, 'name'):
             self.name, self.orm, self.client, self._owns_client = collection.name, collection, None, False
             self.uri = f'connection {getattr(collection, "_using", "default")!r}'
+            self.timeout = CALL_TIMEOUT_SECONDS
         else:
             raise TypeError(f'collection must be a collection name (with uri=) or a pymilvus Collection, '
                             f'got {type(collection).__name__}')
@@ -63,7 +65,7 @@ class Target:
     def exists(self) -> bool:
         if self.orm is not None:
             return True
-        return self.client.has_collection(self.name)
+        return self.client.has_collection(self.name, timeout=self.timeout)
 
     def fields(self) -> List[Field]:
         if self.orm is not None:
@@ -71,7 +73,7 @@ class Target:
                 warnings.simplefilter('ignore', DeprecationWarning)
                 return [Field(f.name, f.dtype, _dim(f.params), f.is_primary, bool(f.auto_id))
                         for f in self.orm.schema.fields]
-        described = self.client.describe_collection(self.name)
+        described = self.client.describe_collection(self.name, timeout=self.timeout)
         return [Field(f['name'], f['type'], _dim(f.get('params', {})), bool(f.get('is_primary')),
                       bool(f.get('auto_id', described.get('auto_id', False)) and f.get('is_primary')))
                 for f in described['fields']]
@@ -96,32 +98,34 @@ class Target:
         options = dict(index_params or {'index_type': 'AUTOINDEX'})
         options.setdefault('metric_type', metric_type)
         params.add_index(vector, **options)
-        self.client.create_collection(self.name, schema=schema)
+        self.client.create_collection(self.name, schema=schema, timeout=self.timeout)
         # sync=False: waiting for the index asks Milvus Lite for a timestamp it does not
         # serve (an error logged by its gRPC server); an index on an empty collection is
         # ready at once anyway.
-        self.client.create_index(self.name, params, sync=False)
-        self.client.load_collection(self.name)
+        self.client.create_index(self.name, params, sync=False, timeout=self.timeout)
+        self.client.load_collection(self.name, timeout=self.timeout)
         self._loaded = True
 
     def load(self) -> None:
         if not self._loaded:
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore', DeprecationWarning)
-                self.orm.load() if self.orm is not None else self.client.load_collection(self.name)
+                self.orm.load(timeout=self.timeout) if self.orm is not None else \
+                    self.client.load_collection(self.name, timeout=self.timeout)
             self._loaded = True
 
     def put(self, rows: List[Dict[str, Any]], upsert: bool) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', DeprecationWarning)
             if self.orm is not None:
-                result = self.orm.upsert(rows) if upsert else self.orm.insert(rows)
+                result = (self.orm.upsert if upsert else self.orm.insert)(rows, timeout=self.timeout)
                 return int(result.upsert_count if upsert else result.insert_count)
-            result = (self.client.upsert if upsert else self.client.insert)(self.name, rows)
+            result = (self.client.upsert if upsert else self.client.insert)(self.name, rows, timeout=self.timeout)
             return int(result['upsert_count' if upsert else 'insert_count'])
 
     def existing(self, key_field: str, keys: Sequence[Any]) -> Set[Any]:
-        """Which of ``keys`` the collection holds (one query)."""
+        """Which of ``keys`` the collection holds (one query; strongly consistent, so a
+        server answers with every row written before it, as a job resuming must know)."""
         if not keys:
             return set()
         self.load()
@@ -129,9 +133,11 @@ class Target:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', DeprecationWarning)
             if self.orm is not None:
-                found = self.orm.query(expression, output_fields=[key_field])
+                found = self.orm.query(expression, output_fields=[key_field], timeout=self.timeout,
+                                       consistency_level='Strong')
             else:
-                found = self.client.query(self.name, filter=expression, output_fields=[key_field])
+                found = self.client.query(self.name, filter=expression, output_fields=[key_field],
+                                          timeout=self.timeout, consistency_level='Strong')
         return {row[key_field] for row in found}
 
     def search(self, query: Any, anns_field: str, limit: int, output_fields: List[str],
@@ -144,17 +150,19 @@ class Target:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', DeprecationWarning)
             if self.orm is not None:
-                hits = self.orm.search([vector], anns_field, search_params, limit=limit, output_fields=output_fields)
+                hits = self.orm.search([vector], anns_field, search_params, limit=limit, output_fields=output_fields,
+                                       timeout=self.timeout)
                 return [{'id': hit.id, 'distance': hit.distance,
                          'entity': {name: hit.entity.get(name) for name in output_fields}} for hit in hits[0]]
             hits = self.client.search(self.name, data=[vector], anns_field=anns_field, limit=limit,
-                                      output_fields=output_fields, search_params=search_params)
+                                      output_fields=output_fields, search_params=search_params, timeout=self.timeout)
         return list(hits[0])
 
     def flush(self) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', DeprecationWarning)
-            self.orm.flush() if self.orm is not None else self.client.flush(self.name)
+            self.orm.flush(timeout=self.timeout) if self.orm is not None else \
+                self.client.flush(self.name, timeout=self.timeout)
 
     def close(self) -> None:
         if self._owns_client:

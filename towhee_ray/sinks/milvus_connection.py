@@ -2,22 +2,20 @@
 step, the hub operators).
 
 ``uri`` is a Milvus Lite file path (``'./vectors.db'``) or a server URL
-(``'http://host:19530'``, with ``token``). Milvus Lite (pymilvus >= 3.0, milvus-lite >= 3.2)
-runs inside the process that opens the file, and only one process may open a file at a
-time (a second one gets "Open local milvus failed"); it keeps the file until it exits. So
-a Lite file is opened once per process, never in a Ray worker, and a job killed with
-SIGKILL releases it with its process.
+(``'http://host:19530'``, with ``token``). A Lite file is served by a process of its own
+that this process owns (:mod:`~towhee_ray.sinks.lite_server`): nothing of Milvus runs in
+the user's process, only the pymilvus client. Only one process may own a file at a time,
+so a Lite file is never opened in a Ray worker; a server is reached from anywhere.
 
 pymilvus is imported on first use: ``import towhee_ray`` never pays for it.
 """
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import threading
 import warnings
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from towhee_ray.extras import require
 
@@ -27,18 +25,22 @@ from towhee_ray.extras import require
 #: within the 30 s the README promises.
 CONNECT_TIMEOUT_SECONDS = 15.0
 
-#: Milvus Lite runs in this process: it can be slow (a background index build on a loaded
-#: machine kept its gRPC server from answering within 15 s once), never unreachable.
+#: The deadline of every call to Milvus (an insert, a query, a flush): a server that stops
+#: answering is an error within this time, never a wait forever. A flush of a large
+#: collection on a loaded 2-vCPU machine took up to ~40 s here.
+CALL_TIMEOUT_SECONDS = 120.0
+
+#: Milvus Lite is this process's own server on the loopback: it can be slow (a background
+#: index build on a loaded machine kept it from answering within 15 s once).
 LITE_TIMEOUT_SECONDS = 300.0
 
-#: One client per Lite file in this process, never closed: the process keeps the file
-#: until it exits whatever its clients do, and reconnecting only costs time.
-_lite_clients: Dict[str, Any] = {}
+#: One client per served Lite file, reused by every sink and operator of this process
+#: (keyed by the server's address too: a server started again is a new client).
+_lite_clients: Dict[Tuple[str, str], Any] = {}
 _lite_lock = threading.Lock()
 
-#: Milvus Lite serves pymilvus from a gRPC server in this process, which refuses the
-#: client's keep-alive pings every 10 s ("too_many_pings" on stderr); in-process there is
-#: no connection to keep alive.
+#: Milvus Lite's gRPC server refuses the client's keep-alive pings every 10 s
+#: ("too_many_pings"); on the loopback there is no connection to keep alive.
 LITE_GRPC_OPTIONS = {'grpc.keepalive_time_ms': 2 ** 31 - 1}
 
 
@@ -83,8 +85,10 @@ def _in_ray_worker() -> bool:
 def connect(uri: str, token: str = '', timeout: float = CONNECT_TIMEOUT_SECONDS) -> Any:
     """A ``pymilvus.MilvusClient`` for ``uri`` (a Lite ``.db`` path or a server URL).
 
-    An unreachable server is a ``ConnectionError`` naming the address within ``timeout``
-    seconds; a Lite file another process holds is a ``ConnectionError`` saying so.
+    A Lite path is served by a process of this one's, started on first use (see
+    :mod:`~towhee_ray.sinks.lite_server`). An unreachable server is a ``ConnectionError``
+    naming the address within ``timeout`` seconds; a Lite file another process holds is a
+    ``ConnectionError`` saying so.
 
     >>> import tempfile, os
     >>> client = connect(os.path.join(tempfile.mkdtemp(), 'doc.db'))
@@ -93,57 +97,44 @@ def connect(uri: str, token: str = '', timeout: float = CONNECT_TIMEOUT_SECONDS)
     """
     require('pymilvus', 'Milvus', "pip install 'towhee-ray[milvus]' (pymilvus and milvus-lite)")
     uri = str(uri)
-    if is_lite_path(uri):
-        if not uri.endswith('.db'):
-            raise ValueError(f'{uri!r} is neither a server URL (http://host:19530) nor a Milvus Lite '
-                             f"file: a Lite file's name ends with .db, e.g. './vectors.db'")
-        if _in_ray_worker():
-            raise RuntimeError(
-                f'the Milvus Lite file {uri!r} cannot be opened in a Ray worker: the worker would hold it '
-                f'until it exits, and the driver could not open it. Write and search from the driver '
-                f'(to_milvus, or the ann operators outside set_parallel/ray_op), or use a Milvus server')
-        folder = os.path.dirname(os.path.abspath(uri))
-        os.makedirs(folder, exist_ok=True)
-        with _lite_lock:
-            client = _lite_clients.get(os.path.abspath(uri))
-            if client is None:
-                if not _lite_clients:
-                    logging.getLogger('grpc._server').addFilter(_LiteGapFilter())
-                client = _lite_clients[os.path.abspath(uri)] = _client(uri, token, LITE_TIMEOUT_SECONDS)
-            return client
-    return _client(uri, token, timeout)
+    if not is_lite_path(uri):
+        return _client(uri, token, timeout)
+    if not uri.endswith('.db'):
+        raise ValueError(f'{uri!r} is neither a server URL (http://host:19530) nor a Milvus Lite '
+                         f"file: a Lite file's name ends with .db, e.g. './vectors.db'")
+    if _in_ray_worker():
+        raise RuntimeError(
+            f'the Milvus Lite file {uri!r} cannot be opened in a Ray worker: the worker would own it '
+            f'until it exits, and the driver could not open it. Write and search from the driver '
+            f'(to_milvus, or the ann operators outside set_parallel/ray_op), or use a Milvus server')
+    from towhee_ray.sinks import lite_server
+    address = lite_server.served(uri)
+    key = (os.path.realpath(os.path.abspath(uri)), address)
+    with _lite_lock:
+        client = _lite_clients.get(key)
+        if client is None:
+            client = _lite_clients[key] = _client(address, token, LITE_TIMEOUT_SECONDS, lite=uri)
+        return client
 
 
-class _LiteGapFilter(logging.Filter):
-    """Drops the one error Milvus Lite's in-process gRPC server logs for a call it does not
-    serve and pymilvus tolerates: ``AllocTimestamp``, asked after every index creation
-    (``create_collection`` with an index, ``create_index``) while waiting for the index."""
+def call_timeout(uri: str) -> float:
+    """The deadline of one call to the Milvus at ``uri``.
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        return not (isinstance(error, NotImplementedError) and _last_frame(error) == 'AllocTimestamp')
-
-
-def _last_frame(error: BaseException) -> str:
-    traceback = error.__traceback__
-    while traceback is not None and traceback.tb_next is not None:
-        traceback = traceback.tb_next
-    return traceback.tb_frame.f_code.co_name if traceback is not None else ''
+    >>> call_timeout('./x.db') > call_timeout('http://localhost:19530')
+    True
+    """
+    return LITE_TIMEOUT_SECONDS if is_lite_path(uri) else CALL_TIMEOUT_SECONDS
 
 
-def _client(uri: str, token: str, timeout: float) -> Any:
+def _client(uri: str, token: str, timeout: float, lite: Optional[str] = None) -> Any:
     from pymilvus import MilvusClient
     from pymilvus.exceptions import MilvusException
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', DeprecationWarning)
             return MilvusClient(uri=uri, token=token or '', timeout=timeout,
-                                grpc_options=LITE_GRPC_OPTIONS if is_lite_path(uri) else {})
+                                grpc_options=LITE_GRPC_OPTIONS if lite else {})
     except MilvusException as error:
-        if is_lite_path(uri) and 'Open local milvus failed' in error.message:
-            raise ConnectionError(
-                f'cannot open the Milvus Lite file {uri!r}: {error.message}. A Lite file is open in one '
-                f'process at a time, until that process exits: stop the other process (another job, a '
-                f'notebook, a Ray worker) or use a Milvus server') from error
-        raise ConnectionError(f'cannot reach Milvus at {uri} within {timeout:g} s: {error.message}; '
+        where = f'the Milvus Lite server of {lite!r} ({uri})' if lite else f'Milvus at {uri}'
+        raise ConnectionError(f'cannot reach {where} within {timeout:g} s: {error.message}; '
                               f'check the address and that the server is running') from error

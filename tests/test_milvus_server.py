@@ -1,0 +1,215 @@
+"""to_milvus, skip_existing, the hub's Milvus operators and Towhee 0.9 scripts against a real
+Milvus server (the session's ``milvus_server``: Milvus 2.3.5 standalone) and a real local Ray.
+
+With a server, the workers of a stream's last parallel step write the rows they make; the
+driver sees one marker per row."""
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from towhee import ops, pipe
+
+from towhee_ray import DataCollection, ray_op
+from towhee_ray.sinks.milvus import MilvusSink, connect
+from tests.support import ROOT
+
+DIM = 8
+
+# a Towhee 0.9 script uses the pymilvus ORM, which pymilvus 3.0 deprecates
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:tests.test_milvus_server")
+
+
+def unit(i, dim=DIM):
+    vector = np.zeros(dim, dtype=np.float32)
+    vector[i % dim] = 1
+    vector[(i * 7 + 3) % dim] += 0.5
+    return vector / np.linalg.norm(vector)
+
+
+def make_row(i):
+    return {'id': i, 'vec': unit(i), 'text': f'passage {i}', 'pid': os.getpid()}
+
+
+def stored(uri, name, fields=('id',)):
+    client = connect(uri)
+    client.load_collection(name)
+    rows = client.query(name, filter='id >= 0', output_fields=list(fields), limit=16384, consistency_level='Strong')
+    client.close()
+    return sorted(rows, key=lambda row: row[fields[0]])
+
+
+@pytest.fixture
+def collection(request):
+    """A collection name of this test's own."""
+    return f'c_{request.node.name[:40].replace("[", "_").replace("]", "_").replace("-", "_")}_{os.getpid()}'
+
+
+def test_ray_workers_write_the_rows_they_make_and_the_driver_writes_none(milvus_server, collection, mocker):
+    driver_writes = mocker.spy(MilvusSink, 'write')
+    chain = DataCollection.range(300).stream().set_parallel(2, backend='ray', chunk_size=40).map(make_row)
+    result = chain.to_milvus['id', 'vec', 'text', 'pid'](collection=collection, uri=milvus_server, batch=25)
+    assert result.insert_count == 300 and result.details['writers'] == 'workers'
+    assert result.details['created'] is True and result.details['skipped'] == 0
+    assert driver_writes.call_count == 0          # no row was written from this process
+    rows = stored(milvus_server, collection, ('id', 'vec', 'text', 'pid'))
+    assert [row['id'] for row in rows] == list(range(300))
+    assert rows[17]['text'] == 'passage 17'
+    np.testing.assert_allclose(rows[17]['vec'], unit(17), atol=1e-6)
+    assert os.getpid() not in {row['pid'] for row in rows}       # made and written in Ray workers
+
+
+def test_operator_actors_and_threads_write_too_and_a_key_is_never_held_twice(milvus_server, collection):
+    passages = [f'The {word} statement.' for word in ('try', 'for', 'while', 'with', 'if', 'def')]
+    rows = (DataCollection['id', 'text'](list(enumerate(passages))).stream()
+            .set_parallel(2, backend='ray')
+            .towhee.text_split['text', 'parts'](max_words=2)
+            .runas_op['id', 'vec'](func=unit))
+    # the last step is a plain function here; its tasks write
+    first = rows.to_milvus['id', 'vec'](collection=collection, uri=milvus_server)
+    assert first.insert_count == 6 and first.details['writers'] == 'workers'
+    again = (DataCollection['id']((i for i in range(3, 9))).set_parallel(2, backend='thread')
+             .runas_op['id', 'vec'](func=unit))
+    result = again.to_milvus['id', 'vec'](collection=collection, uri=milvus_server, on_existing='skip')
+    assert (result.insert_count, result.details['skipped'], result.details['writers']) == (3, 3, 'workers')
+    assert [row['id'] for row in stored(milvus_server, collection)] == list(range(9))
+
+
+@pytest.mark.timeout(600)   # a model loading in an actor on a loaded machine
+def test_an_operator_step_writes_from_its_actors(milvus_server, collection):
+    texts = ['A for loop iterates over a sequence.', 'The try statement handles exceptions.',
+             'Functions may have default argument values.']
+    rows = DataCollection['id', 'text'](list(enumerate(texts))).stream().set_parallel(1, backend='ray')
+    embedded = rows.sentence_embedding.minilm['text', 'vec']()
+    result = embedded.to_milvus['id', 'vec', 'text'](collection=collection, uri=milvus_server)
+    assert result.insert_count == 3 and result.details['writers'] == 'workers'
+    got = stored(milvus_server, collection, ('id', 'vec', 'text'))
+    assert [row['text'] for row in got] == texts and len(got[0]['vec']) == 384
+    # text_split makes lists of strings, not vectors: the worker's error names the element
+    split = (DataCollection['id', 'text'](list(enumerate(texts))).stream().set_parallel(1, backend='ray')
+             .towhee.text_split['text', 'vec'](max_words=3))
+    with pytest.raises(TypeError, match=r"operator towhee/text-split\[.*\] \+ to_milvus failed on element #0.*"
+                                        r"none of the fields \['vec'\] is a vector"):
+        split.to_milvus['id', 'vec'](collection=collection + '_split', uri=milvus_server)
+
+
+def test_skip_existing_on_the_server_embeds_only_the_missing_rows(milvus_server, collection):
+    DataCollection['id', 'vec']([(i, unit(i)) for i in range(0, 40, 2)]).to_milvus['id', 'vec'](
+        collection=collection, uri=milvus_server)
+    chain = (DataCollection['id']((i for i in range(40))).skip_existing['id'](collection, uri=milvus_server, batch=7)
+             .set_parallel(2, backend='ray').runas_op['id', 'vec'](func=unit))
+    result = chain.to_milvus['id', 'vec'](collection=collection, uri=milvus_server)
+    assert result.insert_count == 20 and result.details['writers'] == 'workers'
+    assert [row['id'] for row in stored(milvus_server, collection)] == list(range(40))
+
+
+def test_bad_rows_from_workers_name_the_element_and_keep_what_came_before(milvus_server, collection):
+    rows = [{'id': i, 'vec': unit(i, DIM if i != 13 else 5)} for i in range(20)]
+    chain = DataCollection(iter(rows)).set_parallel(1, backend='ray', chunk_size=5).map(lambda row: row)
+    with pytest.raises(ValueError) as error:
+        chain.to_milvus['id', 'vec'](collection=collection, uri=milvus_server, batch=5)
+    message = str(error.value)
+    assert 'failed on element #13' in message and '(id=13)' in message
+    assert '5 dimensions' in message and f'holds {DIM}' in message
+    keys = [row['id'] for row in stored(milvus_server, collection)]
+    # every row before it, none of its chunk after it; the chunk queued behind it may be in
+    # (workers write in parallel): a rerun with skip_existing or upserts repairs either way
+    assert keys[:13] == list(range(13)) and set(keys[13:]) <= set(range(15, 20))
+    missing = DataCollection(iter([{'id': 1, 'vec': unit(1)}, {'id': 2}])).set_parallel(1, backend='ray').map(dict)
+    with pytest.raises(KeyError, match=r"element #1.*the row \(id=2\) has no field 'vec'"):
+        missing.to_milvus['id', 'vec'](collection=collection, uri=milvus_server)
+
+
+def test_a_bad_call_releases_the_chains_actors(milvus_server, alive_actors):
+    chain = (DataCollection(['a b c']).stream().set_parallel(1, backend='ray')
+             .towhee.text_split(max_words=1))
+    before = set(alive_actors())
+    with pytest.raises(TypeError, match='needs the fields to write'):
+        chain.to_milvus(collection='x', uri=milvus_server)
+    assert set(alive_actors()) <= before   # none started, none left
+
+
+def test_a_server_that_is_not_there_is_a_clear_error_within_seconds(collection):
+    import socket
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        address = f'http://127.0.0.1:{probe.getsockname()[1]}'   # closed once the block ends
+    start = time.monotonic()
+    chain = DataCollection.range(4).stream().set_parallel(1, backend='ray').map(make_row)
+    with pytest.raises(ConnectionError, match=f'cannot reach Milvus at {address} within'):
+        chain.to_milvus['id', 'vec'](collection=collection, uri=address)
+    assert time.monotonic() - start < 30
+
+
+@pytest.mark.timeout(900)   # two actors loading a model on a loaded machine; a hang still fails
+def test_ann_insert_runs_in_ray_op_actors_against_the_server_and_ann_search_finds_it(milvus_server, collection):
+    from pymilvus import DataType
+    client = connect(milvus_server)
+    schema = client.create_schema(auto_id=False)
+    schema.add_field('id', DataType.INT64, is_primary=True)
+    schema.add_field('vec', DataType.FLOAT_VECTOR, dim=384)
+    index = client.prepare_index_params()
+    index.add_index('vec', index_type='AUTOINDEX', metric_type='COSINE')
+    client.create_collection(collection, schema=schema, index_params=index)
+    passages = ['The try statement specifies exception handlers.', 'A for loop iterates over a sequence.']
+    embed = ray_op(ops.sentence_embedding.minilm(), num_worker=1)
+    insert_op = ray_op(ops.ann_insert.milvus_client(uri=milvus_server, collection_name=collection), num_worker=2)
+    insert = pipe.input('id', 'text').map('text', 'vec', embed).map(('id', 'vec'), 'r', insert_op).output('r')
+    assert [queue.get()[0].insert_count for queue in insert.batch(list(enumerate(passages)))] == [1, 1]
+    assert all(actor['pid'] != os.getpid() for actor in insert_op.stats())
+    insert_op.close()
+    client.flush(collection)
+    search = (pipe.input('q').map('q', 'vec', embed)
+              .flat_map('vec', 'hit', ops.ann_search.milvus_client(uri=milvus_server, collection_name=collection,
+                                                                   limit=1))
+              .output('hit'))
+    assert search('how do I loop over a list?').get()[0][0] == 1
+    embed.close()
+
+
+def test_a_towhee_09_script_writes_through_an_orm_collection(milvus_server, collection):
+    from pymilvus import Collection, CollectionSchema, DataType, FieldSchema, connections
+    host, port = milvus_server.rsplit('//', 1)[1].split(':')
+    connections.connect(alias='t09', host=host, port=port)
+    try:
+        fields = [FieldSchema('id', DataType.INT64, is_primary=True),
+                  FieldSchema('embedding', DataType.FLOAT_VECTOR, dim=DIM)]
+        orm = Collection(collection, CollectionSchema(fields), using='t09')
+        orm.create_index('embedding', {'index_type': 'FLAT', 'metric_type': 'L2', 'params': {}})
+        result = (DataCollection['id', 'vec']([(i, unit(i)) for i in range(12)])
+                  .to_milvus['id', 'vec'](collection=orm, batch=5))
+        assert result.insert_count == 12
+        orm.flush()
+        assert orm.num_entities == 12
+    finally:
+        connections.disconnect('t09')
+
+
+# -- a job killed at any point stores each key once when run again ------------------------------
+
+def test_a_job_killed_mid_run_resumes_with_each_key_exactly_once(milvus_server, collection, tmp_path):
+    marker = tmp_path / 'stopped'
+
+    def job(*args):
+        return subprocess.Popen([sys.executable, str(ROOT / 'tests' / 'milvus_server_job.py'), milvus_server,
+                                 collection, str(marker), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, cwd=ROOT)
+
+    killed = job('--stop-at', '150')
+    deadline = time.monotonic() + 240
+    while not marker.exists():
+        assert killed.poll() is None, killed.communicate()
+        assert time.monotonic() < deadline, 'the job never reached row 150'
+        time.sleep(0.1)
+    killed.kill()                     # SIGKILL: the job's Ray goes with it, mid-write
+    killed.wait(timeout=60)
+    before = len(stored(milvus_server, collection))
+    assert 0 < before < 400
+    again = job()
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert int(out.split()[0]) == 400 - before        # only the missing rows were made
+    keys = [row['id'] for row in stored(milvus_server, collection)]
+    assert keys == list(range(400))                    # each key once

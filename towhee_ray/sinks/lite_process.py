@@ -1,0 +1,73 @@
+"""The Milvus Lite server process of one Lite file (started by :mod:`towhee_ray.sinks.lite_server`).
+
+    python lite_process.py DATA_DIR
+
+Run by path, not as ``-m towhee_ray...``: it imports only the standard library and
+milvus_lite, so it starts in about a second. It serves ``DATA_DIR`` (the ``.db`` path,
+which Milvus Lite uses as its folder) on a free loopback port, prints one JSON line
+(``{"port": N}``, or ``{"error": ..., "locked": bool}``) and serves until its owner lets
+go: the owner closing its end of the stdin pipe (at exit, or when its process dies, however
+it dies) or the owner process no longer being its parent. It then stops the gRPC server
+and closes the file, which releases Milvus Lite's lock on it.
+"""
+import json
+import os
+import signal
+import sys
+import threading
+
+#: How often the server looks whether its owner is still its parent (the stdin pipe
+#: tells at once; this covers an owner whose pipe end a forked child inherited).
+PARENT_POLL_SECONDS = 0.5
+#: gRPC threads serving calls: the sink's writes come one batch at a time, the ann
+#: operators' from a Towhee pipe's pool threads.
+MAX_WORKERS = 16
+
+
+def _wait_for_owner(parent: int) -> None:
+    released = threading.Event()
+
+    def read_stdin() -> None:
+        try:
+            while sys.stdin.buffer.read(65536):
+                pass
+        except OSError:
+            pass
+        released.set()
+
+    threading.Thread(target=read_stdin, daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda *_: released.set())
+    while not released.wait(PARENT_POLL_SECONDS):
+        if os.getppid() != parent:
+            break
+
+
+def main() -> int:
+    if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+        del sys.path[0]   # this folder's modules (milvus.py, ...) must not shadow packages
+    data_dir = sys.argv[1]
+    parent = os.getppid()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the owner handles Ctrl-C, then lets go
+    try:
+        from milvus_lite.adapter.grpc.server import start_server_in_thread
+        from milvus_lite.exceptions import DataDirLockedError
+        try:
+            server, db, port = start_server_in_thread(data_dir, host='127.0.0.1', port=0,
+                                                      max_workers=MAX_WORKERS)
+        except DataDirLockedError as error:
+            print(json.dumps({'error': str(error), 'locked': True}), flush=True)
+            return 3
+    except Exception as error:   # reported to the owner, which raises it with the log
+        print(json.dumps({'error': f'{type(error).__name__}: {error}', 'locked': False}), flush=True)
+        return 2
+    print(json.dumps({'port': port, 'pid': os.getpid()}), flush=True)
+    try:
+        _wait_for_owner(parent)
+    finally:
+        server.stop(grace=5).wait(10)
+        db.close()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

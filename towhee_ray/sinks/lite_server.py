@@ -1,0 +1,196 @@
+"""Milvus Lite out of the user's process: one server process per Lite file, owned by this one.
+
+``MilvusClient('./x.db')`` runs Milvus Lite's gRPC server in threads of the calling
+process. In a Ray driver that costs the driver the whole collection's memory (about 10 GB
+per million 384-d vectors), puts gRPC server threads in the process that then starts
+Ray's (Ray's dashboard failed to start under them), and a pipe's insert once waited
+forever on a server whose threads were gone. So towhee_ray serves a Lite file from a
+process of its own (``lite_process.py``): started on first use, reused by every later
+sink, resume step and operator of this process on that file, and stopped at exit. It
+also stops when this process dies in any way (its stdin pipe closes), so a killed job
+leaves no server behind and the file is free for the next run.
+
+One process owns a file at a time (Milvus Lite locks it): a second process that asks for
+the same file gets a ``ConnectionError`` saying another process holds it.
+
+>>> import tempfile, os
+>>> path = os.path.join(tempfile.mkdtemp(), 'doc.db')
+>>> served(path).startswith('http://127.0.0.1:')
+True
+>>> release(path)
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import selectors
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Dict, Optional
+
+logger = logging.getLogger(__name__)
+
+#: How long a Lite server may take to open its file and listen: about 1 s here (the
+#: import of milvus_lite), more when it replays a long write-ahead log or the machine is
+#: loaded; a server not up by then is an error that shows its log.
+STARTUP_TIMEOUT_SECONDS = 120.0
+#: How long a server may take to stop at exit (it finishes the calls in flight, up to 5 s,
+#: and closes the file) before it is killed; what it committed stays either way.
+STOP_TIMEOUT_SECONDS = 15.0
+
+_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'lite_process.py')
+
+
+class LiteServer:
+    """The server process of one Lite file; :func:`served` makes and keeps them."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        log = tempfile.NamedTemporaryFile(prefix='towhee_ray-milvus-lite-', suffix='.log', delete=False)
+        self.log_path = log.name
+        # stdin: the owner's hold on it. A session of its own: a Ctrl-C in the terminal
+        # reaches the owner only, which then stops the server at exit.
+        self.process = subprocess.Popen([sys.executable, _SCRIPT, path], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+        log.close()
+        try:
+            reply = self._first_line()
+        except BaseException:
+            self.stop()
+            raise
+        if 'port' not in reply:
+            self.stop()
+            raise ConnectionError(self._refusal(reply))
+        self.uri = f'http://127.0.0.1:{reply["port"]}'
+        logger.info('Milvus Lite for %s serves at %s (pid %d)', path, self.uri, self.process.pid)
+
+    def _first_line(self) -> Dict[str, object]:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.process.stdout, selectors.EVENT_READ)
+            if not selector.select(STARTUP_TIMEOUT_SECONDS):
+                raise ConnectionError(f'the Milvus Lite server for {self.path!r} did not start within '
+                                      f'{STARTUP_TIMEOUT_SECONDS:g} s{self._log_tail()}')
+        line = self.process.stdout.readline()
+        try:
+            return json.loads(line)
+        except ValueError:
+            code = self.process.wait(STOP_TIMEOUT_SECONDS)
+            raise ConnectionError(f'the Milvus Lite server for {self.path!r} exited with code {code} as it '
+                                  f'started{self._log_tail()}') from None
+
+    def _refusal(self, reply: Dict[str, object]) -> str:
+        if reply.get('locked'):
+            return (f'cannot open the Milvus Lite file {self.path!r}: another process holds it. A Lite file is '
+                    f'open in one process at a time, until that process exits: stop the other process (another '
+                    f'job, a notebook) or use a Milvus server (uri="http://host:19530")')
+        return f'the Milvus Lite server for {self.path!r} failed to start: {reply.get("error")}{self._log_tail()}'
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            with open(self.log_path, errors='replace') as log:
+                tail = log.read().splitlines()[-lines:]
+        except OSError:
+            return ''
+        return ('; its log (' + self.log_path + ') ends:\n' + '\n'.join(tail)) if tail else ''
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def check(self) -> None:
+        """A ``ConnectionError`` when the server process is gone (killed, crashed)."""
+        if not self.alive():
+            raise ConnectionError(f'the Milvus Lite server for {self.path!r} (pid {self.process.pid}) exited '
+                                  f'with code {self.process.returncode}{self._log_tail()}')
+
+    def stop(self) -> None:
+        """Let go of the server: it finishes its calls, closes the file and exits."""
+        try:
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+            self.process.wait(STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            logger.warning('the Milvus Lite server for %s did not stop within %g s; killing it',
+                           self.path, STOP_TIMEOUT_SECONDS)
+            self.process.kill()
+            self.process.wait()
+        finally:
+            if self.process.stdout is not None:
+                self.process.stdout.close()
+        if self.process.returncode == 0:
+            try:
+                os.unlink(self.log_path)
+            except OSError:
+                pass
+
+
+_servers: Dict[str, LiteServer] = {}
+_lock = threading.Lock()
+
+
+def _key(path: str) -> str:
+    return os.path.realpath(os.path.abspath(path))
+
+
+def server_for(path: str) -> LiteServer:
+    """The running server of the Lite file ``path``, started if needed (and started again
+    if its process died: what it had committed is on disk)."""
+    key = _key(path)
+    with _lock:
+        server = _servers.get(key)
+        if server is not None and not server.alive():
+            logger.warning('the Milvus Lite server for %s had exited (code %s); starting it again',
+                           path, server.process.returncode)
+            server.stop()
+            server = None
+        if server is None:
+            if not _servers:
+                atexit.register(release_all)
+            os.makedirs(os.path.dirname(key), exist_ok=True)
+            server = _servers[key] = LiteServer(key)
+        return server
+
+
+def served(path: str) -> str:
+    """The address (``http://127.0.0.1:PORT``) at which this process serves the Lite file
+    ``path``; the first call starts its server process."""
+    return server_for(path).uri
+
+
+def running(path: str) -> Optional[LiteServer]:
+    """The server of ``path`` if this process runs one, else None (starts nothing)."""
+    return _servers.get(_key(path))
+
+
+def release(path: str) -> None:
+    """Stop serving the Lite file ``path`` (its data stays on disk), so that another
+    process can open it; the next use here starts a server again. Clients connected to it
+    stop working."""
+    with _lock:
+        server = _servers.pop(_key(path), None)
+    if server is not None:
+        server.stop()
+
+
+def release_all() -> None:
+    """Stop every Lite server of this process (registered with ``atexit``)."""
+    with _lock:
+        servers = list(_servers.values())
+        _servers.clear()
+    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+    for server in servers:   # let go of all at once, then wait for each
+        if server.process.stdin is not None:
+            try:
+                server.process.stdin.close()
+            except OSError:
+                pass
+    for server in servers:
+        try:
+            server.process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        server.stop()
