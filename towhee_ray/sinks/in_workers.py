@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import traceback
+import uuid
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from towhee_ray.guard import DROPPED, Empty, Failure
@@ -41,6 +42,9 @@ class SinkRecipe:
     fields: Tuple[str, ...]
     args: Tuple[Any, ...] = ()
     kws: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: one per sink call: a worker opens its sink afresh for each job (the collection may
+    #: have been dropped and made again in between)
+    job: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
 
     def make(self) -> Sink:
         return self.sink_class(self.fields, *self.args, **self.kws)
@@ -50,21 +54,34 @@ class SinkRecipe:
 
     @property
     def key(self) -> Tuple[Any, ...]:
-        return (self.sink_class, self.fields, repr(self.args), repr(sorted(self.kws.items())))
+        return (self.job, self.sink_class, self.fields)
 
 
-# One open sink per recipe and thread of a worker process: a Ray actor keeps it between
-# chunks, a task's worker process between tasks, a thread of the thread backend its own.
+# The open sink of the job a thread of a worker process writes for: a Ray actor keeps it
+# between chunks, a task's worker process between tasks, a thread of the thread backend its
+# own; a new job's first chunk closes the previous job's.
 _open = threading.local()
 
 
 def _sink_for(recipe: SinkRecipe) -> Sink:
-    sinks: Dict[Tuple[Any, ...], Sink] = _open.__dict__.setdefault('sinks', {})
-    sink = sinks.get(recipe.key)
-    if sink is None:
-        sink = sinks[recipe.key] = recipe.make()
-        sink.worker_started = False
+    current = getattr(_open, 'sink', None)
+    if current is not None and _open.key == recipe.key:
+        return current
+    if current is not None:
+        _close(current)
+    _open.sink, _open.key = None, recipe.key
+    sink = _open.sink = recipe.make()
+    sink.worker_started = False
     return sink
+
+
+def _close(sink: Sink) -> None:
+    close = getattr(sink, 'close', None)
+    if close is not None:
+        try:
+            close()
+        except Exception:   # noqa: BLE001 - a connection already gone: nothing to release
+            pass
 
 
 def _failure(value: Any, error: BaseException) -> Failure:

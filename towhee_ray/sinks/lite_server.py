@@ -157,8 +157,17 @@ def server_for(path: str) -> LiteServer:
 
 def served(path: str) -> str:
     """The address (``http://127.0.0.1:PORT``) at which this process serves the Lite file
-    ``path``; the first call starts its server process."""
-    return server_for(path).uri
+    ``path``; the first call starts its server process. A file that this process already
+    opened through pymilvus itself (``connections.connect(uri='x.db')``, as Towhee 0.9
+    scripts do: Lite then runs in this process) is reached where pymilvus serves it."""
+    return _opened_by_pymilvus(path) or server_for(path).uri
+
+
+def _opened_by_pymilvus(path: str) -> Optional[str]:
+    manager = sys.modules.get('milvus_lite.server_manager')
+    servers = getattr(getattr(manager, 'server_manager_instance', None), '_servers', None) or {}
+    entry = servers.get(os.path.abspath(path))
+    return f'http://127.0.0.1:{entry[2]}' if entry else None
 
 
 def running(path: str) -> Optional[LiteServer]:
