@@ -179,7 +179,7 @@ def test_a_vector_of_another_dimension_names_the_row_and_both_sizes_and_keeps_wh
         return np.ones(DIMENSION + 1 if key == 7 else DIMENSION)
 
     with pytest.raises(ValueError, match=r"row #7 \(id=7\): field 'vec' has 9 dimensions, "
-                                         r"the index .* has 8"):
+                                         r"the index .* holds 8"):
         DataCollection['id'](range(10)).runas_op['id', 'vec'](func=vec).to_faiss['id', 'vec'](findex, batch=3)
     assert ids_in(findex) == list(range(6))
 

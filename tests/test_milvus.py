@@ -219,12 +219,21 @@ def test_a_vector_of_the_wrong_dimension_names_the_row_and_both_sizes_and_keeps_
     assert [row['id'] for row in stored(db, 'dims')] == list(range(13))
 
 
+def test_writers_workers_into_milvus_lite_is_refused_with_why_and_releases_the_chain(db, ray_cluster, alive_actors):
+    chain = DataCollection(iter(['a b c'])).set_parallel(1, backend='ray').towhee.text_split(max_words=1)
+    before = set(alive_actors())
+    with pytest.raises(ValueError, match=r"to_milvus\(writers='workers'\): workers write into a Milvus server.*"
+                                         r"Milvus Lite file has one writer"):
+        chain.to_milvus['text', 'vec'](collection='lite', uri=db, writers='workers')
+    assert set(alive_actors()) <= before
+
+
 def test_a_missing_field_and_a_key_of_the_wrong_type_name_the_row(db):
     good = [{'id': i, 'vec': unit(i)} for i in range(3)]
     with pytest.raises(KeyError, match=r"row #3 \(id=3\) has no field 'vec'.*\['id', 'vec'\]"):
         DataCollection(good + [{'id': 3}]).to_milvus['id', 'vec'](collection='bad', uri=db, batch=2)
     assert [row['id'] for row in stored(db, 'bad')] == [0, 1]
-    with pytest.raises(TypeError, match=r"row #1 \(id='7'\): key 'id' is a str .*int64.*func=int"):
+    with pytest.raises(TypeError, match=r"row #1 \(id='7'\): the key 'id' is '7' \(str\); .*int64.*func=int"):
         DataCollection(good[:1] + [{'id': '7', 'vec': unit(7)}]).to_milvus['id', 'vec'](collection='bad', uri=db)
     with pytest.raises(TypeError, match=r"row #0 \(id=1.5\).*primary key is an int or a str"):
         DataCollection([{'id': 1.5, 'vec': unit(1)}]).to_milvus['id', 'vec'](collection='new', uri=db)

@@ -61,6 +61,15 @@ def test_ray_workers_write_the_rows_they_make_and_the_driver_writes_none(milvus_
     assert os.getpid() not in {row['pid'] for row in rows}       # made and written in Ray workers
 
 
+def test_writers_driver_writes_from_the_driver_even_after_a_parallel_step(milvus_server, collection, mocker):
+    driver_writes = mocker.spy(MilvusSink, 'write')
+    chain = DataCollection.range(120).stream().set_parallel(2, backend='ray', chunk_size=40).map(make_row)
+    result = chain.to_milvus['id', 'vec'](collection=collection, uri=milvus_server, batch=50, writers='driver')
+    assert result.insert_count == 120 and 'writers' not in result.details
+    assert driver_writes.call_count == 3
+    assert [row['id'] for row in stored(milvus_server, collection)] == list(range(120))
+
+
 def test_operator_actors_and_threads_write_too_and_a_key_is_never_held_twice(milvus_server, collection):
     passages = [f'The {word} statement.' for word in ('try', 'for', 'while', 'with', 'if', 'def')]
     rows = (DataCollection['id', 'text'](list(enumerate(passages))).stream()

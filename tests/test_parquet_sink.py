@@ -1,5 +1,7 @@
 """to_parquet and read_parquet: real pyarrow, a real local Ray, re-runs and bad input."""
+import re
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pandas
@@ -27,24 +29,65 @@ def parts(folder):
     return sorted(path.name for path in folder.iterdir())
 
 
-def test_a_ray_chain_ends_in_parquet_and_reads_back_as_entity_rows(ray_cluster, tmp_path):
+def test_a_ray_chain_ends_in_parquet_written_by_its_workers_and_reads_back_as_entity_rows(ray_cluster, tmp_path):
     folder = tmp_path / 'vectors'
+    (folder / '.part-00000-0badc0de.parquet.inprogress').parent.mkdir()
+    (folder / '.part-00000-0badc0de.parquet.inprogress').write_bytes(b'PAR1 no footer')   # a killed job's
     result = (DataCollection['id'](iter(range(2500))).set_parallel(2, backend='ray')
               .runas_op['id', 'text'](func=lambda key: f'passage {key}')
               .runas_op['id', 'vec'](func=embed)
               .to_parquet(folder, batch=1000))
-    assert result.insert_count == 2500 and result.batches == 3
-    assert parts(folder) == ['part-00000.parquet']
-    parquet = pq.ParquetFile(folder / 'part-00000.parquet')
+    assert result.insert_count == 2500 and result.details['writers'] == 'workers'
+    names = parts(folder)
+    assert names == sorted(Path(path).name for path in result.details['files'])   # none unfinished, none left
+    assert all(re.fullmatch(r'part-\d{5}-[0-9a-f]{8}\.parquet', name) for name in names)
+    # each worker process its own parts (Ray may run a step's tasks in any of its workers)
+    assert len(names) >= 2 and len(set(names)) == len(names)
+    parquet = pq.ParquetFile(folder / names[0])
     assert parquet.schema_arrow.field('vec').type == pyarrow.list_(pyarrow.float32(), DIMENSION)
     assert parquet.schema_arrow.names == ['id', 'text', 'vec']
-    groups = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
-    assert groups == [1000, 1000, 500]
-    rows = DataCollection.read_parquet(folder).to_list()
+    rows = sorted(DataCollection.read_parquet(folder).to_list(), key=lambda row: row.id)
     assert [row.id for row in rows] == list(range(2500))
     assert rows[1234].text == 'passage 1234'
     assert rows[1234].vec.dtype == np.float32 and np.allclose(rows[1234].vec, embed(1234))
     rows[0].vec[0] = 5.0   # writable: rows are the user's to change
+
+
+def test_writers_driver_writes_in_the_chains_order_in_row_groups_of_a_batch(ray_cluster, tmp_path):
+    folder = tmp_path / 'vectors'
+    result = (DataCollection['id'](iter(range(2500))).set_parallel(2, backend='ray')
+              .runas_op['id', 'vec'](func=embed)
+              .to_parquet(folder, batch=1000, writers='driver'))
+    assert result.insert_count == 2500 and 'writers' not in result.details
+    assert parts(folder) == ['part-00000.parquet']
+    parquet = pq.ParquetFile(folder / 'part-00000.parquet')
+    assert [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)] == [1000, 1000, 500]
+    assert [row.id for row in DataCollection.read_parquet(folder)] == list(range(2500))
+
+
+def test_threads_write_their_own_parts_and_a_rerun_with_a_key_writes_each_key_once(tmp_path):
+    folder = tmp_path / 'vectors'
+    first = (DataCollection['id'](iter(range(300))).set_parallel(2, backend='thread')
+             .runas_op['id', 'vec'](func=embed).to_parquet(folder, key='id'))
+    assert first.insert_count == 300 and first.details['writers'] == 'workers'
+    again = (DataCollection['id'](iter(range(500))).set_parallel(2, backend='thread')
+             .runas_op['id', 'vec'](func=embed).to_parquet(folder, key='id'))
+    assert again.insert_count == 200 and again.details['skipped'] == 300
+    assert sorted(row.id for row in DataCollection.read_parquet(folder)) == list(range(500))
+    assert not set(again.details['files']) & set(first.details['files'])
+
+
+def test_writers_is_checked_and_a_bad_one_releases_the_chain(ray_cluster, alive_actors, tmp_path):
+    with pytest.raises(ValueError, match="writers is 'auto', 'workers' or 'driver', got 'all'"):
+        DataCollection['id'](range(3)).to_parquet(tmp_path / 'a', writers='all')
+    with pytest.raises(ValueError, match=r"to_parquet\(writers='workers'\) needs a chain whose last step runs "
+                                         r"on a parallel backend"):
+        DataCollection['id'](range(3)).to_parquet(tmp_path / 'b', writers='workers')
+    chain = DataCollection(iter(['a b c'])).set_parallel(1, backend='ray').towhee.text_split(max_words=1)
+    before = set(alive_actors())
+    with pytest.raises(ValueError, match='writers is'):
+        chain.to_parquet['text'](tmp_path / 'c', writers='both')
+    assert set(alive_actors()) <= before   # none started, none left
 
 
 def test_read_parquet_is_a_lazy_stream_that_a_ray_chain_can_continue(ray_cluster, tmp_path):
@@ -140,11 +183,11 @@ def test_a_vector_of_another_dimension_names_the_row_and_both_sizes_and_keeps_wh
         return np.ones(DIMENSION + 1 if key == 7 else DIMENSION)
 
     with pytest.raises(ValueError, match=r"row #7 \(id=7\): field 'vec' has 9 dimensions, the Parquet column "
-                                         r"\(typed from the first row\) has 8"):
+                                         r"\(typed from the first row\) holds 8"):
         DataCollection['id'](range(10)).runas_op['id', 'vec'](func=vec).to_parquet(folder, batch=3)
     assert [row.id for row in DataCollection.read_parquet(folder)] == list(range(6))
     with pytest.raises(ValueError, match=r"row #0 \(id=20\): field 'vec' has 9 dimensions, the Parquet "
-                                         r"column \(as in part-00000.parquet\) has 8"):
+                                         r"column \(as in part-00000.parquet\) holds 8"):
         DataCollection([{'id': 20, 'vec': np.ones(9)}]).to_parquet(folder)
 
 
@@ -204,10 +247,20 @@ def test_a_failing_ray_chain_keeps_what_was_written_and_leaves_no_worker(ray_clu
     def key_for(n):
         return 'bad' if n == 250 else n
 
+    def chain():
+        return (DataCollection['n'](iter(range(400))).set_parallel(2, backend='ray')
+                .runas_op['n', 'id'](func=key_for)
+                .tests_sinks.parquet_embed['n', 'vec']())
+
     with pytest.raises(TypeError, match=r"row #250 \(n=250\): field 'id' is 'bad'"):
-        (DataCollection['n'](iter(range(400))).set_parallel(2, backend='ray')
-         .runas_op['n', 'id'](func=key_for)
-         .tests_sinks.parquet_embed['n', 'vec']()
-         .to_parquet(tmp_path / 'out', batch=100))
+        chain().to_parquet(tmp_path / 'out', batch=100, writers='driver')
     assert len(towhee_ray.read_parquet(tmp_path / 'out').to_list()) == 200
+    assert alive_actors() == []
+    # Written by the workers: the element that failed is named; what the workers wrote
+    # before it, in parts of their own, is whole and readable, each row once.
+    with pytest.raises(TypeError, match=r"element #250.*the row \(n=250\): field 'id' is 'bad'"):
+        chain().to_parquet(tmp_path / 'workers', batch=100)
+    stored = [row.n for row in towhee_ray.read_parquet(tmp_path / 'workers')]
+    assert len(stored) == len(set(stored)) and set(stored) <= set(range(400)) - {250}
+    assert not [path for path in (tmp_path / 'workers').iterdir() if path.name.startswith('.')]
     assert alive_actors() == []

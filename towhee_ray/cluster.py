@@ -348,3 +348,18 @@ def connect() -> None:
 
     if not ray.is_initialized():
         init()
+
+
+def one_host() -> bool:
+    """Whether every live node of the cluster this process is connected to runs on this
+    machine (a local Ray, or a ``ray.cluster_utils.Cluster``): then every worker sees this
+    machine's files, and may write into a local folder.
+
+    >>> connect()
+    >>> one_host()
+    True
+    """
+    import ray
+
+    here = ray.util.get_node_ip_address()
+    return all(node['NodeManagerAddress'] == here for node in ray.nodes() if node['Alive'])

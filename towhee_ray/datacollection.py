@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import inspect
 import itertools
+import logging
 import reprlib
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Type
 
@@ -31,6 +32,8 @@ from towhee_ray.progress import with_progress
 
 DEFAULT_BACKEND = 'thread'
 DEFAULT_NUM_WORKER = 2
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +85,18 @@ class _Settings:
 
 # Towhee 0.9 printed an unstreamed collection with reprlib's defaults: [0, 1, 2, 3, 4, 0, ...]
 _SHORT_REPR = reprlib.Repr()
+
+
+def _sees_local_files(parallel: Parallel) -> bool:
+    """Whether every worker of ``parallel`` runs on this machine: threads do; Ray's do on a
+    cluster of one host; another backend's may not."""
+    if parallel.backend == 'thread':
+        return True
+    if parallel.backend == 'ray':
+        from towhee_ray import cluster
+        cluster.connect()
+        return cluster.one_host()
+    return False
 
 
 def _callable_name(fn: Any) -> str:
@@ -340,14 +355,57 @@ class DataCollection(SettingsMixin, EntityMixin, SafetyMixin, ProcessingMixin, L
             result._open_step = _OpenStep(step, fn, operator, parallel, self)
         return result
 
-    def _write_in_workers(self, recipe: Any, sink_step: str) -> Optional['DataCollection']:
+    def _write(self, sink_step: str, make_sink: Callable[[], Any], recipe: Optional[Callable[[], Any]] = None,
+               writers: str = 'auto', local_files: bool = False, no_workers: str = '') -> Any:
+        """Run the chain into a sink: the one path of ``to_milvus``, ``to_faiss`` and
+        ``to_parquet``; returns the :class:`~towhee_ray.sinks.WriteResult`.
+
+        ``make_sink()`` builds the driver's sink; a bad call (an option, a path) raises
+        before anything runs, and releases the chain's workers. ``recipe()`` says how
+        workers make theirs (a :class:`~towhee_ray.sinks.in_workers.SinkRecipe`), None when
+        they cannot (``no_workers`` says why). ``writers``: ``'workers'`` (the workers of
+        the chain's last step write the rows they make: it must be a parallel step nothing
+        has pulled yet), ``'driver'`` (the driver writes, one batch at a time) or
+        ``'auto'`` (workers where they can, and with ``local_files`` only where every worker
+        sees this machine's files; else the driver).
+        """
+        from towhee_ray.sinks.base import write_rows
+        from towhee_ray.sinks.in_workers import collect
+        try:
+            if writers not in ('auto', 'workers', 'driver'):
+                raise ValueError(f"writers is 'auto', 'workers' or 'driver', got {writers!r}")
+            sink = make_sink()
+            in_workers = recipe() if recipe is not None and writers != 'driver' else None
+            if writers == 'workers' and in_workers is None:
+                raise ValueError(f"{sink_step}(writers='workers'): {no_workers}; leave writers='auto'")
+        except BaseException:   # release the chain's workers: nothing will read the rest
+            self.close()
+            raise
+        if in_workers is not None:
+            markers = self._write_in_workers(in_workers, sink_step, local_files and writers == 'auto')
+            if markers is not None:
+                return collect(markers, sink)
+            if writers == 'workers':
+                self.close()
+                raise ValueError(f"{sink_step}(writers='workers') needs a chain whose last step runs on a "
+                                 f'parallel backend and has not started (e.g. '
+                                 f".set_parallel(2, backend='ray').map(embed).{sink_step}(...)); leave "
+                                 f"writers='auto' to write from the driver")
+        return write_rows(self._items, sink)
+
+    def _write_in_workers(self, recipe: Any, sink_step: str, local_files: bool = False) -> Optional['DataCollection']:
         """This chain with its last step also writing the rows it makes into ``recipe``'s
         sink, in its own workers (a :class:`~towhee_ray.sinks.in_workers.SinkRecipe`); its
         elements are then one small marker per row. None when the last step is not a
-        parallel step of a stream that nothing has pulled yet: the driver writes then."""
+        parallel step of a stream that nothing has pulled yet, or (``local_files``) runs
+        where a worker may not see this machine's files: the driver writes then."""
         from towhee_ray.sinks.in_workers import WriteAfter, WriteAfterOperator
         step = getattr(self, '_open_step', None)
         if step is None or inspect.getgeneratorstate(self._items) != inspect.GEN_CREATED:
+            return None
+        if local_files and not _sees_local_files(step.parallel):
+            logger.info('%s: the driver writes, as %s workers may run on other machines', sink_step,
+                        step.parallel.backend)
             return None
         self._items.close()   # never started: none of its workers ran
         self._open_step = None

@@ -12,7 +12,7 @@ import itertools
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from towhee_ray.collection.columns import fields_of, is_entity
+from towhee_ray.rows import fields_of, is_entity
 from towhee_ray.guard import Empty
 
 # Cell widths: a 60-character string and three array values keep a row of a few fields

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Collection, Dict, Iterable, Optional, Sequence
 
-from towhee_ray.collection.columns import (
-    Columns, column_method, field_names, fields_of, make_entity, with_fields)
+from towhee_ray.collection.columns import Columns, column_method, field_names
 from towhee_ray.guard import Guarded
+from towhee_ray.rows import fields_of, make_entity, with_fields
 
 
 def _as_entity(schema: Optional[Sequence[str]]) -> Callable[[Any], Any]:

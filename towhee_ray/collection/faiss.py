@@ -53,12 +53,7 @@ class FaissMixin:
             raise TypeError("to_faiss needs two fields, the key and the vector, in a subscript: "
                             "to_faiss['id', 'vec'](findex='./index.bin')")
         # Imported here: numpy and Faiss load when a chain ends in a sink, not with towhee_ray.
-        from towhee_ray.sinks.base import write_rows
         from towhee_ray.sinks.faiss import FaissSink
-        try:
-            sink = FaissSink(field_names(columns), findex, string, metric, kv_file=kv_file, batch_size=batch,
-                             save_every=save_every)
-        except BaseException:   # release the chain's workers: nothing will read it
-            self.close()
-            raise
-        return write_rows(self._items, sink)
+        # The driver fills the index: one in-memory index, one file, one writer.
+        return self._write('to_faiss', lambda: FaissSink(field_names(columns), findex, string, metric,
+                                                         kv_file=kv_file, batch_size=batch, save_every=save_every))

@@ -22,7 +22,8 @@ class MilvusMixin:
     @column_method
     def to_milvus(self, collection: Any, batch: Optional[int] = None, uri: Optional[str] = None,
                   token: str = '', *, on_existing: str = 'upsert', metric_type: str = 'COSINE',
-                  index_params: Optional[Dict[str, Any]] = None, columns: Any = None) -> Any:
+                  index_params: Optional[Dict[str, Any]] = None, writers: str = 'auto',
+                  columns: Any = None) -> Any:
         """Write the subscript's fields of every row into a Milvus collection; returns a
         :class:`~towhee_ray.sinks.WriteResult` (``insert_count``: rows written).
 
@@ -34,6 +35,11 @@ class MilvusMixin:
         rows go per call (default 1,000, measured). A key already stored is replaced
         (``on_existing='upsert'``) or left as it is (``'skip'``): no key is held twice.
 
+        Who writes (``writers``): with ``'auto'``, into a server, the workers of the chain's
+        last step when it is parallel (each writes the rows it makes; the driver counts
+        markers: ``details['writers'] == 'workers'``), else the driver; ``'workers'``
+        insists (an error when they cannot), ``'driver'`` writes from the driver always.
+
         >>> import tempfile, os, numpy as np
         >>> from towhee_ray import DataCollection
         >>> db = os.path.join(tempfile.mkdtemp(), 'doc.db')
@@ -41,23 +47,20 @@ class MilvusMixin:
         >>> rows.to_milvus['id', 'vec'](collection='items', uri=db).insert_count
         4
         """
-        from towhee_ray.sinks.base import write_rows
-        from towhee_ray.sinks.in_workers import SinkRecipe, collect
+        from towhee_ray.sinks.in_workers import SinkRecipe
         from towhee_ray.sinks.milvus import MilvusSink
         from towhee_ray.sinks.milvus_connection import is_lite_path
-        try:
-            if columns is None:
-                raise TypeError("to_milvus needs the fields to write in a subscript, the key first: "
-                                "to_milvus['id', 'vec'](collection=..., uri=...)")
-            options = dict(uri=uri, token=token, batch_size=batch, on_existing=on_existing,
-                           metric_type=metric_type, index_params=index_params)
-            sink = MilvusSink(field_names(columns), collection, **options)
-        except BaseException:   # release the chain's workers: nothing will read the rest
+        if columns is None:
             self.close()
-            raise
-        if isinstance(collection, str) and uri and not is_lite_path(str(uri)):
-            recipe = SinkRecipe(MilvusSink, field_names(columns), (collection,), options)
-            in_workers = self._write_in_workers(recipe, 'to_milvus')
-            if in_workers is not None:
-                return collect(in_workers, sink)
-        return write_rows(self._items, sink)
+            raise TypeError("to_milvus needs the fields to write in a subscript, the key first: "
+                            "to_milvus['id', 'vec'](collection=..., uri=...)")
+        fields = field_names(columns)
+        options = dict(uri=uri, token=token, batch_size=batch, on_existing=on_existing,
+                       metric_type=metric_type, index_params=index_params)
+        # Workers write into a server; Milvus Lite has one writer, the driver's own server.
+        to_server = isinstance(collection, str) and uri and not is_lite_path(str(uri))
+        return self._write('to_milvus', lambda: MilvusSink(fields, collection, **options),
+                           (lambda: SinkRecipe(MilvusSink, fields, (collection,), options)) if to_server else None,
+                           writers, no_workers='workers write into a Milvus server given by name and uri= '
+                                               "('http://host:19530'); a Milvus Lite file has one writer, the "
+                                               "driver's, and a pymilvus Collection object stays in the driver")

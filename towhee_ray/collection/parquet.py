@@ -1,45 +1,18 @@
-"""Parquet in and out: ``to_parquet`` writes entity rows into a folder of part files,
-``read_parquet`` streams them back (see :mod:`towhee_ray.sinks.parquet`)."""
+"""Parquet in and out: ``to_parquet`` writes entity rows into a folder of part files (the
+sink is :mod:`towhee_ray.sinks.parquet`), ``read_parquet`` streams rows back from any
+Parquet files (:mod:`towhee_ray.collection.parquet_reader`).
+"""
 from __future__ import annotations
 
-import logging
 import os
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
-from towhee_ray.collection.columns import column_method, field_names, fields_of, is_entity
+from towhee_ray.collection.columns import column_method, field_names
 
 if TYPE_CHECKING:
     from towhee_ray.sinks.base import WriteResult
 
 PathLike = Union[str, os.PathLike]
-
-logger = logging.getLogger(__name__)
-
-_NOTHING = object()
-
-
-def _first_and_rest(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
-    # The stream with its first row put back; closing this closes the stream.
-    try:
-        yield first
-        yield from rest
-    finally:
-        close = getattr(rest, 'close', None)
-        if close is not None:
-            close()
-
-
-def _fields_and_rows(items: Iterator[Any], columns: Any) -> Tuple[Tuple[str, ...], Iterator[Any]]:
-    """The fields to write (the subscript's, else the first row's; none for no rows) and the rows."""
-    if columns is not None:
-        return field_names(columns), items
-    first = next(items, _NOTHING)
-    if first is _NOTHING:
-        return (), items
-    if isinstance(first, dict) or is_entity(first):
-        return tuple(fields_of(first)), _first_and_rest(first, items)
-    raise TypeError(f'to_parquet writes entity or dict rows, got a {type(first).__name__}; make entity rows '
-                    f"first (DataCollection['name'](...)) or name the column: to_parquet['name'](path)")
 
 
 class ParquetMixin:
@@ -48,7 +21,7 @@ class ParquetMixin:
     @column_method
     def to_parquet(self, path: PathLike, *, key: Optional[str] = None, batch: Optional[int] = None,
                    rows_per_file: Optional[int] = None, schema: Any = None,
-                   compression: str = 'snappy', columns: Any = None) -> 'WriteResult':
+                   compression: str = 'snappy', writers: str = 'auto', columns: Any = None) -> 'WriteResult':
         """Write the rows into the folder ``path`` as Parquet part files; runs the chain to
         its end, holding one batch at a time.
 
@@ -61,6 +34,16 @@ class ParquetMixin:
         written: ``insert_count``, and in ``details`` the ``files`` written and the rows
         ``skipped``.
 
+        Who writes: when the chain's last step runs on a parallel backend whose workers all
+        run on this machine (threads; Ray on one host), those workers write the rows they
+        make, each into parts of its own (``part-00004-<writer>.parquet``, closed at the end
+        of each chunk), and the rows never travel to the driver (``details['writers']`` is
+        ``'workers'``); parts are then in no particular order, but each row is whole.
+        Otherwise the driver writes them, one batch at a time, in the chain's order.
+        ``writers='driver'`` asks for that always, ``writers='workers'`` for workers even
+        on a cluster of several machines (the folder must then be one that all of them
+        share).
+
         >>> import tempfile, pathlib, numpy
         >>> from towhee_ray import DataCollection
         >>> folder = pathlib.Path(tempfile.mkdtemp()) / 'vectors'
@@ -72,20 +55,14 @@ class ParquetMixin:
         (1, 'passage 1', array([0.1, 0.1, 0.1], dtype=float32))
         """
         # Imported here: numpy and pyarrow load when a chain ends in a sink, not with towhee_ray.
-        from towhee_ray.sinks.base import WriteResult, write_rows
+        from towhee_ray.sinks.in_workers import SinkRecipe
         from towhee_ray.sinks.parquet import ParquetSink
-        try:
-            fields, items = _fields_and_rows(iter(self._items), columns)
-            if not fields:
-                logger.warning('to_parquet: no rows reached it, so nothing was written to %s', path)
-                return WriteResult(destination=str(path))
-            options = {} if rows_per_file is None else {'rows_per_file': rows_per_file}
-            sink = ParquetSink(fields, path, key=key, batch_size=batch, schema=schema,
-                               compression=compression, **options)
-        except BaseException:   # release the chain's workers: nothing will read the rest
-            self.close()
-            raise
-        return write_rows(items, sink)
+        fields = field_names(columns) if columns is not None else ()
+        options = dict(key=key, batch_size=batch, schema=schema, compression=compression)
+        if rows_per_file is not None:
+            options['rows_per_file'] = rows_per_file
+        return self._write('to_parquet', lambda: ParquetSink(fields, path, **options),
+                           lambda: SinkRecipe(ParquetSink, fields, (path,), options), writers, local_files=True)
 
     @classmethod
     def read_parquet(cls, path_or_glob: PathLike, columns: Optional[Sequence[str]] = None) -> 'ParquetMixin':
@@ -94,5 +71,6 @@ class ParquetMixin:
         by row group, fixed-size list columns as numpy vectors. ``columns`` reads only
         those. No file there is a ``FileNotFoundError`` at once.
         """
-        from towhee_ray.sinks.parquet import parquet_files, read_rows
+        # Imported here: numpy and pyarrow load when a chain reads Parquet, not with towhee_ray.
+        from towhee_ray.collection.parquet_reader import parquet_files, read_rows
         return cls(read_rows(parquet_files(path_or_glob), columns))

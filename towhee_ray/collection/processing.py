@@ -10,7 +10,8 @@ import math
 import random
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from towhee_ray.collection.columns import Columns, fields_of, is_entity, with_fields
+from towhee_ray.collection.columns import Columns
+from towhee_ray.rows import fields_of, is_entity, with_fields
 from towhee_ray.guard import Empty, Failure, Guarded, step_error
 from towhee_ray.positions import InputOrder, SortedBatch
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Iterator, List, Optional
 
-from towhee_ray.collection.columns import column_method, field_names, fields_of
+from towhee_ray.collection.columns import column_method, field_names
+from towhee_ray.rows import fields_of
 
 #: Keys per lookup: one Milvus query of 1,000 keys costs about as much as a 1,000-row
 #: insert (see towhee_ray.sinks.milvus.DEFAULT_BATCH_SIZE), and a stream holds at most
@@ -95,8 +96,8 @@ class ResumeMixin:
         """
         if columns is None:
             raise TypeError("skip_existing needs the key field in a subscript: skip_existing['id'](target)")
+        from towhee_ray.sinks.checks import positive_int
         key_field = field_names(columns)[0]
-        if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
-            raise ValueError(f'batch must be a positive integer (keys per lookup), got {batch!r}')
+        positive_int(batch, 'batch', 'keys per lookup')
         source = _key_source(target, key_field, uri, token)
         return self._derive(_skip_existing(self._items, source, key_field, batch, callback))

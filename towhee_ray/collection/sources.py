@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Union
 
-from towhee_ray.collection.columns import field_names, fields_of, is_entity, make_entity
+from towhee_ray.collection.columns import field_names
+from towhee_ray.rows import fields_of, is_entity, make_entity
 from towhee_ray.extras import require
 
 PathLike = Union[str, Path]

@@ -20,7 +20,8 @@ import abc
 import dataclasses
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from towhee_ray.collection.columns import fields_of, is_entity
+from towhee_ray.rows import fields_of, is_entity
+from towhee_ray.sinks.checks import positive_int
 
 
 @dataclasses.dataclass
@@ -45,6 +46,9 @@ class Batch:
 
     rows: List[Dict[str, Any]]
     first: Optional[int] = 0
+    #: The last row :meth:`where` named: the row that a sink's error is about (a worker
+    #: fails that row's element).
+    named: int = dataclasses.field(default=0, repr=False, compare=False)
 
     def where(self, index: int, key_field: Optional[str] = None) -> str:
         """Names a row for an error message: its position, and its key when there is one.
@@ -54,6 +58,7 @@ class Batch:
         >>> Batch([{'id': 7, 'vec': [0.1]}], first=None).where(0, 'id')
         'the row (id=7)'
         """
+        self.named = index
         row = self.rows[index]
         key = f' ({key_field}={row[key_field]!r})' if key_field and key_field in row else ''
         return f'{"the row" if self.first is None else f"row #{self.first + index}"}{key}'
@@ -75,20 +80,36 @@ class Sink(abc.ABC):
 
     #: Rows per ``write`` call when the user does not choose.
     default_batch_size = 1000
+    #: Whether the sink may be made without fields, and take the first row's
+    #: (:meth:`take_fields`); otherwise the fields are required.
+    fields_from_first_row = False
+    #: The sink's name in messages (``to_parquet``), as the user called it.
+    call_name = 'the sink'
 
     def __init__(self, fields: Sequence[str], batch_size: Optional[int] = None) -> None:
-        if not fields:
+        if not fields and not self.fields_from_first_row:
             raise TypeError(f'{type(self).__name__} needs the fields to write, in a subscript: '
                             f"e.g. to_milvus['id', 'vec'](...)")
-        self.fields: Tuple[str, ...] = tuple(fields)
+        self.fields: Tuple[str, ...] = tuple(fields or ())
         batch_size = self.default_batch_size if batch_size is None else batch_size
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f'batch must be a positive integer (rows per write), got {batch_size!r}')
-        self.batch_size = batch_size
+        self.batch_size = positive_int(batch_size, 'batch', 'rows per write')
+
+    def take_fields(self, row: Any, where: str) -> None:
+        """Write the fields of ``row``, the first one (for a sink made without fields)."""
+        _refuse_empty(row, where)
+        if not (isinstance(row, dict) or is_entity(row)):
+            raise TypeError(f'{self.call_name} writes entity or dict rows, got a {type(row).__name__} '
+                            f"({where}); make entity rows first (DataCollection['name'](...)) or name the "
+                            f"fields: {self.call_name}['name'](...)")
+        self.fields = tuple(fields_of(row))
 
     @property
     def key_field(self) -> str:
         return self.fields[0]
+
+    #: The keys of the last batch that ``write`` left out, as the destination held them
+    #: already (a worker reports those rows as skipped, not written).
+    last_skipped: Set[Any] = frozenset()
 
     def on_write_start(self, batch: Batch) -> None:
         """Create or open the destination; ``batch`` holds the first rows (none when the
@@ -105,6 +126,15 @@ class Sink(abc.ABC):
     def on_write_failed(self, error: BaseException) -> None:
         """Release what the sink holds; committed batches stay."""
 
+    def in_worker(self) -> None:
+        """Called once when a worker makes this sink, to write its share of a job's rows
+        beside other workers (:mod:`~towhee_ray.sinks.in_workers`): a sink that names files
+        makes its names its own."""
+
+    def on_chunk_complete(self) -> None:
+        """In a worker, after each chunk's rows: make them visible and durable without
+        the end of the job, which a worker never sees (Parquet closes its open part)."""
+
     def existing_keys(self, keys: Sequence[Any]) -> Set[Any]:
         """Which of ``keys`` the destination already holds (to resume a job)."""
         raise NotImplementedError(f'{type(self).__name__} cannot tell which keys it already holds')
@@ -112,6 +142,12 @@ class Sink(abc.ABC):
     def describe(self) -> str:
         """The destination, for messages and ``WriteResult.destination``."""
         return type(self).__name__
+
+
+def _refuse_empty(row: Any, where: str) -> None:
+    if type(row).__name__ == 'Empty' and type(row).__module__ == 'towhee_ray.guard':
+        raise ValueError(f'{where} is an Empty (a failed element of a safe() chain: '
+                         f'{row.exception!r}); drop them before the sink with drop_empty()')
 
 
 def row_fields(row: Any, fields: Tuple[str, ...], where: str) -> Dict[str, Any]:
@@ -130,9 +166,7 @@ def row_fields(row: Any, fields: Tuple[str, ...], where: str) -> Dict[str, Any]:
             raise KeyError(f'{where}{key} has no field {missing[0]!r} (its fields: '
                            f'{", ".join(map(repr, values)) or "none"}); the sink writes {list(fields)}')
         return {name: values[name] for name in fields}
-    if type(row).__name__ == 'Empty' and type(row).__module__ == 'towhee_ray.guard':
-        raise ValueError(f'{where} is an Empty (a failed element of a safe() chain: '
-                         f'{row.exception!r}); drop them before the sink with drop_empty()')
+    _refuse_empty(row, where)
     if len(fields) == 1:
         return {fields[0]: row}
     if isinstance(row, (tuple, list)) and len(row) == len(fields):
@@ -163,6 +197,8 @@ def write_rows(rows: Iterable[Any], sink: Sink) -> WriteResult:
         pending: List[Dict[str, Any]] = []
         position = 0
         for position, row in enumerate(iterator):
+            if not sink.fields:
+                sink.take_fields(row, f'row #{position}')
             pending.append(row_fields(row, sink.fields, f'row #{position}'))
             if len(pending) == sink.batch_size:
                 started = _flush(sink, Batch(pending, position + 1 - len(pending)), result, started)

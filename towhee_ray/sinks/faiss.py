@@ -29,7 +29,7 @@ import numpy as np
 
 from towhee_ray.extras import require
 from towhee_ray.sinks.base import Batch, Sink, WriteResult
-from towhee_ray.sinks.vectors import as_vector, plain, shown, vector_matrix
+from towhee_ray.sinks.checks import checked_key, checked_vector, keys_held, positive_int, shown, vector_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,8 @@ class FaissSink(Sink):
     ['a']
     """
 
+    call_name = 'to_faiss'
+
     def __init__(self, fields: Sequence[str], findex: Any = './index.bin', string: str = 'IDMap,Flat',
                  metric: Union[None, int, str] = None, *, kv_file: Optional[PathLike] = None,
                  batch_size: Optional[int] = None, save_every: Optional[int] = None) -> None:
@@ -126,11 +128,8 @@ class FaissSink(Sink):
         if kv_file is None:
             kv_file = kv_file_for(self.path) if self.path else None
         self.kv_file = Path(kv_file) if kv_file is not None else None
-        if save_every is not None and (not isinstance(save_every, int) or isinstance(save_every, bool)
-                                       or save_every < 1):
-            raise ValueError(f'save_every must be a positive integer (rows between saves), '
-                             f'got {save_every!r}')
-        self.save_every = save_every
+        self.save_every = None if save_every is None else positive_int(save_every, 'save_every',
+                                                                       'rows between saves')
         self.skipped = 0
         self._opened = False
         self._key_type: Optional[type] = None
@@ -211,7 +210,7 @@ class FaissSink(Sink):
         self._open()
         if self.index is not None or not batch.rows:
             return
-        first = as_vector(batch.rows[0][self.vector_field], batch, 0, self.vector_field, self.key_field)
+        first = checked_vector(batch.rows[0][self.vector_field], self.vector_field, batch.where(0, self.key_field))
         try:
             metric = metric_code(self.metric, self._faiss)
             self.index = self._faiss.index_factory(len(first), self.string, metric)
@@ -224,8 +223,7 @@ class FaissSink(Sink):
     def existing_keys(self, keys: Sequence[Any]) -> Set[Any]:
         """Which of ``keys`` the index already holds (loading its file if not yet done)."""
         self._open()
-        return {key for key in keys if isinstance(key, (int, str, np.integer)) and not isinstance(key, bool)
-                and plain(key) in self._keys}
+        return keys_held(keys, self._keys)
 
     def write(self, batch: Batch) -> int:
         keys = [self._checked_key(batch, index) for index in range(len(batch))]
@@ -274,11 +272,9 @@ class FaissSink(Sink):
     # -- rows ---------------------------------------------------------------------------------
 
     def _checked_key(self, batch: Batch, index: int) -> Any:
-        key = plain(batch.rows[index][self.key_field])
         where = batch.where(index, self.key_field)
-        if isinstance(key, bool) or not isinstance(key, (int, str)):
-            raise TypeError(f'{where}: the key {self.key_field!r} is {shown(key)} ({type(key).__name__}); '
-                            f'to_faiss keys are int (the Faiss ids) or str (kept in a key-value file)')
+        key = checked_key(batch.rows[index][self.key_field], self.key_field, (int, str),
+                          'to_faiss keys are int (the Faiss ids) or str (kept in a key-value file)', where)
         kind = int if isinstance(key, int) else str
         if self._key_type is None:   # the first row decides, as in Towhee 0.9
             self._key_type, self._key_origin = kind, f'the first row\'s key is {kind.__name__}'

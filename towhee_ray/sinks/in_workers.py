@@ -7,10 +7,15 @@ made, in the sink's batches. What comes back to the driver is one small marker p
 (:data:`WRITTEN`, :data:`SKIPPED`), in input order, or the :class:`~towhee_ray.guard.Failure`
 of the first element that could not be made or written; the driver counts the markers.
 
+Which sinks: Milvus into a server (each worker its own connection; Milvus Lite has one
+writer, the driver's server) and Parquet (each worker its own part files, closed at the
+end of each chunk: :meth:`Sink.on_chunk_complete`). Faiss is filled in the driver: one
+in-memory index saved to one file has one writer.
+
 A row that fails stops the job as in the driver (the chain raises it with the element's
 position); rows of chunks that other workers ran meanwhile may be written too. A sink
-that never holds a key twice (Milvus upserts, ``skip_existing`` before the model) makes a
-rerun end with each key once.
+that never holds a key twice (Milvus upserts, Parquet with ``key=``, ``skip_existing``
+before the model) makes a rerun end with each key once.
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ import traceback
 import uuid
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-from towhee_ray.guard import DROPPED, Empty, Failure
+from towhee_ray.guard import DROPPED, Failure
 from towhee_ray.sinks.base import Batch, Sink, WriteResult, row_fields
 
 #: The marker of a row the worker's sink wrote.
@@ -71,6 +76,7 @@ def _sink_for(recipe: SinkRecipe) -> Sink:
         _close(current)
     _open.sink, _open.key = None, recipe.key
     sink = _open.sink = recipe.make()
+    sink.in_worker()
     sink.worker_started = False
     return sink
 
@@ -107,16 +113,18 @@ def write_outputs(outputs: List[Any], inputs: List[Any], recipe: SinkRecipe) -> 
             failure = output
             break
         try:
-            if output.__class__ is Empty:
-                raise ValueError(f'the row is an Empty (a failed element of a safe() chain: '
-                                 f'{output.exception!r}); drop them before the sink with drop_empty()')
+            if not sink.fields:
+                sink.take_fields(output, 'the row')
             rows.append(row_fields(output, sink.fields, 'the row'))
         except (KeyError, TypeError, ValueError) as error:
             failure = _failure(item, error)
             break
         row_inputs.append(item)
         slots.append(len(rows) - 1)
-    outcome, write_failure = _write(sink, rows, row_inputs)
+    try:
+        outcome, write_failure = _write(sink, rows, row_inputs)
+    finally:
+        sink.on_chunk_complete()
     markers: List[Any] = []
     for slot in slots:
         if slot is DROPPED:
@@ -140,10 +148,10 @@ def _write(sink: Sink, rows: List[Dict[str, Any]], row_inputs: List[Any]) -> Tup
                 sink.worker_started = True
             sink.write(batch)
         except Exception as error:   # noqa: BLE001 - the element's failure, raised in the driver
-            index = start + getattr(error, 'row_index', 0)
+            index = start + getattr(error, 'row_index', batch.named)
             outcome.extend([WRITTEN] * (index - start))
             return outcome, _failure(row_inputs[index], error)
-        skipped = getattr(sink, 'last_skipped', None)
+        skipped = sink.last_skipped
         outcome.extend(SKIPPED if skipped and row[sink.key_field] in skipped else WRITTEN for row in batch.rows)
     return outcome, None
 
@@ -189,6 +197,7 @@ def collect(markers: Iterable[Any], sink: Sink) -> WriteResult:
     skipped = 0
     iterator = iter(markers)
     try:
+        sink.on_write_start(Batch([]))   # open what exists, before any worker runs
         for marker in iterator:
             if marker == WRITTEN:
                 result.insert_count += 1

@@ -12,7 +12,8 @@ import logging
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from towhee_ray.sinks.base import Batch, Sink, WriteResult
-from towhee_ray.sinks.milvus_collection import Field, Target, fields_from_row, plain_key, value_for
+from towhee_ray.sinks.checks import plain_keys
+from towhee_ray.sinks.milvus_collection import Field, Target, fields_from_row, value_for
 from towhee_ray.sinks.milvus_connection import CONNECT_TIMEOUT_SECONDS, connect
 
 __all__ = ['CONNECT_TIMEOUT_SECONDS', 'DEFAULT_BATCH_SIZE', 'MilvusSink', 'connect']
@@ -50,6 +51,7 @@ class MilvusSink(Sink):
     """
 
     default_batch_size = DEFAULT_BATCH_SIZE
+    call_name = 'to_milvus'
 
     def __init__(self, fields: Sequence[str], collection: Any, uri: Optional[str] = None, token: str = '',
                  batch_size: Optional[int] = None, on_existing: str = 'upsert', metric_type: str = 'COSINE',
@@ -168,7 +170,7 @@ class MilvusSink(Sink):
         if not target.exists():
             return set()
         key_field = next((field.name for field in target.fields() if field.is_primary), self.key_field)
-        return target.existing(key_field, [plain_key(key) for key in keys])
+        return target.existing(key_field, plain_keys(keys))
 
     def close(self) -> None:
         if self._target is not None:

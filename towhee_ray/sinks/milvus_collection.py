@@ -13,6 +13,7 @@ import json
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Set
 
+from towhee_ray.sinks.checks import as_vector, checked_key, checked_vector, dimension_error, plain
 from towhee_ray.sinks.milvus_connection import CALL_TIMEOUT_SECONDS, call_timeout, connect, is_lite_path
 
 #: VARCHAR length of string keys and scalars created from the first rows: Milvus's
@@ -178,20 +179,14 @@ def _dim(params: Dict[str, Any]) -> Optional[int]:
 
 
 def _as_vector(value: Any) -> Optional[Any]:
-    """``value`` as a float32 vector, or None when it is not one: 1-D numeric arrays and
-    lists of numbers; ``bytes`` are packed bits (a binary fingerprint), unpacked to 0/1."""
+    """``value`` as a float32 vector (:func:`~towhee_ray.sinks.checks.as_vector`), or None
+    when it is not one; Milvus also takes ``bytes`` as packed bits (a binary fingerprint),
+    unpacked here to 0/1."""
     import numpy as np
     if isinstance(value, (bytes, bytearray)):
         return np.unpackbits(np.frombuffer(bytes(value), dtype=np.uint8)).astype(np.float32)
-    if isinstance(value, (list, tuple)):
-        if not value or not all(isinstance(x, (int, float, np.number)) for x in value):
-            return None
-        return np.asarray(value, dtype=np.float32)
-    if hasattr(value, '__array__') and not isinstance(value, (str, np.generic)):
-        array = np.asarray(value)
-        if array.ndim == 1 and array.size and array.dtype.kind in 'biuf':
-            return array.astype(np.float32, copy=False)
-    return None
+    vector = as_vector(value)
+    return None if vector is None else vector.astype(np.float32, copy=False)
 
 
 def _scalar_type(value: Any) -> Any:
@@ -212,12 +207,9 @@ def fields_from_row(row: Dict[str, Any], names: Sequence[str], where: str) -> Li
     """The schema of a new collection, from its first row: the first field the primary
     key (int64 or string), vectors typed and sized from the values, scalars likewise."""
     from pymilvus import DataType
-    key = row[names[0]]
-    key_type = _scalar_type(key)
-    if key_type not in (DataType.INT64, DataType.VARCHAR):
-        raise TypeError(f'{where}: the key field {names[0]!r} is a {type(key).__name__} ({key!r}); a Milvus '
-                        f'primary key is an int or a str, and the first field of to_milvus[...] is the key')
-    fields = [Field(names[0], key_type, is_primary=True)]
+    key = checked_key(row[names[0]], names[0], (int, str), 'a Milvus primary key is an int or a str, and the '
+                      'first field of to_milvus[...] is the key', where)
+    fields = [Field(names[0], _scalar_type(key), is_primary=True)]
     for name in names[1:]:
         vector = _as_vector(row[name])
         if vector is not None:
@@ -230,39 +222,24 @@ def fields_from_row(row: Dict[str, Any], names: Sequence[str], where: str) -> Li
     return fields
 
 
-def plain_key(key: Any) -> Any:
-    import numpy as np
-    return key.item() if isinstance(key, np.generic) else key
-
-
 def value_for(field: Field, value: Any) -> Any:
     """``value`` converted for ``field``, or a TypeError/ValueError saying what was expected."""
     import numpy as np
     from pymilvus import DataType
     if field.dtype == DataType.FLOAT_VECTOR:
-        vector = _as_vector(value)
-        if vector is None:
-            raise TypeError(f'field {field.name!r} is a {type(value).__name__}, not a vector of {field.dim} numbers')
+        vector = checked_vector(value, field.name).astype(np.float32, copy=False)
         if len(vector) != field.dim:
-            raise ValueError(f'field {field.name!r} has {len(vector)} dimensions, the collection holds {field.dim}')
+            raise dimension_error(field.name, len(vector), 'the collection', field.dim)
         return vector
     if field.dtype == DataType.BINARY_VECTOR:
         if not isinstance(value, (bytes, bytearray)):
-            vector = _as_vector(value)
-            if vector is None:
-                raise TypeError(f'field {field.name!r} is a {type(value).__name__}, not a binary vector')
-            value = np.packbits(vector.astype(bool)).tobytes()
+            value = np.packbits(checked_vector(value, field.name).astype(bool)).tobytes()
         if len(value) * 8 != field.dim:
-            raise ValueError(f'field {field.name!r} has {len(value) * 8} bits, the collection holds {field.dim}')
+            raise dimension_error(field.name, len(value) * 8, 'the collection', field.dim)
         return bytes(value)
-    if field.dtype == DataType.INT64 and field.is_primary:
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-            raise TypeError(f'key {field.name!r} is a {type(value).__name__} ({value!r}); the collection\'s '
-                            f'key is an int (int64): convert it first, e.g. runas_op[{field.name!r}, '
-                            f'{field.name!r}](func=int)')
-        return int(value)
-    if field.dtype == DataType.VARCHAR and field.is_primary and not isinstance(value, str):
-        raise TypeError(f'key {field.name!r} is a {type(value).__name__} ({value!r}); the collection\'s key '
-                        f'is a string (varchar): convert it first, e.g. runas_op[{field.name!r}, '
-                        f'{field.name!r}](func=str)')
-    return value.item() if isinstance(value, np.generic) else value
+    if field.is_primary and field.dtype in (DataType.INT64, DataType.VARCHAR):
+        kind, name, convert = (int, 'an int (int64)', 'int') if field.dtype == DataType.INT64 else \
+            (str, 'a string (varchar)', 'str')
+        return checked_key(value, field.name, (kind,), f"the collection's key is {name}: convert it first, "
+                                                       f'e.g. runas_op[{field.name!r}, {field.name!r}](func={convert})')
+    return plain(value)

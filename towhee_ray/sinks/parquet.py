@@ -1,4 +1,4 @@
-"""Parquet: rows into a folder of part files, a row group per batch, and rows back out.
+"""Parquet: rows into a folder of part files, a row group per batch.
 
 ``to_parquet(path)`` writes into the folder ``path`` (created when missing): one column per
 field, numpy vectors as fixed-size lists (floats as float32), the other values as pyarrow
@@ -15,29 +15,32 @@ A re-run job adds new parts, numbered after the folder's, with the folder's sche
 (:meth:`ParquetSink.existing_keys` tells which, for a resumed job). One job writes into a
 folder at a time: a job removes the unfinished parts it finds, left by a killed one.
 
-:func:`read_rows` streams entity rows back, row group by row group, vectors as numpy.
+Several workers may write into one folder at once (:mod:`~towhee_ray.sinks.in_workers`):
+each then names its parts ``part-NNNNN-<writer>.parquet`` and closes one at the end of
+each chunk. ``read_parquet`` (:mod:`towhee_ray.collection.parquet_reader`) streams rows back.
 """
 from __future__ import annotations
 
-import glob as globbing
 import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Sequence, Set, Union
+import uuid
+from typing import Any, List, Optional, Sequence, Set, Union
 
 import numpy as np
 
-from towhee_ray.collection.columns import make_entity
 from towhee_ray.extras import require
 from towhee_ray.sinks.base import Batch, Sink, WriteResult
-from towhee_ray.sinks.vectors import plain, shown, vector_matrix
+from towhee_ray.sinks.checks import checked_key, keys_held, positive_int, shown, vector_matrix
 
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
-PART_PATTERN = re.compile(r'part-(\d+)\.parquet')
+#: A part's name: ``part-00003.parquet`` from the driver, ``part-00003-<writer>.parquet``
+#: from one of several workers writing into the folder at once (each its own parts).
+PART_PATTERN = re.compile(r'part-(\d+)(?:-[0-9a-f]+)?\.parquet')
 IN_PROGRESS = '.inprogress'
 
 #: Rows per part file: 100,000 vectors of 384 float32 dimensions make a ~150 MB file, in
@@ -60,74 +63,10 @@ def import_pyarrow() -> Any:
     return require('pyarrow', needed_by, install)   # imported with it: no second import
 
 
-def parquet_files(path_or_glob: PathLike) -> List[Path]:
-    """The Parquet files a path names: the file itself, a folder's ``*.parquet`` files
-    (not hidden ones: unfinished parts), or the matches of a glob pattern; sorted.
-
-    >>> parquet_files('/nonexistent/*.parquet')  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    FileNotFoundError: no Parquet file at '/nonexistent/*.parquet' (a file, a folder of .parquet files or ...)
-    """
-    path = Path(path_or_glob)
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        candidates = [path]
-    else:
-        candidates = [Path(match) for match in sorted(globbing.glob(str(path_or_glob), recursive=True))]
-    files: List[Path] = []
-    for candidate in candidates:
-        if candidate.is_dir():
-            files.extend(folder_parts(candidate))
-        elif candidate.is_file():
-            files.append(candidate)
-    if not files:
-        raise FileNotFoundError(f'no Parquet file at {str(path_or_glob)!r} (a file, a folder of .parquet '
-                                f'files or a glob pattern)')
-    return files
-
-
 def folder_parts(folder: Path) -> List[Path]:
     """A folder's Parquet files in name order, hidden ones (unfinished parts) left out."""
     return sorted(child for child in folder.glob('*.parquet')
                   if child.is_file() and not child.name.startswith(('.', '_')))
-
-
-# -- reading ---------------------------------------------------------------------------------
-
-def read_rows(files: Sequence[Path], columns: Optional[Sequence[str]] = None) -> Iterator[Any]:
-    """Entity rows of ``files``, one record batch (within a row group) at a time; a
-    fixed-size list column of numbers comes back as one numpy vector per row."""
-    pyarrow = import_pyarrow()
-    for path in files:
-        # pre_buffer=False: with it, pyarrow 26 read a whole 146 MB file into memory at the
-        # first batch (tests/test_sink_memory.py found it).
-        with pyarrow.parquet.ParquetFile(path, pre_buffer=False) as parquet:
-            missing = [name for name in columns or () if name not in parquet.schema_arrow.names]
-            if missing:
-                raise KeyError(f'{path} has no column {missing[0]!r} (its columns: '
-                               f'{", ".join(map(repr, parquet.schema_arrow.names))})')
-            for row_group in range(parquet.num_row_groups):
-                for record_batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, row_groups=[row_group],
-                                                         columns=list(columns) if columns else None):
-                    yield from _batch_rows(record_batch, pyarrow)
-
-
-def _batch_rows(record_batch: Any, pyarrow: Any) -> Iterator[Any]:
-    names = record_batch.schema.names
-    values = [_column_values(column, pyarrow) for column in record_batch.columns]
-    for row in zip(*values):
-        yield make_entity(dict(zip(names, row)))
-
-
-def _column_values(column: Any, pyarrow: Any) -> List[Any]:
-    kind = column.type
-    if (pyarrow.types.is_fixed_size_list(kind) and column.null_count == 0
-            and (pyarrow.types.is_floating(kind.value_type) or pyarrow.types.is_integer(kind.value_type))):
-        # One writable copy per batch (arrow's buffers are read-only); rows are views of it.
-        flat = column.flatten().to_numpy(zero_copy_only=False)
-        return list(np.array(flat).reshape(len(column), kind.list_size))
-    return column.to_pylist()
 
 
 # -- schema ----------------------------------------------------------------------------------
@@ -207,9 +146,10 @@ class ParquetSink(Sink):
     >>> rows = [{'id': i, 'vec': numpy.full(4, i, dtype='float64')} for i in range(3)]
     >>> write_rows(rows, ParquetSink(['id', 'vec'], folder, key='id')).insert_count
     3
-    >>> [path.name for path in parquet_files(folder)]
+    >>> [path.name for path in folder_parts(folder)]
     ['part-00000.parquet']
-    >>> row = list(read_rows(parquet_files(folder)))[2]
+    >>> from towhee_ray.collection.parquet_reader import read_rows
+    >>> row = list(read_rows(folder_parts(folder)))[2]
     >>> row.id, row.vec
     (2, array([2., 2., 2., 2.], dtype=float32))
     >>> sorted(ParquetSink(['id', 'vec'], folder, key='id').existing_keys([1, 7]))
@@ -217,6 +157,7 @@ class ParquetSink(Sink):
     """
 
     default_batch_size = 1000
+    call_name = 'to_parquet'
 
     def __init__(self, fields: Sequence[str], path: PathLike, *, key: Optional[str] = None,
                  batch_size: Optional[int] = None, rows_per_file: int = DEFAULT_ROWS_PER_FILE,
@@ -224,31 +165,47 @@ class ParquetSink(Sink):
         super().__init__(fields, batch_size)
         self._pyarrow = import_pyarrow()
         self.path = Path(path)
-        if key is not None and key not in self.fields:
-            raise ValueError(f'key={key!r} is not one of the fields written, {list(self.fields)}')
         self.key = key
-        if not isinstance(rows_per_file, int) or isinstance(rows_per_file, bool) or rows_per_file < 1:
-            raise ValueError(f'rows_per_file must be a positive integer, got {rows_per_file!r}')
-        self.rows_per_file = rows_per_file
-        if schema is not None and sorted(schema.names) != sorted(self.fields):
-            raise ValueError(f'schema= has the fields {schema.names}, the rows written have '
-                             f'{list(self.fields)}')
+        self.rows_per_file = positive_int(rows_per_file, 'rows_per_file', 'rows per part file')
         self.schema = schema
+        if self.fields:
+            self._check_fields()
         self.compression = compression
         self.files: List[Path] = []      # the parts this job closed
         self.skipped = 0
         self._origin = 'given with schema=' if schema is not None else ''
         self._opened = False
-        self._keys: Set[Any] = set()
+        self._keys: Optional[Set[Any]] = None   # the folder's keys, read when first needed
+        self._known_parts: Set[Path] = set()
+        self._writer_id = ''                     # set in a worker: its parts get their own names
         self._next_part = 0
         self._writer: Any = None
         self._part: Optional[Path] = None
         self._rows_in_part = 0
 
+    #: Without a subscript the fields are those of the first row.
+    fields_from_first_row = True
+
+    def _check_fields(self) -> None:
+        if self.key is not None and self.key not in self.fields:
+            raise ValueError(f'key={self.key!r} is not one of the fields written, {list(self.fields)}')
+        if self.schema is not None and sorted(self.schema.names) != sorted(self.fields):
+            raise ValueError(f'schema= has the fields {self.schema.names}, the rows written have '
+                             f'{list(self.fields)}')
+
+    def take_fields(self, row: Any, where: str) -> None:
+        super().take_fields(row, where)
+        self._check_fields()
+
     @property
     def key_field(self) -> str:
         """The key (``key=``); rows are named by the first field when there is none."""
         return self.key or self.fields[0]
+
+    def in_worker(self) -> None:
+        """Name this sink's parts ``part-NNNNN-<writer>.parquet``, so that several workers
+        write into the folder at once; leave unfinished parts alone (other workers' own)."""
+        self._writer_id = uuid.uuid4().hex[:8]
 
     def describe(self) -> str:
         return str(self.path)
@@ -265,26 +222,34 @@ class ParquetSink(Sink):
                                   f'pattern)')
         if not self.path.is_dir():
             return
-        for unfinished in self.path.glob(f'.part-*.parquet{IN_PROGRESS}'):
-            logger.warning('removing %s, a part a killed job left unfinished', unfinished)
-            unfinished.unlink(missing_ok=True)
+        if not self._writer_id:   # the job's one driver: no worker of it runs yet
+            for unfinished in self.path.glob(f'.part-*.parquet{IN_PROGRESS}'):
+                logger.warning('removing %s, a part a killed job left unfinished', unfinished)
+                unfinished.unlink(missing_ok=True)
         names = os.listdir(self.path)
         numbers = [int(match.group(1)) for match in map(PART_PATTERN.fullmatch, names) if match]
         self._next_part = max(numbers, default=-1) + 1
         existing = folder_parts(self.path)
+        self._known_parts = set(existing)
         if not existing:
             return
         first = existing[0]
         found = self._pyarrow.parquet.read_schema(first).remove_metadata()
-        if sorted(found.names) != sorted(self.fields):
+        if self.fields and sorted(found.names) != sorted(self.fields):
             raise ValueError(f'{self.path} holds parts with the fields {found.names}; these rows have '
                              f'{list(self.fields)}: write them to another folder')
         self.schema, self._origin = found, f'as in {first.name}'
-        if self.key is not None:
-            for path in existing:
+
+    def _held_keys(self) -> Set[Any]:
+        # The folder's keys, read once (one column, a record batch at a time): a set of
+        # the keys in memory, about 70 bytes a key (70 MB for a million int keys).
+        if self._keys is None:
+            self._keys = set()
+            for path in sorted(self._known_parts):
                 with self._pyarrow.parquet.ParquetFile(path, pre_buffer=False) as parquet:
                     for keys in parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=[self.key]):
                         self._keys.update(keys.column(0).to_pylist())
+        return self._keys
 
     # -- the lifecycle ------------------------------------------------------------------------
 
@@ -300,14 +265,7 @@ class ParquetSink(Sink):
             raise ValueError(f"to_parquet into {self.path} has no key to resume by: name it, "
                              f"e.g. to_parquet(path, key='id')")
         self._open()
-        found = set()
-        for key in keys:
-            try:
-                if plain(key) in self._keys:
-                    found.add(key)
-            except TypeError:   # unhashable: never a key the folder holds
-                pass
-        return found
+        return keys_held(keys, self._held_keys())
 
     def write(self, batch: Batch) -> int:
         table = batch_table(batch, self.schema, self.key_field, self._origin, self._pyarrow)
@@ -323,12 +281,17 @@ class ParquetSink(Sink):
             self._close_part()
         return table.num_rows
 
+    def on_chunk_complete(self) -> None:
+        self._close_part()
+
     def on_write_complete(self, result: WriteResult) -> WriteResult:
         self._close_part()
-        if self.schema is None:
+        # The parts this job made: its own, or its workers' (each closed its own).
+        made = set(folder_parts(self.path)) - self._known_parts if self.path.is_dir() else set()
+        if not made and not result.insert_count and not self.skipped:
             logger.warning('to_parquet: no rows reached it, so nothing was written to %s', self.path)
         result.destination = str(self.path)
-        result.details.update(path=str(self.path), files=[str(path) for path in self.files],
+        result.details.update(path=str(self.path), files=[str(path) for path in sorted(made)],
                               skipped=self.skipped)
         return result
 
@@ -342,26 +305,22 @@ class ParquetSink(Sink):
 
     def _without_held_keys(self, batch: Batch, table: Any) -> Any:
         keep = []
+        held = self._held_keys()
+        self.last_skipped = set()
         for index, row in enumerate(batch.rows):
-            key = plain(row[self.key])
-            if key is None:
-                raise ValueError(f'{batch.where(index, self.key)}: the key {self.key!r} is None; every row '
-                                 f'needs a key to resume by')
-            try:
-                held = key in self._keys
-            except TypeError:
-                raise TypeError(f'{batch.where(index, self.key)}: the key {self.key!r} is {shown(key)} '
-                                f'({type(key).__name__}), which cannot be a key; keys are str, int or '
-                                f'other hashable values') from None
-            if not held:
-                self._keys.add(key)
+            key = checked_key(row[self.key], self.key, None, '', batch.where(index, self.key))
+            if key in held:
+                self.last_skipped.add(key)
+            else:
+                held.add(key)
                 keep.append(index)
         self.skipped += len(batch) - len(keep)
-        return table if len(keep) == len(batch) else table.take(keep)
+        return table if len(keep) == len(batch) else table.take(self._pyarrow.array(keep, type=self._pyarrow.int64()))
 
     def _open_part(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        name = f'part-{self._next_part:05d}.parquet'
+        writer = f'-{self._writer_id}' if self._writer_id else ''
+        name = f'part-{self._next_part:05d}{writer}.parquet'
         self._next_part += 1
         self._part = self.path / name
         # Vectors skip dictionary encoding: they never repeat, and trying it made writing 40,000

@@ -1,0 +1,187 @@
+"""The checks every sink shares, each with one error text: sizes, keys and vectors.
+
+Milvus, Faiss and Parquet take the same kinds of values from the same rows, so they check
+them here. An error names the row (its position and key, :meth:`Batch.where`), the field,
+what the row gave and what the sink wanted, and says what to do.
+
+Vectors of a batch are filled into one preallocated matrix (:func:`vector_matrix`), so a
+batch is never held twice (a list of converted arrays and their stacked copy).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Container, Iterable, Optional, Set, Tuple
+
+import numpy as np
+
+if TYPE_CHECKING:   # base.py imports this module
+    from towhee_ray.sinks.base import Batch
+
+#: numpy kinds that make a vector: bool, signed and unsigned integers, floats.
+NUMERIC_KINDS = 'biuf'
+
+
+def positive_int(value: Any, name: str, meaning: str) -> int:
+    """``value`` when it is a positive ``int``; else a ``ValueError`` naming the option.
+
+    >>> positive_int(1000, 'batch', 'rows per write')
+    1000
+    >>> positive_int(0, 'batch', 'rows per write')
+    Traceback (most recent call last):
+    ValueError: batch must be a positive integer (rows per write), got 0
+    """
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f'{name} must be a positive integer ({meaning}), got {value!r}')
+    return value
+
+
+def shown(value: Any, width: int = 40) -> str:
+    """A short ``repr`` for error messages.
+
+    >>> shown('x' * 50, width=10)
+    "'xxxxxx..."
+    """
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + '...'
+
+
+def plain(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds (keys compare and hash as Python's).
+
+    >>> type(plain(np.int64(3))).__name__, plain('a')
+    ('int', 'a')
+    """
+    return value.item() if isinstance(value, np.generic) else value
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+def checked_key(value: Any, field: str, kinds: Optional[Tuple[type, ...]], rule: str,
+                where: Optional[str] = None) -> Any:
+    """The key ``value`` as a plain Python value, or an error saying why it cannot be one.
+
+    A key is never None, never a bool, and hashable; ``kinds`` (None: any) are the types
+    this sink keeps, and ``rule`` says so in the error ("to_faiss keys are int ...").
+    ``where`` names the row (``'row #3 (id=...)'``); without it the caller prefixes it.
+
+    >>> checked_key(np.int64(7), 'id', (int, str), 'keys are int or str')
+    7
+    >>> checked_key(1.5, 'id', (int, str), 'to_faiss keys are int or str', 'row #0')
+    Traceback (most recent call last):
+    TypeError: row #0: the key 'id' is 1.5 (float); to_faiss keys are int or str
+    >>> checked_key(None, 'id', None, '', 'row #2')
+    Traceback (most recent call last):
+    ValueError: row #2: the key 'id' is None; every row needs a key (to find it again, and to resume by)
+    """
+    key = plain(value)
+    prefix = f'{where}: ' if where else ''
+    if key is None:
+        raise ValueError(f'{prefix}the key {field!r} is None; every row needs a key (to find it again, '
+                         f'and to resume by)')
+    if isinstance(key, bool) or (kinds is not None and not isinstance(key, kinds)):
+        raise TypeError(f'{prefix}the key {field!r} is {shown(key)} ({type(key).__name__}); {rule}')
+    try:
+        hash(key)
+    except TypeError:
+        raise TypeError(f'{prefix}the key {field!r} is {shown(key)} ({type(key).__name__}), which cannot '
+                        f'be a key; keys are str, int or other hashable values') from None
+    return key
+
+
+def plain_keys(keys: Iterable[Any]) -> list:
+    """``keys`` as plain Python values, for a lookup (``existing_keys``).
+
+    >>> plain_keys([np.int64(1), 'a'])
+    [1, 'a']
+    """
+    return [plain(key) for key in keys]
+
+
+def keys_held(keys: Iterable[Any], held: Container) -> Set[Any]:
+    """Those of ``keys`` that ``held`` contains, compared as plain Python values; a value
+    that cannot be a key (None, a bool, unhashable) is never held.
+
+    >>> keys_held(['a', 2, True, [3]], {'a', 1, 3})
+    {'a'}
+    """
+    found = set()
+    for key in keys:
+        value = plain(key)
+        try:
+            if value is not None and not isinstance(value, bool) and value in held:
+                found.add(key)
+        except TypeError:   # unhashable
+            pass
+    return found
+
+
+# -- vectors ---------------------------------------------------------------------------------
+
+
+def as_vector(value: Any) -> Optional[np.ndarray]:
+    """``value`` as a 1-D numeric array (no copy when it is one already), or None when it
+    is not a vector: a vector is a non-empty 1-D numpy array or list of numbers.
+
+    >>> as_vector([1, 2])
+    array([1, 2])
+    >>> as_vector('ab') is None, as_vector([[1], [2, 3]]) is None, as_vector([]) is None
+    (True, True, True)
+    """
+    if value is None or isinstance(value, (str, bytes, bytearray, np.generic)):
+        return None
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError):   # ragged nesting, objects numpy cannot hold
+        return None
+    if array.ndim != 1 or not array.size or array.dtype.kind not in NUMERIC_KINDS:
+        return None
+    return array
+
+
+def checked_vector(value: Any, field: str, where: Optional[str] = None) -> np.ndarray:
+    """``value`` as a vector (:func:`as_vector`), or a ``TypeError`` naming what it is.
+
+    >>> checked_vector('ab', 'v', 'row #0')
+    Traceback (most recent call last):
+    TypeError: row #0: field 'v' is 'ab' (str), not a vector; a vector is a 1-D numpy array or list of numbers
+    """
+    vector = as_vector(value)
+    if vector is None:
+        prefix = f'{where}: ' if where else ''
+        shape = getattr(value, 'shape', None)
+        shape = f', shape {shape}' if shape is not None and len(shape) > 1 else ''
+        raise TypeError(f'{prefix}field {field!r} is {shown(value)} ({type(value).__name__}{shape}), not a '
+                        f'vector; a vector is a 1-D numpy array or list of numbers')
+    return vector
+
+
+def dimension_error(field: str, got: int, holder: str, dimension: int, where: Optional[str] = None) -> ValueError:
+    """The error of a vector whose length is not its destination's (``holder``: "the
+    collection", "the index (...)", "the Parquet column (...)").
+
+    >>> str(dimension_error('v', 3, 'the index', 2, 'row #1'))
+    "row #1: field 'v' has 3 dimensions, the index holds 2; every vector of a sink has the same dimension"
+    """
+    prefix = f'{where}: ' if where else ''
+    return ValueError(f'{prefix}field {field!r} has {got} dimensions, {holder} holds {dimension}; every vector '
+                      f'of a sink has the same dimension')
+
+
+def vector_matrix(batch: 'Batch', field: str, dimension: int, dtype: Any, key_field: Optional[str],
+                  holder: str) -> np.ndarray:
+    """The vectors of ``field`` in ``batch`` as a ``(len(batch), dimension)`` matrix of
+    ``dtype``; each row checked by :func:`checked_vector` and :func:`dimension_error`.
+
+    >>> from towhee_ray.sinks.base import Batch
+    >>> batch = Batch([{'id': 1, 'v': [1, 2]}, {'id': 2, 'v': [3, 4, 5]}], first=10)
+    >>> vector_matrix(batch, 'v', 2, 'float32', 'id', 'the index')  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: row #11 (id=2): field 'v' has 3 dimensions, the index holds 2; every vector of a sink ...
+    """
+    matrix = np.empty((len(batch), dimension), dtype=dtype)
+    for index, value in enumerate(batch.column(field)):
+        vector = checked_vector(value, field, batch.where(index, key_field))
+        if vector.shape[0] != dimension:
+            raise dimension_error(field, vector.shape[0], holder, dimension, batch.where(index, key_field))
+        matrix[index] = vector
+    return matrix
