@@ -101,12 +101,16 @@ def _client(uri: str) -> Any:
 
 def _count(uri: str) -> int:
     client = _client(uri)
+    if not client.has_collection(COLLECTION):   # killed before its first batch
+        return 0
     client.flush(COLLECTION)
+    client.load_collection(COLLECTION)
     return client.query(COLLECTION, filter='', output_fields=['count(*)'], consistency_level='Strong')[0]['count(*)']
 
 
 def _keys_seen(uri: str, count: int) -> np.ndarray:
     client = _client(uri)
+    client.load_collection(COLLECTION)
     seen = np.zeros(count, dtype=np.int64)
     for low in range(0, count, READ_RANGE):
         rows = client.query(COLLECTION, filter=f'id >= {low} and id < {low + READ_RANGE}', output_fields=['id'],
