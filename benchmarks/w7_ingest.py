@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -216,20 +216,25 @@ SCALE_CASES = [  # (name, case, target)
     ('towhee_ray to_milvus from the driver, server', 'to_milvus', 'server'),
     (f'towhee_ray {SCALE_WORKERS} Ray workers writing, server', 'workers', 'server'),
 ]
+#: ``--cases`` names them ``<target>-<case>``: lite-bare, lite-to_milvus, server-bare, ...
+CASE_KEYS = [f'{target}-{case}' for _, case, target in SCALE_CASES]
 
 
-def at_scale(count: int, rounds: int) -> List[Dict[str, Any]]:
-    """Every scale contender once per round, each in a fresh process and collection."""
+def at_scale(count: int, rounds: int, only: Sequence[str] = (), progress: Optional[Path] = None) -> List[Dict[str, Any]]:
+    """Every scale contender (or those ``only`` names) once per round, each in a fresh
+    process and collection; each result is also appended to ``progress`` (JSON lines)
+    as it comes, so a run that stops keeps what it measured."""
     from milvus import MilvusServer
+    cases = [entry for entry, key in zip(SCALE_CASES, CASE_KEYS) if not only or key in only]
     folder = tempfile.mkdtemp(prefix='w7-scale-')
     server = MilvusServer()
     server.set_base_dir(os.path.join(folder, 'server'))
     server.start()
     env = dict(os.environ, W7_SERVER_PID=str(server.server_proc.pid))
-    results: Dict[str, List[Dict[str, Any]]] = {name: [] for name, _, _ in SCALE_CASES}
+    results: Dict[str, List[Dict[str, Any]]] = {name: [] for name, _, _ in cases}
     try:
         for number in range(rounds):
-            for index, (name, case, target) in enumerate(SCALE_CASES):
+            for index, (name, case, target) in enumerate(cases):
                 print(f'  W7 at scale, round {number + 1}/{rounds}: {name} (load average '
                       f'{os.getloadavg()[0]:.1f})', file=sys.stderr, flush=True)
                 uri = (os.path.join(folder, f'r{number}_{index}.db') if target == 'lite'
@@ -244,7 +249,11 @@ def at_scale(count: int, rounds: int) -> List[Dict[str, Any]]:
                 result = json.loads(done.stdout.splitlines()[-1])
                 if result['stored'] != count:
                     raise RuntimeError(f'W7 scale case {name} stored {result["stored"]} of {count} rows')
+                result['load_average'] = os.getloadavg()[0]
                 results[name].append(result)
+                if progress is not None:
+                    with open(progress, 'a') as file:
+                        file.write(json.dumps({'name': name, **result}) + '\n')
     finally:
         server.stop()
     rows = []
@@ -266,11 +275,16 @@ def main() -> None:
     parser.add_argument('--scale-rounds', type=int, default=1, help='rounds of the at-scale cases (default 1)')
     parser.add_argument('--part', choices=('all', 'throughput', 'scale'), default='all',
                         help='run only the embedding throughput or only the at-scale cases')
+    parser.add_argument('--cases', help=f'only these at-scale cases, comma-separated: {",".join(CASE_KEYS)}')
     parser.add_argument('--case', help=argparse.SUPPRESS)
     parser.add_argument('--uri', help=argparse.SUPPRESS)
     parser.add_argument('--json', help='also write the results to this file')
     args = parser.parse_args()
     count = args.vectors or (20_000 if args.quick else 1_000_000)
+    only = [key.strip() for key in (args.cases or '').split(',') if key.strip()]
+    unknown = [key for key in only if key not in CASE_KEYS]
+    if unknown:
+        parser.error(f'unknown --cases {unknown}; the cases are {", ".join(CASE_KEYS)}')
     if args.case:
         print(json.dumps(scale_case(args.case, count, args.uri)))
         return
@@ -280,7 +294,8 @@ def main() -> None:
     if args.part in ('all', 'throughput'):
         rows += throughput(passages, args.rounds or (1 if args.quick else 3))
     if args.part in ('all', 'scale'):
-        rows += at_scale(count, args.scale_rounds)
+        progress = Path(args.json).with_suffix('.progress.jsonl') if args.json else None
+        rows += at_scale(count, args.scale_rounds, only, progress)
     load.stop()
     print(f'W7 ingest: {len(passages)} passages, {os.cpu_count()} CPUs')
     best = next((row['passages_per_s'] for row in rows if row['case'].startswith('(a)')), 1.0)
