@@ -117,7 +117,7 @@ def test_bad_subscripts_are_refused_at_once():
 
 
 def test_on_ray_a_column_operator_runs_as_actors_and_a_callable_as_tasks(ray_cluster, mocker):
-    from towhee_ray.backends.ray_backend import RayBackend
+    from towhee_ray.backends.ray.backend import RayBackend
     map_operator = mocker.spy(RayBackend, 'map_operator')
     map_tasks = mocker.spy(RayBackend, 'map')
     source = dc['x'](range(40)).set_parallel(2, backend='ray')

@@ -9,7 +9,8 @@ import pytest
 
 import towhee_ray.backends.sizes
 from towhee_ray import DataCollection
-from towhee_ray.backends import chunking, ray_backend
+from towhee_ray.backends import chunking
+from towhee_ray.backends.ray import backend as ray_backend
 from towhee_ray.backends.sizes import estimate_bytes
 
 pytestmark = pytest.mark.usefixtures('ray_cluster')

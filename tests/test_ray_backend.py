@@ -7,7 +7,7 @@ import pytest
 
 from tests.support import SESSION_CPUS
 from towhee_ray import DataCollection
-from towhee_ray.backends import ray_backend
+from towhee_ray.backends.ray import backend as ray_backend
 
 pytestmark = pytest.mark.usefixtures('ray_cluster')
 

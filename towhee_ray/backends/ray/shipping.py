@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 INSTALLED_FOLDER_NAMES = ('site-packages', 'dist-packages')
 # ... the standard library, and towhee_ray (shipped by towhee_ray.init to a remote cluster).
 _EVERYWHERE = [Path(sysconfig.get_paths()[name]).resolve() for name in ('stdlib', 'platstdlib')]
-_EVERYWHERE.append(Path(__file__).resolve().parent.parent)
+_EVERYWHERE.append(Path(__file__).resolve().parents[2])   # towhee_ray/, from backends/ray/
 
 _decided: Dict[str, bool] = {}   # module name -> travels by value
 _lock = threading.Lock()

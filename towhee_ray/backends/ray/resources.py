@@ -1,6 +1,6 @@
-"""What a step of the ``ray`` backend asks of Ray: resources, retries, names.
+"""What a step of the ``ray`` backend, or a ``ray_op``, asks of Ray: resources and retries.
 
-The named options of ``set_parallel``/``pmap``/``mmap`` (``num_cpus``, ``num_gpus``,
+The named options of ``set_parallel``/``pmap``/``mmap``/``ray_op`` (``num_cpus``, ``num_gpus``,
 ``resources``, ``memory``, ``max_retries``) become the ``.options()`` of the step's tasks or
 actors; ``ray_remote_args`` is applied last, for everything else Ray has. A step asking for
 more than any node of the cluster has would wait forever in Ray; :func:`wait_until_placeable`

@@ -1,26 +1,21 @@
-"""Ray worker processes that die: which call a dead worker was running, replacing a dead
-actor, and the error once a call's tries are spent.
+"""Ray worker processes that die, Ray going away, and the errors that say so.
 
-Shared by the ``ray`` backend's steps (chunks on tasks and actors) and by ``ray_op`` (calls
-on a pool of actors). A Ray worker runs the calls sent to it one at a time, in the order
-sent; when its process dies, every call sent to it fails with one of :data:`WORKER_DIED`,
-but only the earliest of them was running (and may be the cause): the others only waited
-behind it. So only that one counts a death, and only the first report of a death replaces
-the actor (each slot counts its actors' generations to tell the first report from later
-ones).
+Shared by the ``ray`` backend's tasks and by the actor pool (pool.py) that runs a ``ray``
+step's operators and ``ray_op``. A Ray worker runs the calls sent to it one at a time, in
+the order sent; when its process dies, every call sent to it fails with one of
+:data:`WORKER_DIED`, but only the earliest of them was running (and may be the cause): the
+others only waited behind it. So only that one counts a death (:func:`running_when_died`).
 """
 from __future__ import annotations
 
 import contextlib
-import logging
-from typing import Any, Callable, Iterable, List, Optional, Protocol, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Optional, Protocol, TypeVar, Union
 
 import ray
 from ray import exceptions as ray_errors
 
 from towhee_ray.backends.base import WorkerError
-
-logger = logging.getLogger(__name__)
+from towhee_ray.guard import LoadFailure, load_error
 
 # Ray's errors that mean a call's worker process (or its node) died; a step's own errors
 # never arrive as exceptions (guard.py turns them into values).
@@ -29,11 +24,11 @@ WORKER_DIED = (ray_errors.WorkerCrashedError, ray_errors.RayActorError, ray_erro
 
 
 class SentCall(Protocol):
-    """A call sent to a worker slot: a chunk of a step, or one call of a ``ray_op``."""
+    """A call sent to a worker slot: a chunk of a step, a ``ray_op`` call or batch."""
 
     slot: int          # which worker slot it was sent to
     generation: int    # which actor of that slot (0, then one more per replacement)
-    first: int         # its place in the order calls were sent
+    sent: int          # its place in the order calls were sent
     ref: Any           # Ray's reference to its result
     deaths: int        # workers that died while running it
 
@@ -46,9 +41,9 @@ def running_when_died(noticed: Call, in_flight: Iterable[Call]) -> Call:
     to the same worker (slot and generation) that did not finish. Calls that finished, or
     failed for another reason, are passed over; one still pending counts, since on a dead
     worker it can no longer finish (the notice of its failure may merely come later)."""
-    for earlier in sorted(in_flight, key=lambda call: call.first):
+    for earlier in sorted(in_flight, key=lambda call: call.sent):
         if (earlier.slot == noticed.slot and earlier.generation == noticed.generation
-                and earlier.first < noticed.first):
+                and earlier.sent < noticed.sent):
             try:
                 ray.get(earlier.ref, timeout=0)
             except (ray_errors.GetTimeoutError, *WORKER_DIED):
@@ -86,36 +81,44 @@ def died_error(what: str, running: str, max_retries: int, error: BaseException) 
         f'{type(error).__name__}: {reason}')
 
 
-class ActorSlots:
-    """``count`` actors, one per slot, each replaced (its operator built again) when it dies.
+def session_gone(error: BaseException) -> bool:
+    """Whether ``error`` from a Ray call means that this process's Ray session is gone or
+    going: Ray no longer initialized, or objects this driver made whose owner it no longer
+    knows (``ray.shutdown()`` in another thread clears them while Ray still says it is
+    initialized; seen once in a full test run)."""
+    return (isinstance(error, SystemExit) or not ray.is_initialized()
+            or (isinstance(error, ValueError) and 'owner is unknown' in str(error)))
 
-    ``new_actor(slot, generation)`` starts the actor of a slot; ``generation`` is 0 for the
-    first one and counts the replacements.
-    """
 
-    def __init__(self, what: str, count: int, new_actor: Callable[[int, int], Any]) -> None:
-        self.what = what
-        self.generations = [0] * count
-        self.actors: List[Any] = []
-        self._new_actor = new_actor
+@contextlib.contextmanager
+def ray_calls(step: str) -> Iterator[None]:
+    """Ray shut down under a running stream (``ray.shutdown()`` in another thread, the
+    cluster gone) surfaces in Ray's calls as a bare ``SystemExit``, as errors about an
+    uninitialized Ray or about objects whose owner is unknown; each becomes a
+    :class:`WorkerError` that says so."""
+    try:
+        yield
+    except (Exception, SystemExit) as error:
+        if session_gone(error):
+            raise WorkerError(f'Ray was shut down while {step} was running (ray.shutdown(), or the '
+                              f'cluster went away); the rest of the stream was not processed.') from error
+        raise
 
-    def start(self) -> None:
-        """Start every slot's first actor (Ray starts them in the background)."""
-        self.actors = [self._new_actor(slot, 0) for slot in range(len(self.generations))]
 
-    def replace(self, slot: int, running: str, error: BaseException, rerun: str) -> None:
-        """Replace the dead actor of ``slot``, which was running ``running``."""
-        logger.warning('%s: actor #%d died running %s (%s); replacing it and re-running its %s',
-                       self.what, slot + 1, running, type(error).__name__, rerun)
-        with contextlib.suppress(Exception):
-            ray.kill(self.actors[slot])
-        self.generations[slot] += 1
-        self.actors[slot] = self._new_actor(slot, self.generations[slot])
-
-    def close(self) -> None:
-        """Kill every actor (not when Ray is gone: a late close must not start Ray again)."""
-        actors, self.actors = self.actors, []
-        if ray.is_initialized():
-            for actor in actors:
-                with contextlib.suppress(Exception):
-                    ray.kill(actor)
+def fetch(ref: Any, step: str, what: Union[str, Callable[[], str]]) -> Any:
+    """The value behind ``ref``, the result of a call of ``step`` that ran ``what`` (e.g.
+    ``elements #10-#19``, or a function saying it). Arguments the worker could not
+    unpickle (a module it cannot import) raise the original error at once, naming the
+    step, ``what`` and what to do.
+    A :class:`~towhee_ray.guard.LoadFailure` (the worker could not load the step itself)
+    comes back as a value, and one of :data:`WORKER_DIED` is raised as it is: the caller
+    knows whether to remember the one and to run the call again after the other."""
+    try:
+        with ray_calls(step):
+            return ray.get(ref)
+    except ray_errors.RaySystemError as error:
+        original = unloadable_arguments(error)
+        if original is None:
+            raise
+        what = what() if callable(what) else what
+        raise load_error(LoadFailure(original, ''), step, f'{step}: {what}')

@@ -1,0 +1,122 @@
+"""The one actor pool under a ``ray`` step's operators and ``ray_op``, on a real local Ray:
+a dead actor is replaced, both users retry by the same rule, a load failure is raised at
+once naming the step, and the step has one name in errors and in Ray."""
+import functools
+import logging
+
+import pytest
+from towhee import ops
+
+from tests import ops as test_ops  # noqa: F401  (registers tests_ns/broken_init)
+from tests import pool_ops
+from tests.pool_ops import lines
+from tests.support import eventually, gcs_address
+from towhee_ray import DataCollection, WorkerError, ray_op
+from towhee_ray.backends.ray.backend import RayBackend
+from towhee_ray.backends.ray.pool import ActorPool
+from towhee_ray.backends.ray.shipping import Payload
+from towhee_ray.operators import OperatorSpec
+
+pytestmark = pytest.mark.usefixtures('ray_cluster')
+
+
+def live_actors(prefix):
+    """(Ray's name, the name Ray shows: its __repr__) of this session's live actors whose
+    name starts with ``prefix``."""
+    from ray.util.state import list_actors
+    actors = list_actors(address=gcs_address(), filters=[('state', '=', 'ALIVE')], detail=True, limit=10_000)
+    return sorted((actor.name, actor.repr_name) for actor in actors if (actor.name or '').startswith(prefix))
+
+
+def test_a_dead_actor_is_replaced_and_the_call_it_was_running_runs_again(tmp_path, caplog):
+    op = ray_op(functools.partial(pool_ops.ExitOnce, 3, str(tmp_path / 'died')), num_worker=1)
+    _, first_pid, first_instance = op(0)
+    with caplog.at_level(logging.WARNING):
+        x, pid, instance = op(3)   # kills its actor once: runs again on the replacement
+    assert (tmp_path / 'died').exists()
+    assert x == 3 and pid != first_pid and instance != first_instance
+    assert op(4)[1] == pid                                 # the replacement serves the next calls
+    assert [stat['pid'] for stat in op.stats()] == [pid]
+    assert "ray_op(ExitOnce): actor #1 died running a call with arguments (3,)" in caplog.text
+    assert 'replacing it and re-running its calls' in caplog.text
+    # its name in Ray says which replacement it is
+    assert eventually(lambda: [shown for _, shown in live_actors('towhee_ray ray_op(ExitOnce)')]
+                      == ['towhee_ray ray_op(ExitOnce) #1 (replacement 1)'])
+    op.close()
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize('max_retries, tries', [(0, 'its only try (max_retries=0)'),
+                                                (1, 'each of its 2 tries (max_retries=1)')])
+def test_a_ray_step_and_a_ray_op_retry_a_crashing_call_by_the_same_rule(tmp_path, max_retries, tries):
+    # The same operator kills its actor on 7, through a ray step and through a ray_op: 7 is
+    # tried max_retries + 1 times by each, then fails naming the step and what it ran; the
+    # other elements and calls are answered.
+    step_tries, op_tries = tmp_path / 'step tries', tmp_path / 'ray_op tries'
+    dc = DataCollection.range(10).set_parallel(1, 'ray', chunk_size=1, max_retries=max_retries)
+    with pytest.raises(WorkerError) as failure:
+        dc.pool_tests.exit_on(7, str(step_tries)).to_list()
+    assert str(failure.value).startswith(
+        f'operator pool-tests/exit-on: the Ray worker process running element #7 died on {tries}: ')
+    assert len(lines(step_tries)) == max_retries + 1
+
+    op = ray_op(ops.pool_tests.exit_on(7, str(op_tries)), num_worker=1, max_retries=max_retries)
+    assert [op(x) for x in range(7)] == [x * 10 for x in range(7)]
+    with pytest.raises(WorkerError) as failure:
+        op(7)
+    assert str(failure.value).startswith(
+        f'ray_op(pool-tests/exit-on): the Ray worker process running a call with arguments (7,) '
+        f'died on {tries}: ')
+    assert len(lines(op_tries)) == max_retries + 1
+    assert op(8) == 80   # the pool lives on: a new actor answers the next call
+    op.close()
+
+
+@pytest.mark.parametrize('user', ['ray step', 'ray_op'])
+def test_an_operator_the_actors_cannot_load_is_raised_at_once_naming_the_step(user, caplog):
+    if user == 'ray step':
+        backend = RayBackend(num_worker=2)
+        with pytest.raises(ModuleNotFoundError) as failure:
+            list(backend.map_operator(pool_ops.Unloadable(), range(5)))
+        backend.close()
+        step = 'operator pool-tests/unloadable'
+    else:
+        op = ray_op(pool_ops.Unloadable(), num_worker=2)
+        with pytest.raises(ModuleNotFoundError) as failure:
+            op(1)
+        with pytest.raises(ModuleNotFoundError, match=r'^ray_op\(Unloadable\) cannot be loaded'):
+            op(2)   # raised again, without asking the actors
+        op.close()
+        step = 'ray_op(Unloadable)'
+    message = str(failure.value)
+    assert message.startswith(f"{step} cannot be loaded in a Ray worker: ModuleNotFoundError: No module "
+                              f"named 'only_on_the_driver'. Every Ray worker must be able to import")
+    assert 'towhee_ray.init(local_packages=[...])' in message
+    assert failure.value.name == 'only_on_the_driver'
+    assert 'replacing it' not in caplog.text   # not a crash: no actor was replaced
+
+
+def test_an_operator_whose_init_raises_in_the_actor_fails_the_ray_op_at_once(tmp_path, caplog):
+    log = tmp_path / 'inits'
+    op = ray_op(ops.tests_ns.broken_init(init_log=str(log)), num_worker=2)
+    for _ in range(2):   # the second time without asking the actors
+        with pytest.raises(OSError, match=r'^ray_op\(tests-ns/broken-init\): building the operator in its '
+                                          r'Ray actor failed: OSError: model file missing'):
+            op(1)
+    # each of the 2 actors tried once (the second in the background): none was replaced
+    assert eventually(lambda: len(lines(log)) == 2) and 'replacing it' not in caplog.text
+    op.close()
+
+
+def test_a_pool_names_its_step_alike_in_errors_and_in_ray():
+    spec = OperatorSpec('pool-tests/upper', lambda: str.upper)
+    pool = ActorPool(Payload(spec, 'operator pool-tests/upper'), 'operator pool-tests/upper', num_worker=2)
+    assert pool.call('call', (('abc',), {}), "a call with arguments ('abc',)") == 'ABC'
+    expected = ['towhee_ray operator pool-tests/upper #1', 'towhee_ray operator pool-tests/upper #2']
+    assert eventually(lambda: [shown for _, shown in live_actors('towhee_ray operator pool-tests/upper')]
+                      == expected)
+    assert all(name.startswith(f'{shown} [') for name, shown in live_actors('towhee_ray operator pool-'))
+    pool.close()
+    with pytest.raises(RuntimeError, match=r'^operator pool-tests/upper was closed; create a new one'):
+        pool.call('call', (('abc',), {}), 'a call')
+    assert eventually(lambda: not live_actors('towhee_ray operator pool-tests/upper'))
