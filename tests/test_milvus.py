@@ -207,6 +207,26 @@ def test_a_job_sigkilled_mid_run_resumes_exactly_embedding_only_the_missing_rows
     np.testing.assert_allclose([row[1] for row in final], [row[1] for row in uninterrupted], atol=1e-6)
 
 
+def test_a_new_owner_waits_for_the_server_of_a_killed_job_to_let_go_of_the_file(tmp_path):
+    path = str(tmp_path / 'orphaned.db')
+    # A process shaped as a Lite server whose owner (pid 1 here) is not its parent: a
+    # server whose job died, still closing the file for a second.
+    closing = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(1.5)',
+                                lite_server._SCRIPT, path, '1'])
+    mine = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)', lite_server._SCRIPT, path,
+                             str(os.getpid())])   # one whose owner lives: not an orphan
+    try:
+        assert lite_server._orphans(path) == [closing.pid]
+        start = time.monotonic()
+        assert lite_server._wait_for_orphan(path)
+        assert 1.0 < time.monotonic() - start < 30
+        assert lite_server._orphans(path) == [] and not lite_server._wait_for_orphan(path)
+    finally:
+        for process in (closing, mine):
+            process.kill()
+            process.wait()
+
+
 # -- bad input ---------------------------------------------------------------------------------
 
 def test_a_vector_of_the_wrong_dimension_names_the_row_and_both_sizes_and_keeps_what_was_written(db):

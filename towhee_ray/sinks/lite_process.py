@@ -1,6 +1,6 @@
 """The Milvus Lite server process of one Lite file (started by :mod:`towhee_ray.sinks.lite_server`).
 
-    python lite_process.py DATA_DIR
+    python lite_process.py DATA_DIR OWNER_PID
 
 Run by path, not as ``-m towhee_ray...``: it imports only the standard library and
 milvus_lite, so it starts in about a second. It serves ``DATA_DIR`` (the ``.db`` path,
@@ -19,6 +19,11 @@ import threading
 #: How often the server looks whether its owner is still its parent (the stdin pipe
 #: tells at once; this covers an owner whose pipe end a forked child inherited).
 PARENT_POLL_SECONDS = 0.5
+#: How long closing may take once the owner let go (Milvus Lite finishing its calls and
+#: closing the file); past it the process exits anyway: what was committed is in the
+#: write-ahead log, as after a kill. The next owner waits for an orphaned server up to
+#: lite_server.ORPHAN_WAIT_SECONDS, which is longer.
+CLOSE_TIMEOUT_SECONDS = 30.0
 #: gRPC threads serving calls: the sink's writes come one batch at a time, the ann
 #: operators' from a Towhee pipe's pool threads.
 MAX_WORKERS = 16
@@ -46,7 +51,7 @@ def main() -> int:
     if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
         del sys.path[0]   # this folder's modules (milvus.py, ...) must not shadow packages
     data_dir = sys.argv[1]
-    parent = os.getppid()
+    parent = int(sys.argv[2]) if len(sys.argv) > 2 else os.getppid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the owner handles Ctrl-C, then lets go
     try:
         from milvus_lite.adapter.grpc.server import start_server_in_thread
@@ -64,9 +69,19 @@ def main() -> int:
     try:
         _wait_for_owner(parent)
     finally:
-        server.stop(grace=5).wait(10)
-        db.close()
+        closer = threading.Thread(target=_close, args=(server, db), daemon=True)
+        closer.start()
+        closer.join(CLOSE_TIMEOUT_SECONDS)
+        if closer.is_alive():
+            print(f'closing took more than {CLOSE_TIMEOUT_SECONDS:g} s; exiting with what was committed',
+                  file=sys.stderr, flush=True)
+            os._exit(4)
     return 0
+
+
+def _close(server, db) -> None:
+    server.stop(grace=5).wait(10)
+    db.close()
 
 
 if __name__ == '__main__':

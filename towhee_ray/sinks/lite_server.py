@@ -7,8 +7,10 @@ Ray's (Ray's dashboard failed to start under them), and a pipe's insert once wai
 forever on a server whose threads were gone. So towhee_ray serves a Lite file from a
 process of its own (``lite_process.py``): started on first use, reused by every later
 sink, resume step and operator of this process on that file, and stopped at exit. It
-also stops when this process dies in any way (its stdin pipe closes), so a killed job
-leaves no server behind and the file is free for the next run.
+also stops when this process dies in any way (its stdin pipe closes, or its parent is no
+longer this process), so a killed job leaves no server behind and the file is free for the
+next run: a server whose owner died closes the file within 30 s, and a new owner that
+finds one still closing it waits for it (:data:`ORPHAN_WAIT_SECONDS`) instead of failing.
 
 One process owns a file at a time (Milvus Lite locks it): a second process that asks for
 the same file gets a ``ConnectionError`` saying another process holds it.
@@ -31,7 +33,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +44,10 @@ STARTUP_TIMEOUT_SECONDS = 120.0
 #: How long a server may take to stop at exit (it finishes the calls in flight, up to 5 s,
 #: and closes the file) before it is killed; what it committed stays either way.
 STOP_TIMEOUT_SECONDS = 15.0
+#: How long a new owner waits for the server of a process that died (a killed job) to
+#: close the file: the server notices at once and closes within its own 30 s bound
+#: (lite_process.CLOSE_TIMEOUT_SECONDS), longer on a loaded machine.
+ORPHAN_WAIT_SECONDS = 90.0
 
 _SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'lite_process.py')
 
@@ -51,12 +57,23 @@ class LiteServer:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        reply = self._start()
+        if reply.get('locked') and _wait_for_orphan(path):
+            reply = self._start()   # the killed job's server let go of the file
+        if 'port' not in reply:
+            raise ConnectionError(self._refusal(reply))
+        self.uri = f'http://127.0.0.1:{reply["port"]}'
+        logger.info('Milvus Lite for %s serves at %s (pid %d)', path, self.uri, self.process.pid)
+
+    def _start(self) -> Dict[str, object]:
+        """Start the server process; its first line (its port, or why not: then it is stopped)."""
         log = tempfile.NamedTemporaryFile(prefix='towhee_ray-milvus-lite-', suffix='.log', delete=False)
         self.log_path = log.name
         # stdin: the owner's hold on it. A session of its own: a Ctrl-C in the terminal
         # reaches the owner only, which then stops the server at exit.
-        self.process = subprocess.Popen([sys.executable, _SCRIPT, path], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+        self.process = subprocess.Popen([sys.executable, _SCRIPT, self.path, str(os.getpid())],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                        start_new_session=True)
         log.close()
         try:
             reply = self._first_line()
@@ -65,9 +82,7 @@ class LiteServer:
             raise
         if 'port' not in reply:
             self.stop()
-            raise ConnectionError(self._refusal(reply))
-        self.uri = f'http://127.0.0.1:{reply["port"]}'
-        logger.info('Milvus Lite for %s serves at %s (pid %d)', path, self.uri, self.process.pid)
+        return reply
 
     def _first_line(self) -> Dict[str, object]:
         with selectors.DefaultSelector() as selector:
@@ -126,6 +141,52 @@ class LiteServer:
                 os.unlink(self.log_path)
             except OSError:
                 pass
+
+
+def _orphans(path: str) -> List[int]:
+    """The pids of towhee_ray Lite servers of ``path`` whose owner died (each runs as
+    ``lite_process.py PATH OWNER_PID``, and its parent is no longer that owner): they are
+    closing the file. Linux only (``/proc``); elsewhere none are found."""
+    found = []
+    for entry in os.listdir('/proc') if os.path.isdir('/proc') else ():
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/cmdline', 'rb') as file:
+                arguments = [os.fsdecode(part) for part in file.read().split(b'\0')[:-1]]
+            with open(f'/proc/{entry}/stat', 'rb') as file:
+                parent = int(file.read().rsplit(b')', 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if (len(arguments) >= 3 and arguments[-3].endswith('lite_process.py') and arguments[-2] == path
+                and arguments[-1].isdigit() and int(arguments[-1]) != parent):
+            found.append(int(entry))
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie has exited: its file is closed)."""
+    try:
+        with open(f'/proc/{pid}/stat', 'rb') as file:
+            return file.read().rsplit(b')', 1)[1].split()[0] != b'Z'
+    except (OSError, IndexError):
+        return False
+
+
+def _wait_for_orphan(path: str) -> bool:
+    """Wait, up to :data:`ORPHAN_WAIT_SECONDS`, for the servers of ``path`` whose owner
+    died to exit; True if there were some and they did."""
+    orphans = _orphans(path)
+    if not orphans:
+        return False
+    logger.info('waiting for the Milvus Lite server of a process that died (pid %s) to close %s',
+                ', '.join(map(str, orphans)), path)
+    deadline = time.monotonic() + ORPHAN_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if not any(map(_running, orphans)):
+            return True
+        time.sleep(0.2)
+    return False
 
 
 _servers: Dict[str, LiteServer] = {}
