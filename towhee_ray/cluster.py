@@ -244,7 +244,7 @@ def init(address: Optional[str] = None, *, local_packages: Iterable[LocalPackage
     ``operators_dir``, which is also searched for operators from now on) when connecting
     to a cluster this process did not start; ``local_packages`` (imported modules, package
     folders or ``.py`` files) always: the workers import these, while the functions and
-    classes of your other modules travel by value (see ``backends/shipping.py``), so
+    classes of your other modules travel by value (see ``backends/ray/shipping.py``), so
     ``local_packages`` is for what cannot travel that way (modules imported at run time,
     data files next to the code). ``pip_packages`` are installed in the workers'
     environment, the only way towhee_ray ever runs ``pip install``. Further keywords go to
