@@ -3,10 +3,10 @@
     python examples/cluster.py 127.0.0.1:6379     # a cluster started with `ray start`
     python examples/cluster.py                    # RAY_ADDRESS, else a local Ray
 
-See "Clusters" in README.md for starting a head and a second node on one machine.
+See docs/clusters.md for starting a head and a second node on one machine.
 """
+import argparse
 import collections
-import sys
 import time
 
 import towhee_ray
@@ -22,7 +22,11 @@ def square_and_where(x):
 
 
 def main() -> None:
-    address = sys.argv[1] if len(sys.argv) > 1 else None
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('address', nargs='?', help="a Ray cluster's address, e.g. 127.0.0.1:6379 "
+                                                   '(default: RAY_ADDRESS, else a local Ray)')
+    address = parser.parse_args().address
     info = towhee_ray.init(address)   # ships towhee_ray and operators/ to a cluster's workers
     print(info)
 

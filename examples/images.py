@@ -4,6 +4,7 @@ The images are generated here (numpy + Pillow): a few pictures and, for each, a 
 (JPEG), brightened, noisy, resized copy. ``towhee/image-decode`` and
 ``towhee/color-histogram`` come from the local hub (operators/); nothing is downloaded.
 """
+import argparse
 import io
 import tempfile
 from pathlib import Path
@@ -66,4 +67,7 @@ def find_near_duplicates(folder: Path) -> None:
 
 
 if __name__ == '__main__':
+    # no options: --help says what the example does
+    argparse.ArgumentParser(description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     main()

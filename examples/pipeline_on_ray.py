@@ -4,6 +4,7 @@ Each of the 2 actors builds the pipeline, and loads its operators, once; every e
 gives exactly what ``p(element).to_list()`` gives in this process. The operator below is
 registered in this script only: towhee_ray registers it again in the actors.
 """
+import argparse
 import os
 
 import towhee
@@ -45,4 +46,7 @@ def main() -> None:
 
 
 if __name__ == '__main__':
+    # no options: --help says what the example does
+    argparse.ArgumentParser(description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     main()

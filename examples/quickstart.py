@@ -1,7 +1,8 @@
 """Quick start: Towhee's DataCollection on an embedded local Ray (no cluster needed).
 
-Run it with ``make demo`` (or ``python examples/quickstart.py`` once installed).
+Run it with ``python examples/quickstart.py`` once installed (``make demo`` installs it).
 """
+import argparse
 import os
 import time
 
@@ -61,4 +62,7 @@ def main() -> None:
 
 
 if __name__ == '__main__':
+    # no options: --help says what the example does
+    argparse.ArgumentParser(description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     main()

@@ -3,6 +3,7 @@
 The pipeline runs in this process as usual (Towhee's node threads); only the wrapped
 operator runs in 2 Ray actors, each building it once however often the pipeline is called.
 """
+import argparse
 import functools
 import os
 
@@ -45,4 +46,7 @@ def main() -> None:
 
 
 if __name__ == '__main__':
+    # no options: --help says what the example does
+    argparse.ArgumentParser(description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     main()
