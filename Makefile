@@ -10,7 +10,7 @@ PIP := $(BIN)/python -m pip install --quiet --quiet
 # which setuptools 81 removed: both bounds go in the same command.
 TORCH := 'torch==2.13.0' 'setuptools>=77.0.3,<81'
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ demo: $(BIN)/python
 
 test: $(BIN)/python
 	$(PIP) $(TORCH)
-	$(PIP) -e '.[test,models,milvus,milvus-server,parquet,faiss]'
+	$(PIP) -e '.[test,models,milvus,milvus-server,parquet,faiss,docs]'
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 bench: $(BIN)/python
@@ -32,6 +32,11 @@ bench: $(BIN)/python
 	$(BIN)/python benchmarks/run.py $(ARGS)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/w5_model.py $(ARGS)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/w7_ingest.py $(ARGS)
+
+# The manual, into site/ (open site/index.html); a warning is an error, as in tests/test_docs.py.
+docs: $(BIN)/python
+	$(PIP) -e '.[docs]'
+	$(BIN)/python -m mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

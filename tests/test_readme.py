@@ -93,12 +93,12 @@ def test_readme_has_python_blocks_and_each_not_run_block_says_why():
             assert len(reason) > 5, f'README.md:{line}: say why the block is not run'
 
 
-@pytest.mark.timeout(600)
-@pytest.mark.parametrize('line, code', RUN, ids=[f'README.md:{line}' for line, _ in RUN])
-def test_readme_block_runs(line, code, tmp_path, python_process):
+def check_block_runs(where, code, tmp_path, python_process):
+    """Run a manual's block (``where``: ``file:line``) in ``tmp_path`` with the data it
+    names, in a fresh process; fail with its stderr (tests/test_docs.py runs docs/ so too)."""
     missing = [name for name in undefined_names(code) if name not in DATA]
     assert not missing, (
-        f'README.md:{line} uses {missing} without defining them: define them in the block, add '
+        f'{where} uses {missing} without defining them: define them in the block, add '
         f'small data for them to DATA in {__file__}, or start the block with "{NOT_RUN} <reason>"')
     for name, content in FILES.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -106,4 +106,10 @@ def test_readme_block_runs(line, code, tmp_path, python_process):
     prelude = ''.join(textwrap.dedent(DATA[name]) for name in undefined_names(code))
     env = {**os.environ, 'HF_HUB_OFFLINE': '1'}
     result = python_process('-c', prelude + code, cwd=tmp_path, env=env)
-    assert result.returncode == 0, f'README.md:{line} failed:\n{result.stderr[-6000:]}'
+    assert result.returncode == 0, f'{where} failed:\n{result.stderr[-6000:]}'
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize('line, code', RUN, ids=[f'README.md:{line}' for line, _ in RUN])
+def test_readme_block_runs(line, code, tmp_path, python_process):
+    check_block_runs(f'README.md:{line}', code, tmp_path, python_process)
