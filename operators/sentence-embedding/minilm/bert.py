@@ -8,6 +8,13 @@ w5_model.py, "with start-up"). The computation is BERT's, in the same order: emb
 padding masked, a residual LayerNorm, a GELU feed-forward, a residual LayerNorm. The
 last hidden states equal transformers' within ~4e-6 (tests/test_hub_operators.py checks the
 vectors against sentence-transformers' own ``encode``).
+
+Half precision (``dtype=torch.bfloat16`` or ``torch.float16``) is mixed, as ``torch.autocast``
+would run it, with the weights cast once at load instead of at every call: the matrix
+products and attention run in the half dtype, while the embeddings, the residual sum and
+LayerNorm stay float32 (a LayerNorm over half-precision sums is where BERT loses most). In
+float32 every cast below is a no-op (``Tensor.to`` returns the tensor itself), so the float32
+computation is the one it always was.
 """
 import json
 from pathlib import Path
@@ -23,13 +30,16 @@ _DEFAULTS = {'position_embedding_type': 'absolute'}   # BertConfig's, when confi
 _LAYER_WEIGHTS = ('attention.self.query', 'attention.self.key', 'attention.self.value',
                   'attention.output.dense', 'attention.output.LayerNorm', 'intermediate.dense',
                   'output.dense', 'output.LayerNorm')
+# The layer weights computed in the half dtype (the others, LayerNorm, stay float32).
+_HALF_WEIGHTS = ('query', 'key', 'value', 'dense')
 
 
 class BertEncoder:
     """``encoder(input_ids, attention_mask)`` -> the last hidden states, ``(batch, width,
-    hidden)``, like ``BertModel(...).last_hidden_state`` in eval mode with token type 0."""
+    hidden)`` in float32, like ``BertModel(...).last_hidden_state`` in eval mode with token
+    type 0; ``dtype`` is what the matrix products compute in (see the module's docstring)."""
 
-    def __init__(self, folder: Path, device: torch.device) -> None:
+    def __init__(self, folder: Path, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
         config = json.loads((folder / 'config.json').read_text())
         found = {key: config.get(key, _DEFAULTS.get(key)) for key in SUPPORTED}
         if found != SUPPORTED:
@@ -40,6 +50,10 @@ class BertEncoder:
         self.eps = config['layer_norm_eps']
         weights = load_file(str(folder / 'model.safetensors'), device=str(device))
         weights = {name.removeprefix('bert.'): tensor for name, tensor in weights.items()}
+        self.dtype = dtype
+        weights = {name: tensor.to(dtype) if name.startswith('encoder.') and
+                   name.rsplit('.', 2)[-2] in _HALF_WEIGHTS else tensor
+                   for name, tensor in weights.items()}
         self.word = weights['embeddings.word_embeddings.weight']
         self.position = weights['embeddings.position_embeddings.weight']
         self.token_type = weights['embeddings.token_type_embeddings.weight'][0]
@@ -60,7 +74,7 @@ class BertEncoder:
         x = self._norm(x, self.embedding_norm)
         hidden = x.shape[-1]
         # padding keys get the dtype's lowest value added to their scores, as in transformers
-        mask = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
+        mask = (1.0 - attention_mask[:, None, None, :].to(self.dtype)) * torch.finfo(self.dtype).min
         for layer in self.layers:
             x = self._layer(x, mask, layer, batch, width, hidden)
         return x
@@ -68,13 +82,15 @@ class BertEncoder:
     def _layer(self, x: torch.Tensor, mask: torch.Tensor, layer: List[Tuple[torch.Tensor, torch.Tensor]],
                batch: int, width: int, hidden: int) -> torch.Tensor:
         query, key, value, attention_out, attention_norm, intermediate, out, out_norm = layer
+        half = x.to(self.dtype)
 
         def heads(pair: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-            return functional.linear(x, *pair).view(batch, width, self.heads, -1).transpose(1, 2)
+            return functional.linear(half, *pair).view(batch, width, self.heads, -1).transpose(1, 2)
 
         attended = functional.scaled_dot_product_attention(heads(query), heads(key), heads(value),
                                                            attn_mask=mask)
         attended = attended.transpose(1, 2).reshape(batch, width, hidden)
-        x = self._norm(functional.linear(attended, *attention_out) + x, attention_norm)
-        return self._norm(functional.linear(functional.gelu(functional.linear(x, *intermediate)), *out) + x,
-                          out_norm)
+        x = self._norm(functional.linear(attended, *attention_out).float() + x, attention_norm)
+        expanded = functional.gelu(functional.linear(x.to(self.dtype), *intermediate))
+        feed_forward = functional.linear(expanded, *out)
+        return self._norm(feed_forward.float() + x, out_norm)
