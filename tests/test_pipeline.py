@@ -140,6 +140,10 @@ def test_ray_op_checks_its_settings():
         ray_op(ops.tests_ns.add_one(), num_gpus=-1)
     with pytest.raises(TypeError, match='num_gpu'):
         ray_op(ops.tests_ns.add_one(), num_gpu=1)
+    with pytest.raises(ValueError, match='actors_per_gpu must be a positive integer'):
+        ray_op(ops.tests_ns.add_one(), actors_per_gpu=0)
+    with pytest.raises(ValueError, match='not both'):
+        ray_op(ops.tests_ns.add_one(), num_gpus=0.5, actors_per_gpu=2)
 
 
 # -- a whole pipeline per worker -------------------------------------------------------------

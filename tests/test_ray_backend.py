@@ -185,3 +185,11 @@ def test_a_step_never_runs_more_tasks_at_once_than_num_worker(num_worker, option
     assert out == list(range(16))
     cpus = int(ray.cluster_resources()['CPU'])
     assert 1 <= gauge.peak() <= min(num_worker, cpus)
+
+
+def test_actors_per_gpu_asks_each_actor_for_its_share_of_one_gpu():
+    from towhee_ray.backends.ray.backend import ACTOR_REMOTE_ARGS, RayBackend
+    from towhee_ray.backends.ray.resources import step_remote_args
+    backend = RayBackend(4, actors_per_gpu=4)
+    assert step_remote_args(ACTOR_REMOTE_ARGS, actor=True, **backend.step_options)['num_gpus'] == 0.25
+    assert RayBackend(2).step_options['num_gpus'] is None

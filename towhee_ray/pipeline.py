@@ -278,7 +278,8 @@ def ray_op(op: Any, num_worker: int = 2, *, num_cpus: Optional[float] = None,
            num_gpus: Optional[float] = None, resources: Optional[Dict[str, float]] = None,
            memory: Optional[int] = None, max_retries: Optional[int] = None,
            ray_remote_args: Optional[Dict[str, Any]] = None, max_batch_size: Optional[int] = None,
-           batch_wait_timeout_s: float = DEFAULT_BATCH_WAIT_TIMEOUT_S) -> RayOp:
+           batch_wait_timeout_s: float = DEFAULT_BATCH_WAIT_TIMEOUT_S,
+           actors_per_gpu: Optional[int] = None) -> RayOp:
     """Run ``op`` in ``num_worker`` Ray actors, each building it once; use the result where
     a Towhee pipeline takes a function (``map``, ``flat_map``, ``filter``, ``window``, ...).
 
@@ -290,7 +291,8 @@ def ray_op(op: Any, num_worker: int = 2, *, num_cpus: Optional[float] = None,
     ``num_cpus``, ``num_gpus``, ``resources`` and ``memory`` are what each actor asks of
     Ray, as for a ``ray`` step (default: 0 CPUs, spread over nodes; ``num_cpus=2`` gives
     each actor 2 CPUs, and Ray then lets its libraries use 2 threads); ``ray_remote_args``
-    passes any other ``.options()``. The actors run on the same pool as a ``ray`` step's
+    passes any other ``.options()``; ``actors_per_gpu=k`` instead of ``num_gpus`` has k
+    actors share each GPU (``num_gpus=1/k``). The actors run on the same pool as a ``ray`` step's
     operators (``towhee_ray/backends/ray/pool.py``), with the same rules: a call whose
     actor process dies (a crash in native code, ``os._exit``, a signal) runs again on a
     new actor, which builds the operator again, at most ``max_retries`` times (3 by
@@ -333,12 +335,13 @@ def ray_op(op: Any, num_worker: int = 2, *, num_cpus: Optional[float] = None,
     see this module's docstring (``p.batch`` on a pipeline with threads enough, or a
     ``window`` step, which needs no ``max_batch_size``).
     """
-    from towhee_ray.backends.ray.resources import check_step_options, step_remote_args
+    from towhee_ray.backends.ray.resources import check_step_options, gpu_share, step_remote_args
     from towhee_ray.backends.ray.shipping import Payload
 
     check_num_worker(num_worker)
     check_batching(max_batch_size, batch_wait_timeout_s)
-    named = dict(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources, memory=memory)
+    named = dict(num_cpus=num_cpus, num_gpus=gpu_share(num_gpus, actors_per_gpu), resources=resources,
+                 memory=memory)
     check_step_options(**named, max_retries=max_retries, ray_remote_args=ray_remote_args)
     remote_args = step_remote_args({}, actor=True, **named, ray_remote_args=ray_remote_args)
     recipe = _recipe_for(op)

@@ -12,8 +12,8 @@ from typing import Any, Dict, List, Optional, Type
 
 # The ray backend's own options (see ray.backend.RayBackend); named here, without
 # importing Ray, to tell a user of another backend where an option belongs.
-RAY_ONLY_OPTIONS = ('num_cpus', 'num_gpus', 'resources', 'memory', 'max_retries', 'ray_remote_args',
-                    'chunk_bytes', 'max_bytes_in_flight')
+RAY_ONLY_OPTIONS = ('num_cpus', 'num_gpus', 'actors_per_gpu', 'resources', 'memory', 'max_retries',
+                    'ray_remote_args', 'chunk_bytes', 'max_bytes_in_flight')
 
 
 def check_num_worker(num_worker: Any) -> int:

@@ -41,7 +41,7 @@ from towhee_ray.backends.ray.faults import WORKER_DIED, died_error, fetch, ray_c
 from towhee_ray.backends.ray.heap import keep_freed_heap
 from towhee_ray.backends.ray.pool import ACTOR_REMOTE_ARGS, RESENT, ActorPool, PoolCall
 from towhee_ray.backends.ray.resources import (DEFAULT_MAX_RETRIES, check_step_options, concurrent_capacity,
-                                               step_remote_args, wait_until_placeable)
+                                               gpu_share, step_remote_args, wait_until_placeable)
 from towhee_ray.backends.ray.shipping import Payload
 from towhee_ray.guard import LoadFailure, load_error
 
@@ -233,6 +233,8 @@ class RayBackend(ChunkedBackend, Backend):
       by default;
     * ``num_cpus``, ``num_gpus``, ``memory`` (bytes), ``resources`` (custom resources):
       what each task or actor of the step asks of Ray, replacing the defaults above;
+    * ``actors_per_gpu``: instead of ``num_gpus``, how many actors share one GPU (each
+      then asks for ``1 / actors_per_gpu`` of one);
     * ``max_retries``: how many times a chunk whose worker process died is run again
       (3 by default, -1 for no limit), for tasks and actors alike;
     * ``ray_remote_args``: any other ``.options()`` of the step's tasks or actors
@@ -251,9 +253,10 @@ class RayBackend(ChunkedBackend, Backend):
                  num_cpus: Optional[float] = None, num_gpus: Optional[float] = None,
                  resources: Optional[Dict[str, float]] = None, memory: Optional[int] = None,
                  max_retries: Optional[int] = None,
-                 ray_remote_args: Optional[Dict[str, Any]] = None) -> None:
+                 ray_remote_args: Optional[Dict[str, Any]] = None, actors_per_gpu: Optional[int] = None) -> None:
         ChunkedBackend.__init__(self, num_worker, chunk_size,
                                 ByteBounds(num_worker, chunk_bytes, max_bytes_in_flight))
+        num_gpus = gpu_share(num_gpus, actors_per_gpu)
         self.step_options = dict(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
                                  memory=memory, max_retries=max_retries, ray_remote_args=ray_remote_args)
         check_step_options(**self.step_options)

@@ -36,6 +36,30 @@ def _check_amount(option: str, value: Any, integer: bool = False) -> None:
         raise ValueError(f'{option} must be {kind}, got {value!r}')
 
 
+def gpu_share(num_gpus: Any = None, actors_per_gpu: Any = None) -> Any:
+    """The ``num_gpus`` each actor asks for: as given, or ``1 / actors_per_gpu``, so that
+    ``actors_per_gpu`` actors share one GPU (4 keep one busy while each tokenizes and pads:
+    see operators/sentence-embedding/minilm/README.md) without the user working out the
+    fraction.
+
+    >>> gpu_share(actors_per_gpu=4)
+    0.25
+    >>> gpu_share(num_gpus=1, actors_per_gpu=4)
+    Traceback (most recent call last):
+    ...
+    ValueError: give num_gpus= (each actor's share of a GPU) or actors_per_gpu= (actors sharing one GPU), not both
+    """
+    if actors_per_gpu is None:
+        return num_gpus
+    if num_gpus is not None:
+        raise ValueError('give num_gpus= (each actor\'s share of a GPU) or actors_per_gpu= (actors sharing '
+                         'one GPU), not both')
+    if not isinstance(actors_per_gpu, int) or isinstance(actors_per_gpu, bool) or actors_per_gpu < 1:
+        raise ValueError(f'actors_per_gpu must be a positive integer (how many actors share one GPU), '
+                         f'got {actors_per_gpu!r}')
+    return 1 / actors_per_gpu
+
+
 def check_step_options(num_cpus: Any = None, num_gpus: Any = None, resources: Any = None,
                        memory: Any = None, max_retries: Any = None,
                        ray_remote_args: Any = None) -> None:
