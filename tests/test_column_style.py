@@ -131,14 +131,14 @@ def test_on_ray_a_column_operator_runs_as_actors_and_a_callable_as_tasks(ray_clu
     assert all(row.pid != os.getpid() for row in pids)
 
 
-def test_the_readme_column_style_example_runs_on_ray_as_shown(tmp_path, python_process):
+def test_the_manuals_column_style_example_runs_on_ray_as_shown(tmp_path, python_process):
     # A fresh process in the docs' folder, as a user runs it: the Ray it starts has the
     # same working directory, where the workers resolve the relative paths.
-    readme = (Path(__file__).resolve().parent.parent / 'README.md').read_text()
-    section = readme[readme.index('## Coming from Towhee 0.9'):]
+    page = (Path(__file__).resolve().parent.parent / 'docs' / 'datacollection.md').read_text()
+    section = page[page.index('## Column style'):]
     blocks = re.findall(r'```(\w*)\n(.*?)```', section, re.S)
     code = next(body for lang, body in blocks if lang == 'python' and 'demo/word_count' in body)
-    shown = next(body for lang, body in blocks if lang == '' and 'words' in body)
+    shown = next(body for lang, body in blocks if lang in ('', 'text') and 'words' in body)
     docs = tmp_path / 'docs'
     docs.mkdir()
     (docs / 'install.txt').write_text(' '.join(f'w{i}' for i in range(101)) + '.')

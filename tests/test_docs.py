@@ -5,7 +5,8 @@ The blocks run as README.md's do (``tests/test_readme.py``): each in a fresh pro
 its own Ray, in an empty folder, with the small data a block names but does not define; a
 block that cannot run (it needs a server, a cluster, a GPU) starts with
 ``# not run by the README test: <reason>``. A block that appears on several pages runs once.
-``docs/README.proposed.md``, the README to come, is checked as the README will be.
+README.md is checked here for what the manual asks of it (short, links that resolve, figures
+of recorded runs); its blocks run in tests/test_readme.py.
 """
 import doctest
 import importlib.util
@@ -24,7 +25,7 @@ from tests.test_readme import NOT_RUN, check_block_runs
 
 DOCS = ROOT / 'docs'
 PAGES = sorted(DOCS.rglob('*.md'))
-PROPOSED_README = DOCS / 'README.proposed.md'
+README = ROOT / 'README.md'
 PYTHON_BLOCK = re.compile(r'^```python\n(.*?)^```', re.S | re.M)
 
 
@@ -66,7 +67,7 @@ def test_the_site_builds_with_warnings_as_errors(tmp_path, run_process):
                          cwd=ROOT, env={**os.environ, 'NO_MKDOCS_2_WARNING': '1'})
     assert result.returncode == 0, (f'mkdocs build --strict failed:\n{result.stdout[-3000:]}\n'
                                     f'{result.stderr[-6000:]}')
-    published = {page.relative_to(DOCS).with_suffix('') for page in PAGES} - {Path('README.proposed')}
+    published = {page.relative_to(DOCS).with_suffix('') for page in PAGES}
     for page in published:
         index = site / ('index.html' if page == Path('index') else page / 'index.html')
         assert index.exists(), f'{page} was not built'
@@ -87,8 +88,7 @@ def test_the_api_reference_names_every_public_name():
 def test_every_page_is_in_the_navigation():
     nav = (ROOT / 'mkdocs.yml').read_text()
     for page in PAGES:
-        if page != PROPOSED_README:
-            assert str(page.relative_to(DOCS)) in nav, f'{page.relative_to(ROOT)} is not in mkdocs.yml nav'
+        assert str(page.relative_to(DOCS)) in nav, f'{page.relative_to(ROOT)} is not in mkdocs.yml nav'
 
 
 @pytest.mark.parametrize('module', [report, griffe_doctests],
@@ -147,28 +147,21 @@ def test_a_results_region_is_rendered_from_a_recorded_json(tmp_path):
     assert report.refreshed(text, tmp_path) == expected
 
 
-@pytest.mark.parametrize('path', [ROOT / 'README.md', PROPOSED_README],
-                         ids=['README.md', 'README.proposed.md'])
-def test_the_readme_performance_table_holds_only_figures_of_recorded_runs(path):
-    region = report.summary_table(path.read_text())
-    if region is None:
-        if path == PROPOSED_README:
-            pytest.fail('docs/README.proposed.md lost its <!-- results-summary --> table')
-        pytest.skip('README.md has no <!-- results-summary --> table yet '
-                    '(docs/README.proposed.md replaces it)')
-    if path == ROOT / 'README.md':
-        assert 'PLACEHOLDER' not in region, (
-            "README.md's performance table still holds placeholder rows: fill them from "
-            'benchmarks/results/*.json (machine, date, commit from each "recorded"), '
-            'or say "not measured yet"')
+def test_the_readme_performance_table_holds_only_figures_of_recorded_runs():
+    region = report.summary_table(README.read_text())
+    assert region is not None, 'README.md lost its <!-- results-summary --> table'
+    assert 'PLACEHOLDER' not in region, (
+        "README.md's performance table still holds placeholder rows: fill them from "
+        'benchmarks/results/*.json (machine, date, commit from each "recorded"), '
+        'or say "not measured yet"')
     unbacked = report.unbacked_figures(region)
-    assert not unbacked, f'{path.name}: figures found in no benchmarks/results/*.json: {unbacked}'
+    assert not unbacked, f'README.md: figures found in no benchmarks/results/*.json: {unbacked}'
 
 
-# -- the proposed README ----------------------------------------------------------------
+# -- the README ----------------------------------------------------------------
 
-def test_the_proposed_readme_is_short_and_its_links_resolve_from_the_repository_root():
-    text = PROPOSED_README.read_text()
+def test_the_readme_is_short_and_its_links_resolve_from_the_repository_root():
+    text = README.read_text()
     assert len(text.splitlines()) <= 250
     for heading in ('## Is it for you?', '## Install', '## Two commands', '## Quick start',
                     '## Coming from Towhee 0.9', '## How it runs', '## Performance', '## Documentation',
@@ -178,11 +171,11 @@ def test_the_proposed_readme_is_short_and_its_links_resolve_from_the_repository_
     links = re.findall(r'\]\((?!https?://)([^)#]+)(?:#[^)]*)?\)', prose)
     assert links
     for link in links:
-        assert (ROOT / link).exists(), f'README.proposed.md links to {link}, missing from the repository root'
+        assert (ROOT / link).exists(), f'README.md links to {link}, missing from the repository root'
 
 
 def test_the_install_commands_give_cpu_and_cuda_torch_one_line_each():
-    for path in (DOCS / 'install.md', PROPOSED_README):
+    for path in (DOCS / 'install.md', README):
         text = path.read_text()
         cpu = r'^pip install torch --index-url https://download\.pytorch\.org/whl/cpu\b.*CPU'
         assert re.search(cpu, text, re.M)
