@@ -108,7 +108,7 @@ def embedding_plan(device, workers):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0].replace('\n', ' '))
     parser.add_argument('--db', default=DEFAULT_DB, help=f'the Milvus Lite file (default ./{DEFAULT_DB})')
     parser.add_argument('--address', help='a Ray cluster to use (default: an embedded local Ray)')
     parser.add_argument('--workers', type=int,
