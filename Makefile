@@ -33,7 +33,7 @@ bench: $(BIN)/python
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/w5_model.py $(ARGS)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/w7_ingest.py $(ARGS)
 
-# The manual, into site/ (open site/index.html); a warning is an error, as in tests/test_manual.py.
+# The manual, into site/ (open site/index.html); a warning is an error, as in tests/test_docs.py.
 docs: $(BIN)/python
 	$(PIP) -e '.[docs]'
 	$(BIN)/python -m mkdocs build --strict

@@ -13,7 +13,7 @@ The manual's result tables are regions of Markdown between ``<!-- results: NAME 
     python benchmarks/report.py write    # rewrite every region from its JSON
     python benchmarks/report.py check    # exit 1, naming them, when a region differs from its JSON
 
-``tests/test_manual.py`` runs the check, so no figure of the manual can drift from its run.
+``tests/test_docs.py`` runs the check, so no figure of the manual can drift from its run.
 Only the standard library is used: the check runs anywhere.
 """
 from __future__ import annotations

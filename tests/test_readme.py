@@ -95,7 +95,7 @@ def test_readme_has_python_blocks_and_each_not_run_block_says_why():
 
 def check_block_runs(where, code, tmp_path, python_process):
     """Run a manual's block (``where``: ``file:line``) in ``tmp_path`` with the data it
-    names, in a fresh process; fail with its stderr (tests/test_manual.py runs docs/ so too)."""
+    names, in a fresh process; fail with its stderr (tests/test_docs.py runs docs/ so too)."""
     missing = [name for name in undefined_names(code) if name not in DATA]
     assert not missing, (
         f'{where} uses {missing} without defining them: define them in the block, add '
