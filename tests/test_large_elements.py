@@ -176,7 +176,7 @@ def test_fixed_chunk_size_is_not_cut_by_bytes(mocker):
 @pytest.mark.parametrize('option, value', [('chunk_bytes', 0), ('chunk_bytes', '32MB'),
                                            ('max_bytes_in_flight', -1), ('max_bytes_in_flight', 1.5)])
 def test_bad_byte_bounds_are_refused_before_any_work(option, value):
-    with pytest.raises(ValueError, match=f'{option} must be a positive integer number of bytes'):
+    with pytest.raises(ValueError, match=rf'{option} must be a positive integer \(a number of bytes'):
         DataCollection([1]).set_parallel(2, 'ray', **{option: value})
 
 

@@ -18,6 +18,7 @@ import operator
 import time
 from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Tuple
 
+from towhee_ray.checks import positive_int
 from towhee_ray.backends.sizes import chunk_bytes as measure_chunk
 
 # Worker time one chunk should take. A Ray task costs its worker ~5 ms besides the work
@@ -64,11 +65,7 @@ DEFAULT_BYTES_IN_FLIGHT_PER_WORKER = 4 * DEFAULT_CHUNK_BYTES
 
 def check_chunk_size(chunk_size: Optional[int]) -> Optional[int]:
     """Validate a user-given ``chunk_size`` (``None`` means automatic)."""
-    if chunk_size is not None and (
-            not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1):
-        raise ValueError(f'chunk_size must be a positive integer (elements per chunk) or None '
-                         f'for automatic sizing, got {chunk_size!r}')
-    return chunk_size
+    return positive_int(chunk_size, 'chunk_size', 'elements per chunk', none='for automatic sizing')
 
 
 def check_bytes(name: str, value: Optional[int]) -> Optional[int]:
@@ -79,12 +76,9 @@ def check_bytes(name: str, value: Optional[int]) -> Optional[int]:
     >>> check_bytes('chunk_bytes', '64MB')
     Traceback (most recent call last):
     ...
-    ValueError: chunk_bytes must be a positive integer number of bytes (e.g. 64 << 20 for 64 MiB) or None for the default, got '64MB'
+    ValueError: chunk_bytes must be a positive integer (a number of bytes, e.g. 64 << 20 for 64 MiB) or None for the default, got '64MB'
     """
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-        raise ValueError(f'{name} must be a positive integer number of bytes (e.g. 64 << 20 for '
-                         f'64 MiB) or None for the default, got {value!r}')
-    return value
+    return positive_int(value, name, 'a number of bytes, e.g. 64 << 20 for 64 MiB', none='for the default')
 
 
 class ByteBounds:

@@ -10,6 +10,8 @@ import difflib
 import inspect
 from typing import Any, Dict, List, Optional, Type
 
+from towhee_ray.checks import positive_int
+
 # The ray backend's own options (see ray.backend.RayBackend); named here, without
 # importing Ray, to tell a user of another backend where an option belongs.
 RAY_ONLY_OPTIONS = ('num_cpus', 'num_gpus', 'actors_per_gpu', 'resources', 'memory', 'max_retries',
@@ -24,10 +26,7 @@ def check_num_worker(num_worker: Any) -> int:
     ...
     ValueError: num_worker must be a positive integer (how many workers each step uses), got 0
     """
-    if not isinstance(num_worker, int) or isinstance(num_worker, bool) or num_worker < 1:
-        raise ValueError(f'num_worker must be a positive integer (how many workers each step '
-                         f'uses), got {num_worker!r}')
-    return num_worker
+    return positive_int(num_worker, 'num_worker', 'how many workers each step uses')
 
 
 def accepted_options(backend_class: Type[Any]) -> Optional[List[str]]:

@@ -10,6 +10,7 @@ import math
 import random
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+from towhee_ray.checks import positive_int
 from towhee_ray.collection.columns import Columns
 from towhee_ray.rows import fields_of, is_entity, with_fields
 from towhee_ray.guard import Empty, Failure, Guarded, step_error
@@ -22,12 +23,6 @@ from towhee_ray.positions import InputOrder, SortedBatch
 # for batch(64) in input order and x1.37 for 16-batch windows sorted by characters: 16 gets
 # most of the gain while holding 16 batches' elements in the driver.
 SORT_WINDOW_BATCHES = 16
-
-
-def _positive(value: Any, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f'{what} must be a positive integer, got {value!r}')
-    return value
 
 
 def _batches(items: Iterable[Any], size: int, drop_tail: bool) -> Iterator[List[Any]]:
@@ -184,7 +179,7 @@ class ProcessingMixin:
         >>> DataCollection.range(5).batch(2, drop_tail=True)
         [[0, 1], [2, 3]]
         """
-        _positive(size, 'batch size')
+        positive_int(size, 'batch size')
         return self._derive(_batches(self._items, size, drop_tail))
 
     def sorted_batch(self, size: int, key: Callable[[Any], Any] = len,
@@ -206,11 +201,11 @@ class ProcessingMixin:
         >>> lengths.map(lambda batch: [len(word) for word in batch]).flatten().to_list()
         [1, 3, 2, 4, 1]
         """
-        _positive(size, 'sorted_batch size')
+        positive_int(size, 'sorted_batch size')
         if not callable(key):
             raise TypeError(f'sorted_batch(key=...) needs a callable giving an element\'s cost '
                             f'(e.g. len), got {key!r}')
-        window = SORT_WINDOW_BATCHES * size if window is None else _positive(window, 'sorted_batch window')
+        window = SORT_WINDOW_BATCHES * size if window is None else positive_int(window, 'sorted_batch window')
         if window < size:
             raise ValueError(f'sorted_batch(size={size}, window={window}): the window must hold at '
                              f'least one batch; give window >= size, or leave it out ({SORT_WINDOW_BATCHES} '
@@ -228,8 +223,8 @@ class ProcessingMixin:
         >>> DataCollection.range(5).rolling(2, 2, drop_head=False, drop_tail=False)
         [[0], [0, 1], [2, 3], [4]]
         """
-        _positive(size, 'rolling size')
-        _positive(step, 'rolling step')
+        positive_int(size, 'rolling size')
+        positive_int(step, 'rolling step')
         return self._derive(_windows(self._items, size, step, drop_head, drop_tail))
 
     def shuffle(self) -> 'ProcessingMixin':
@@ -263,7 +258,7 @@ class ProcessingMixin:
         >>> a.zip(b, c).to_list()
         [(0, 0, 0), (1, 1, 1), (2, 2, 2)]
         """
-        _positive(count, 'split count')
+        positive_int(count, 'split count')
         sources = itertools.tee(self._items, count) if self.is_stream else [self._items] * count
         return [self._derive(source) for source in sources]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Iterator, List, Optional
 
+from towhee_ray.checks import positive_int
 from towhee_ray.collection.columns import column_method, field_names
 from towhee_ray.rows import fields_of
 
@@ -96,7 +97,6 @@ class ResumeMixin:
         """
         if columns is None:
             raise TypeError("skip_existing needs the key field in a subscript: skip_existing['id'](target)")
-        from towhee_ray.sinks.checks import positive_int
         key_field = field_names(columns)[0]
         positive_int(batch, 'batch', 'keys per lookup')
         source = _key_source(target, key_field, uri, token)

@@ -20,8 +20,8 @@ import abc
 import dataclasses
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
+from towhee_ray.checks import positive_int
 from towhee_ray.rows import fields_of, is_entity
-from towhee_ray.sinks.checks import positive_int
 
 
 @dataclasses.dataclass

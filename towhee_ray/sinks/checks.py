@@ -1,4 +1,5 @@
-"""The checks every sink shares, each with one error text: sizes, keys and vectors.
+"""The checks every sink shares, each with one error text: keys and vectors (sizes and
+counts: :mod:`towhee_ray.checks`).
 
 Milvus, Faiss and Parquet take the same kinds of values from the same rows, so they check
 them here. An error names the row (its position and key, :meth:`Batch.where`), the field,
@@ -18,20 +19,6 @@ if TYPE_CHECKING:   # base.py imports this module
 
 #: numpy kinds that make a vector: bool, signed and unsigned integers, floats.
 NUMERIC_KINDS = 'biuf'
-
-
-def positive_int(value: Any, name: str, meaning: str) -> int:
-    """``value`` when it is a positive ``int``; else a ``ValueError`` naming the option.
-
-    >>> positive_int(1000, 'batch', 'rows per write')
-    1000
-    >>> positive_int(0, 'batch', 'rows per write')
-    Traceback (most recent call last):
-    ValueError: batch must be a positive integer (rows per write), got 0
-    """
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f'{name} must be a positive integer ({meaning}), got {value!r}')
-    return value
 
 
 def shown(value: Any, width: int = 40) -> str:

@@ -27,9 +27,10 @@ from typing import Any, Dict, Optional, Sequence, Set, Union
 
 import numpy as np
 
+from towhee_ray.checks import positive_int
 from towhee_ray.extras import require
 from towhee_ray.sinks.base import Batch, Sink, WriteResult
-from towhee_ray.sinks.checks import checked_key, checked_vector, keys_held, positive_int, shown, vector_matrix
+from towhee_ray.sinks.checks import checked_key, checked_vector, keys_held, shown, vector_matrix
 
 logger = logging.getLogger(__name__)
 

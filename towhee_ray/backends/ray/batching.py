@@ -37,6 +37,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Deque, Dict, List, Tuple
 
+from towhee_ray.checks import positive_int
 from towhee_ray.guard import Failure
 
 if TYPE_CHECKING:
@@ -72,10 +73,8 @@ def check_batching(max_batch_size: Any, batch_wait_timeout_s: Any) -> None:
     ...
     ValueError: batch_wait_timeout_s applies to batches: give max_batch_size= too (...)
     """
-    if max_batch_size is not None and (not isinstance(max_batch_size, int) or isinstance(max_batch_size, bool)
-                                       or max_batch_size < 1):
-        raise ValueError(f'max_batch_size must be a positive integer (the most rows one operator call '
-                         f'takes) or None for one call per row, got {max_batch_size!r}')
+    positive_int(max_batch_size, 'max_batch_size', 'the most rows one operator call takes',
+                 none='for one call per row')
     if (isinstance(batch_wait_timeout_s, bool) or not isinstance(batch_wait_timeout_s, (int, float))
             or not batch_wait_timeout_s >= 0):
         raise ValueError(f'batch_wait_timeout_s must be a number of seconds >= 0 (how long a batch '

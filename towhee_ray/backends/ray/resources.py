@@ -13,6 +13,8 @@ import numbers
 import time
 from typing import Any, Dict, List, Optional
 
+from towhee_ray.checks import positive_int
+
 logger = logging.getLogger(__name__)
 
 # A worker process that dies (SIGKILL, os._exit, a segfault, out of memory) has its chunk
@@ -54,10 +56,7 @@ def gpu_share(num_gpus: Any = None, actors_per_gpu: Any = None) -> Any:
     if num_gpus is not None:
         raise ValueError('give num_gpus= (each actor\'s share of a GPU) or actors_per_gpu= (actors sharing '
                          'one GPU), not both')
-    if not isinstance(actors_per_gpu, int) or isinstance(actors_per_gpu, bool) or actors_per_gpu < 1:
-        raise ValueError(f'actors_per_gpu must be a positive integer (how many actors share one GPU), '
-                         f'got {actors_per_gpu!r}')
-    return 1 / actors_per_gpu
+    return 1 / positive_int(actors_per_gpu, 'actors_per_gpu', 'how many actors share one GPU')
 
 
 def check_step_options(num_cpus: Any = None, num_gpus: Any = None, resources: Any = None,
