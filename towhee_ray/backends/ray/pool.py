@@ -178,8 +178,8 @@ class _OperatorActor:
 
 
 class _Slots:
-    """The pool's worker slots: each one's actor (None until the next call after its
-    actor died), which generation of actor that is, and its unfinished calls."""
+    """The pool's worker slots: each one's actor, which generation of actor that is (one
+    more each time an actor dies and is replaced), and its unfinished calls."""
 
     def __init__(self, count: int) -> None:
         self.actors: List[Any] = [None] * count
@@ -272,8 +272,6 @@ class ActorPool:
     def _send(self, call: PoolCall) -> None:   # under the lock
         slots = self._slots
         slot = slots.least_busy()
-        if slots.actors[slot] is None:   # its actor died: the replacement starts now
-            slots.actors[slot] = self._new_actor(slot, slots.generations[slot])
         call.slot, call.generation, call.sent = slot, slots.generations[slot], next(self._sends)
         with ray_calls(self.step):
             call.ref = getattr(slots.actors[slot], call.method).remote(*call.args)
@@ -313,8 +311,10 @@ class ActorPool:
                            self.step, call.slot + 1, running.what, type(error).__name__, self._unit)
             with contextlib.suppress(Exception):
                 ray.kill(slots.actors[call.slot])
-            slots.actors[call.slot] = None
+            # replaced now, not at the slot's next call: the pool keeps num_worker actors
+            # (stats() shows them) even when every call left was sent to the others
             slots.generations[call.slot] += 1
+            slots.actors[call.slot] = self._new_actor(call.slot, slots.generations[call.slot])
         if call.deaths and call.rows > 1:
             raise BatchDied(f'{self.step}: the actor running {call.what} died') from error
         if out_of_tries(call, self.max_retries):
@@ -354,14 +354,20 @@ class ActorPool:
     # -- the pool as a whole -------------------------------------------------------------
 
     def stats(self) -> List[Dict[str, Any]]:
-        """One dict per live actor: ``pid``, ``instance`` (the operator's id), ``calls``
+        """One dict per actor: ``pid``, ``instance`` (the operator's id), ``calls``
         (operator calls; a ``ray`` step's actors count elements) and, with ``batches``,
         ``rows`` and ``batch_sizes`` (rows per operator call -> how many calls had that
-        many). Empty before the actors start; starts nothing."""
+        many). A replacement for a dead actor answers once its operator is built; an actor
+        that died and was not noticed yet is left out. Empty before the actors start;
+        starts nothing."""
         with self._lock:
-            actors = [actor for actor in self._slots.actors if actor is not None] if self._slots else []
+            actors = list(self._slots.actors) if self._slots else []
+        stats = []
         with ray_calls(self.step):
-            return ray.get([actor.stats.remote() for actor in actors])
+            for ref in [actor.stats.remote() for actor in actors]:
+                with contextlib.suppress(*WORKER_DIED):
+                    stats.append(ray.get(ref))
+        return stats
 
     def close(self) -> None:
         """Kill every actor (not when Ray is gone: a late close must not start Ray again);
@@ -374,6 +380,5 @@ class ActorPool:
         if slots is None or not ray.is_initialized():
             return
         for actor in slots.actors:
-            if actor is not None:
-                with contextlib.suppress(Exception):
-                    ray.kill(actor)
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
