@@ -4,8 +4,10 @@ import _thread
 import gc
 import os
 import signal
+import sys
 import threading
 import time
+import traceback
 import warnings
 from pathlib import Path
 
@@ -142,24 +144,56 @@ def test_chaos_100000_elements_through_a_task_step_and_an_operator_step_while_wo
     assert caplog.text.count('replacing it and re-running its chunks') == len(actor_kills)
 
 
-def slow(x):
-    time.sleep(0.3)
-    return x
+def main_thread_at() -> str:
+    """Where the main thread is now: the last lines of its stack."""
+    frame = sys._current_frames().get(threading.main_thread().ident)
+    return ''.join(traceback.format_stack(frame)[-4:]) if frame is not None else '?'
 
 
-# An open bug, kept visible: these two fail in the whole suite (since the one-actor-pool
-# refactor, 7b1c020) and pass alone and after each preceding test file taken by itself: once
-# the session has run many steps, a Ctrl-C raises no KeyboardInterrupt and a closed step's
-# long task is not cancelled. Root cause not found yet.
-ORDER_BUG = pytest.mark.xfail(reason="open bug: fails after the whole suite's earlier tests, passes alone "
-                                     "(Ctrl-C not raised, a closed step's long task not cancelled)", strict=False)
+def stops_changing(read, quiet_seconds: float = 2.0, timeout: float = support.CLEANUP_TIMEOUT_SECONDS) -> bool:
+    """Whether ``read()`` stays the same for ``quiet_seconds`` within ``timeout``: what a
+    task leaves behind (files it writes) says it stopped, where Ray's state API, whose task
+    events are gathered asynchronously, may still say RUNNING for a while."""
+    deadline = time.monotonic() + timeout
+    last, since = read(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = read()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_seconds:
+            return True
+    return False
+
+
+# An open bug, kept visible: in some whole-suite runs (never alone, not in this session's
+# two whole runs nor in ten runs of test_faults.py) a Ctrl-C raised no KeyboardInterrupt and
+# a closed step's long task was reported still running. The tests now name where the main
+# thread was at each Ctrl-C and witness a task's end by what it writes, not by the state API.
+ORDER_BUG = pytest.mark.xfail(reason="open bug, flaky in whole-suite runs: Ctrl-C not raised, or a "
+                                     "closed step's long task not seen to stop", strict=False)
+
+
+class Recorded:
+    """0.3 s of work per element, writing a file per element it finishes into ``folder``."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def __call__(self, x):
+        time.sleep(0.3)
+        Path(self.folder, str(x)).touch()
+        return x
 
 
 @pytest.mark.parametrize('how', ['break', 'close', 'exception', pytest.param('KeyboardInterrupt', marks=ORDER_BUG)])
-def test_a_consumer_stopping_early_releases_tasks_and_removes_actors(how):
+def test_a_consumer_stopping_early_releases_tasks_and_removes_actors(how, tmp_path):
+    done = tmp_path / 'done'
+    done.mkdir()
+
     def make():
         return (DataCollection.range(1000).stream().set_parallel(2, 'ray', chunk_size=1)
-                .faults.served_by().map(slow))
+                .faults.served_by().map(Recorded(str(done))))
 
     if how == 'break':
         for _ in make():
@@ -182,17 +216,21 @@ def test_a_consumer_stopping_early_releases_tasks_and_removes_actors(how):
 
         def press_ctrl_c():
             while not arrived.wait(0.5 if sends else 0.1) and len(sends) < 60:
-                sends.append(time.monotonic())
+                sends.append(main_thread_at())
                 _thread.interrupt_main()
 
         presser = threading.Thread(target=press_ctrl_c, daemon=True)
-        with pytest.raises(KeyboardInterrupt):
-            try:
-                for position, _ in enumerate(make()):
-                    if position == 0:
-                        presser.start()
-            finally:
-                arrived.set()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                try:
+                    for position, _ in enumerate(make()):
+                        if position == 0:
+                            presser.start()
+                finally:
+                    arrived.set()
+        except pytest.fail.Exception:
+            pytest.fail(f'{len(sends)} Ctrl-C raised no KeyboardInterrupt; the main thread was at, on the '
+                        f'first and the last:\n{sends[0] if sends else "-"}\n{sends[-1] if sends else "-"}')
         try:   # a press that crossed the first KeyboardInterrupt surfaces here, not later
             presser.join()
             time.sleep(0.05)
@@ -202,7 +240,10 @@ def test_a_consumer_stopping_early_releases_tasks_and_removes_actors(how):
             warnings.warn(f'the KeyboardInterrupt came on Ctrl-C #{len(sends)}, not the first')
     gc.collect()
     assert eventually(lambda: not chain_actors()), chain_actors()
-    assert eventually(lambda: not step_tasks('map(slow)')), step_tasks('map(slow)')
+    # the step's tasks stopped: no element finishes any more (a closed step's running
+    # tasks get a grace second, each element takes 0.3 s)
+    assert stops_changing(lambda: len(list(done.iterdir()))), f'{len(list(done.iterdir()))} elements and counting'
+    assert len(list(done.iterdir())) < 100
     assert DataCollection.range(100).set_parallel(2, 'ray').faults.double().to_list() == [
         2 * x for x in range(100)]
 
@@ -211,7 +252,8 @@ def test_a_consumer_stopping_early_releases_tasks_and_removes_actors(how):
 def test_closing_a_step_lets_a_task_near_its_end_finish_and_cancels_a_long_one(tmp_path):
     # Ray 2.60 can abort the driver when ray.cancel meets a task whose reply is arriving
     # (ray-project/ray#54846), so a closed step gives its tasks a grace second first
-    closed, short_done, long_done = (tmp_path / name for name in ('closed', 'short', 'long'))
+    closed, short_done, long_done, beat, interrupted = (
+        tmp_path / name for name in ('closed', 'short', 'long', 'beat', 'interrupted'))
 
     def work(x):
         if x == 1:   # still running when the step is closed; ends just after
@@ -220,8 +262,13 @@ def test_closing_a_step_lets_a_task_near_its_end_finish_and_cancels_a_long_one(t
             short_done.write_text('done')
         elif x == 2:   # Python work far beyond the grace second (ray.cancel interrupts
             end = time.monotonic() + 120   # Python code, not a C call such as one long sleep)
-            while time.monotonic() < end:
-                time.sleep(0.01)
+            try:
+                while time.monotonic() < end:
+                    beat.write_text(str(time.monotonic()))
+                    time.sleep(0.01)
+            except KeyboardInterrupt:   # how Ray's cancel reaches a running task
+                interrupted.write_text('yes')
+                raise
             long_done.write_text('done')
         return x
 
@@ -230,10 +277,12 @@ def test_closing_a_step_lets_a_task_near_its_end_finish_and_cancels_a_long_one(t
     dc.close()
     closed.write_text('closed')
     assert eventually(short_done.exists), 'the task ending within the grace second was cancelled'
-    assert eventually(lambda: not step_tasks('map(work)')), step_tasks('map(work)')
-    # stopped long before its end: the state API says FINISHED for a cancelled task too
-    # (ray-project/ray#32826), so its file is the witness
+    # stopped long before its end: its beat stops and it saw the interrupt (Ray's state API
+    # says FINISHED for a cancelled task too, ray-project/ray#32826, and gathers task events
+    # asynchronously, so the task's own files are the witnesses)
+    assert stops_changing(lambda: beat.read_text() if beat.exists() else ''), 'the long task still runs'
     assert not long_done.exists()
+    assert interrupted.exists() or not beat.exists(), 'the long task ended without being cancelled'
 
 
 def test_a_script_leaving_right_after_an_early_break_exits_cleanly(python_process):
