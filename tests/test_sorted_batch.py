@@ -57,7 +57,7 @@ def test_a_stream_is_pulled_one_window_at_a_time_and_may_be_endless():
     assert first == [str(index) for index in range(25)]
 
 
-def test_the_default_window_is_sixteen_batches():
+def test_the_default_window_is_thirty_two_batches():
     pulled = []
 
     def numbers():
@@ -66,7 +66,7 @@ def test_the_default_window_is_sixteen_batches():
             yield 'x' * (index % 7)
 
     next(iter(DataCollection(numbers()).sorted_batch(5)))
-    assert len(pulled) == 80
+    assert len(pulled) == 32 * 5
 
 
 def test_a_custom_key_orders_the_batches():

@@ -20,9 +20,13 @@ from towhee_ray.positions import InputOrder, SortedBatch
 # help topics in topic order, benchmarks/w5_model.py), batches of 64 cut from windows sorted by
 # token count, then encoded 32 at a time, compute x1.14 the real tokens with windows of 4
 # batches, x1.09 with 8, x1.05 with 16 and x1.03 with 32 (the whole corpus), against x1.52
-# for batch(64) in input order and x1.37 for 16-batch windows sorted by characters: 16 gets
-# most of the gain while holding 16 batches' elements in the driver.
-SORT_WINDOW_BATCHES = 16
+# for batch(64) in input order and x1.37 for 16-batch windows sorted by characters. A larger
+# window also balances the workers' finish better (batches go costliest first within a
+# window): W5's 2 actors went from 0.98x to 1.07x the best single process, once started, when
+# the window went from 16 to 32 batches (3 interleaved rounds, 2-vCPU VM; that corpus is 20
+# batches, so one window at 32). 32 batches' elements in the driver are small for texts or
+# token ids (32 x 64 passages, ~2 MB); pass window= to hold fewer.
+SORT_WINDOW_BATCHES = 32
 
 
 def _batches(items: Iterable[Any], size: int, drop_tail: bool) -> Iterator[List[Any]]:
@@ -185,7 +189,7 @@ class ProcessingMixin:
     def sorted_batch(self, size: int, key: Callable[[Any], Any] = len,
                      window: Optional[int] = None) -> 'ProcessingMixin':
         """Batches of ``size`` elements of similar cost, for a batched operator: each window
-        of ``window`` consecutive elements (``16 * size`` by default) is sorted by
+        of ``window`` consecutive elements (``32 * size`` by default) is sorted by
         ``key(element)`` (``len``: characters of a text, token ids of a tokenized text) and
         cut into batches, costliest first. ``flatten()`` after the batched step puts the
         outputs back in input order, as long as the step gives one output per element.
