@@ -36,7 +36,7 @@ from towhee_ray import cluster
 from towhee_ray.backends.base import Backend, OperatorFactory
 from towhee_ray.backends.chunking import ByteBounds, ChunkedBackend, ChunkWorkers, timed_map
 from towhee_ray.backends.ray import names
-from towhee_ray.backends.ray.cancel import cancel_later
+from towhee_ray.backends.ray.cancel import cancel_later, interruptible
 from towhee_ray.backends.ray.faults import WORKER_DIED, died_error, fetch, ray_calls, running_when_died
 from towhee_ray.backends.ray.heap import keep_freed_heap
 from towhee_ray.backends.ray.pool import ACTOR_REMOTE_ARGS, RESENT, ActorPool, PoolCall
@@ -61,6 +61,7 @@ def _process_chunk(fn: Payload, chunk: List[Any], *after: None) -> Tuple[Any, No
     function, and a token; the next chunk of the same worker slot takes the token as an
     argument, so Ray starts it only once this one is done."""
     keep_freed_heap()
+    interruptible()
     call, failure = fn.load()
     if failure is not None:
         return failure, None

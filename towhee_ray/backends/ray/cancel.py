@@ -8,6 +8,13 @@ stream of millisecond tasks. So a closed step's tasks are not cancelled at once:
 have), and only the ones still running then, whose reply is unlikely to be on its way,
 are cancelled.
 
+``ray.cancel`` stops a running task as a Ctrl-C would (``_thread.interrupt_main`` in the
+worker), which does nothing in a process that ignores SIGINT; Ray's workers ignore it where
+the process that started Ray did (a job started in the background by a shell,
+``python job.py &``: exec keeps an ignored signal). So a task of towhee_ray's first puts
+Python's own handler back (:func:`interruptible`), as any worker of a Ray started from a
+terminal has it.
+
 The wait runs in a thread of its own: a step is often closed by the garbage collector, and a
 finalizer that waits would delay a Ctrl-C arriving meanwhile. At interpreter exit the threads
 are joined before Ray's own shutdown (which stops the tasks of a driver that leaves anyway),
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import signal
 import threading
 from typing import List
 
@@ -31,6 +39,14 @@ CLOSE_GRACE_SECONDS = 1.0
 
 _THREAD_NAME = 'towhee_ray cancel'
 _exiting = threading.Event()
+
+
+def interruptible() -> None:
+    """In a Ray worker, at the start of a task: let ``ray.cancel`` reach the task where the
+    worker was started ignoring SIGINT (Python's own handler, as without that)."""
+    if (signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            and threading.current_thread() is threading.main_thread()):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def cancel_later(refs: List[ray.ObjectRef], step: str) -> None:
