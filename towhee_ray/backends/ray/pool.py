@@ -12,9 +12,13 @@ they send: a step sends chunks of elements (``process``), ``ray_op`` one call
   operator again, starts with the next call sent to its slot); then each call that was
   sent to the dead actor runs again on an actor of the pool, except the one whose deaths
   exceed ``max_retries``, which raises :class:`~towhee_ray.WorkerError` naming the step
-  and what it was running. A batch of several rows that was running is not counted
-  against: its rows run again one at a time (:class:`BatchDied`), so that the next death
-  names the row that causes it and the other rows go on;
+  and what it was running. A call that counted a death runs again *alone*: its actor takes
+  no other call until it answers. So a call counted for a death it did not cause (an actor
+  that dies right after a call can take that call's answer with it, and the call is then
+  the earliest unfinished) is not counted again: it answers on its next try. A batch of
+  several rows that was running is not counted against: its rows run again one at a time
+  (:class:`BatchDied`), so that the next death names the row that causes it and the other
+  rows go on;
 * one load-failure path: an actor that cannot load the operator (a module it cannot
   import) or build it (its ``__init__`` raised) lives on and answers every call with that
   :class:`~towhee_ray.guard.LoadFailure`; the pool raises it at once, naming the step,
@@ -70,7 +74,7 @@ class PoolCall:
     and how many ``rows`` (a batch of rows of a ``ray_op`` has more than one)."""
 
     __slots__ = ('method', 'args', '_what', 'rows', 'sent', 'slot', 'generation', 'ref', 'deaths',
-                 'outcome')
+                 'alone', 'outcome')
 
     def __init__(self, method: str, args: Tuple[Any, ...], what: Union[str, Callable[[], str]],
                  rows: int = 1) -> None:
@@ -83,6 +87,7 @@ class PoolCall:
         self.generation = 0     # of the actor it was sent to
         self.ref: Any = None
         self.deaths = 0         # actors that died while running it
+        self.alone = False      # sent to an actor that takes no other call until it answers
         self.outcome: Any = None   # for the pool's user: the result, once settled
 
     @property
@@ -179,15 +184,29 @@ class _OperatorActor:
 
 class _Slots:
     """The pool's worker slots: each one's actor, which generation of actor that is (one
-    more each time an actor dies and is replaced), and its unfinished calls."""
+    more each time an actor dies and is replaced), its unfinished calls, and whether it
+    runs a call alone (it takes no other until that one answers)."""
 
     def __init__(self, count: int) -> None:
         self.actors: List[Any] = [None] * count
         self.generations = [0] * count
         self.unfinished = [0] * count
+        self.reserved = [False] * count
 
     def least_busy(self) -> int:
-        return min(range(len(self.unfinished)), key=self.unfinished.__getitem__)
+        """The slot with the fewest unfinished calls among those not running a call alone
+        (among all, where every one is).
+
+        >>> slots = _Slots(3)
+        >>> slots.unfinished, slots.reserved = [0, 1, 2], [True, False, False]
+        >>> slots.least_busy()
+        1
+        >>> slots.reserved = [True, True, True]
+        >>> slots.least_busy()
+        0
+        """
+        free = [slot for slot, reserved in enumerate(self.reserved) if not reserved]
+        return min(free or range(len(self.unfinished)), key=self.unfinished.__getitem__)
 
 
 class ActorPool:
@@ -276,6 +295,9 @@ class ActorPool:
         with ray_calls(self.step):
             call.ref = getattr(slots.actors[slot], call.method).remote(*call.args)
         slots.unfinished[slot] += 1
+        # a call that counted a death runs alone, so that a death while it runs is its own
+        call.alone = call.deaths > 0 and not slots.reserved[slot]
+        slots.reserved[slot] = slots.reserved[slot] or call.alone
         self._in_flight.add(call)
 
     # -- outcomes ------------------------------------------------------------------------
@@ -332,6 +354,8 @@ class ActorPool:
         if call in self._in_flight:
             self._in_flight.discard(call)
             self._slots.unfinished[call.slot] -= 1
+            if call.alone:
+                self._slots.reserved[call.slot] = call.alone = False
 
     def result(self, call: PoolCall) -> Any:
         """Wait for a submitted ``call``'s outcome, running it again where its actor dies
