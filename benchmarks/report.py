@@ -92,17 +92,21 @@ def machine() -> Dict[str, Any]:
     return info
 
 
-def record(name: str, source: Path, command: str = '') -> Path:
-    """Keep ``source`` (a script's JSON) as ``benchmarks/results/<name>.json``, with the date,
-    the commit and the machine. A date the script wrote itself is kept as the date."""
+def record(name: str, source: Path, command: str = '', results_dir: Path = RESULTS) -> Path:
+    """Keep ``source`` (a script's JSON) as ``<results_dir>/<name>.json``, with the date, the
+    commit and the machine. A date the script wrote itself is kept as the date; so is the
+    machine it ran on, where it wrote one (``ran_on``: :func:`machine` called there, for a
+    run made on another machine, W8 on a GPU), else this machine is the one recorded."""
     results = json.loads(Path(source).read_text())
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
     date = _find(results, 'date') or now
+    ran_on = results.get('ran_on') if isinstance(results, dict) else None
     document = {'benchmark': name, 'command': command or BENCHMARKS.get(name, ('', ''))[1],
-                'recorded': {'date': date, 'commit': commit(), 'machine': machine()},
+                'recorded': {'date': date, 'commit': commit(),
+                             'machine': ran_on if isinstance(ran_on, dict) else machine()},
                 'results': results}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    target = RESULTS / f'{name}.json'
+    results_dir.mkdir(parents=True, exist_ok=True)
+    target = results_dir / f'{name}.json'
     target.write_text(json.dumps(document, indent=1) + '\n')
     return target
 

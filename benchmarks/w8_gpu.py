@@ -56,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np   # noqa: E402
 
 from rounds import DEFAULT_ROUNDS, LoadWatch, format_spread, interleaved   # noqa: E402
+from report import machine   # noqa: E402
 from w5_model import corpus   # noqa: E402  (imports towhee_ray before towhee)
 
 import towhee_ray   # noqa: E402,I100
@@ -421,6 +422,7 @@ def main() -> None:
         'machine': {'cpu_count': os.cpu_count(), 'python': platform.python_version(),
                     'torch': torch.__version__, 'torch_cuda': torch.version.cuda, 'ray': ray.__version__,
                     'gpus': gpu_names(), 'ray_cluster_gpus': plan.gpus, **load.as_dict()},
+        'ran_on': machine(),   # what report.py record keeps: this run may come from another machine
         'device': plan.device, 'actors': actors, 'passages_per_call': plan.passages_per_call,
         'corpus_passages': len(passages), 'n': n, 'rounds': rounds, 'ray_op_batching': plan.batching,
         'reference': ('sentence-transformers' if have_st else 'the operator') + f' float32 on {plan.device}',

@@ -147,6 +147,19 @@ def test_a_results_region_is_rendered_from_a_recorded_json(tmp_path):
     assert report.refreshed(text, tmp_path) == expected
 
 
+def test_a_run_records_the_machine_it_ran_on_where_it_names_one(tmp_path):
+    import json
+    gpu_machine = {'platform': 'Linux-x86_64', 'cpus': 16, 'memory_gib': 128, 'gpus': ['NVIDIA H200, 143771 MiB']}
+    (tmp_path / 'there.json').write_text(json.dumps({'date': '2026-12-05T10:00:00+00:00', 'ran_on': gpu_machine}))
+    (tmp_path / 'here.json').write_text(json.dumps({'rows': []}))
+    there = json.loads(report.record('w8_gpu', tmp_path / 'there.json', results_dir=tmp_path / 'r').read_text())
+    assert there['recorded']['machine'] == gpu_machine
+    assert there['recorded']['date'] == '2026-12-05T10:00:00+00:00' and there['recorded']['commit']
+    here = json.loads(report.record('w1', tmp_path / 'here.json', results_dir=tmp_path / 'r').read_text())
+    assert here['recorded']['machine'] == report.machine()
+    assert 'on 16 CPUs, 128 GiB, NVIDIA H200' in report.render('w8_gpu', tmp_path / 'r')
+
+
 def test_the_readme_performance_table_holds_only_figures_of_recorded_runs():
     region = report.summary_table(README.read_text())
     assert region is not None, 'README.md lost its <!-- results-summary --> table'
