@@ -58,7 +58,9 @@ def test_a_ray_step_and_a_ray_op_retry_a_crashing_call_by_the_same_rule(tmp_path
         dc.pool_tests.exit_on(7, str(step_tries)).to_list()
     assert str(failure.value).startswith(
         f'operator pool-tests/exit-on: the Ray worker process running element #7 died on {tries}: ')
-    assert len(lines(step_tries)) == max_retries + 1
+    # 1 + max_retries tries counted against 7; once more where an actor died just after
+    # answering the element before 7, taking that answer with it (that one is counted then)
+    assert max_retries + 1 <= len(lines(step_tries)) <= max_retries + 2
 
     op = ray_op(ops.pool_tests.exit_on(7, str(op_tries)), num_worker=1, max_retries=max_retries)
     assert [op(x) for x in range(7)] == [x * 10 for x in range(7)]
@@ -67,7 +69,7 @@ def test_a_ray_step_and_a_ray_op_retry_a_crashing_call_by_the_same_rule(tmp_path
     assert str(failure.value).startswith(
         f'ray_op(pool-tests/exit-on): the Ray worker process running a call with arguments (7,) '
         f'died on {tries}: ')
-    assert len(lines(op_tries)) == max_retries + 1
+    assert len(lines(op_tries)) == max_retries + 1   # one call at a time: no answer to lose
     assert op(8) == 80   # the pool lives on: a new actor answers the next call
     op.close()
 

@@ -15,7 +15,8 @@ they send: a step sends chunks of elements (``process``), ``ray_op`` one call
   and what it was running. A call that counted a death runs again *alone*: its actor takes
   no other call until it answers. So a call counted for a death it did not cause (an actor
   that dies right after a call can take that call's answer with it, and the call is then
-  the earliest unfinished) is not counted again: it answers on its next try. A batch of
+  the earliest unfinished) is not counted again: it answers on its next try, and the call
+  that crashed, not counted that time, runs once more than ``max_retries`` allows. A batch of
   several rows that was running is not counted against: its rows run again one at a time
   (:class:`BatchDied`), so that the next death names the row that causes it and the other
   rows go on;
