@@ -15,24 +15,15 @@ import pytest
 # it itself (monkeypatch.setenv, or the env of its subprocess).
 os.environ.pop('RAY_ADDRESS', None)
 
-from tests.support import RAY_START_ATTEMPTS, RAY_START_TIMED_OUT, SESSION_CPUS, TEST_RESOURCE  # noqa: E402
+from tests.support import SESSION_CPUS, TEST_RESOURCE  # noqa: E402
 
 
 def _start_session_ray():
-    import ray
-
     import towhee_ray
 
-    def start():
-        # 'local': a new Ray instance of this process, never an existing one of this machine.
-        return towhee_ray.init('local', num_cpus=SESSION_CPUS, resources={TEST_RESOURCE: 4})
-    for attempt in range(RAY_START_ATTEMPTS):
-        try:
-            return start()
-        except Exception as error:   # Ray's own fixed 30 s for its raylet, on a machine under load
-            if RAY_START_TIMED_OUT not in str(error) or attempt == RAY_START_ATTEMPTS - 1:
-                raise
-            ray.shutdown()
+    # 'local': a new Ray instance of this process, never an existing one of this machine.
+    # towhee_ray.init starts it again where Ray's own fixed waits ran out on a loaded machine.
+    return towhee_ray.init('local', num_cpus=SESSION_CPUS, resources={TEST_RESOURCE: 4})
 
 
 @pytest.fixture(scope='session', autouse=True)

@@ -100,12 +100,20 @@ def check_block_runs(where, code, tmp_path, python_process):
     assert not missing, (
         f'{where} uses {missing} without defining them: define them in the block, add '
         f'small data for them to DATA in {__file__}, or start the block with "{NOT_RUN} <reason>"')
-    for name, content in FILES.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(content)
+    tries = []
+
+    def fresh_folder():   # each try in a folder of its own, with the block's files
+        folder = tmp_path / f'try{len(tries)}'
+        tries.append(folder)
+        folder.mkdir()
+        for name, content in FILES.items():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(content)
+        return folder
+
     prelude = ''.join(textwrap.dedent(DATA[name]) for name in undefined_names(code))
     env = {**os.environ, 'HF_HUB_OFFLINE': '1'}
-    result = python_process('-c', prelude + code, cwd=tmp_path, env=env)
+    result = python_process('-c', prelude + code, fresh_cwd=fresh_folder, env=env)
     assert result.returncode == 0, f'{where} failed:\n{result.stderr[-6000:]}'
 
 
