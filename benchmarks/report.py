@@ -45,6 +45,8 @@ BENCHMARKS: Dict[str, Tuple[str, str]] = {
                   'python benchmarks/w7_resume.py --json /tmp/w7_resume.json'),
     'w8_gpu': ('W8: embedding on a GPU',
                'HF_HUB_OFFLINE=1 python benchmarks/w8_gpu.py --json /tmp/w8_gpu.json'),
+    'w8_overhead': ("W8's forms with an operator that costs nothing: each form's ceiling on this machine",
+                    'python benchmarks/w8_overhead.py --json /tmp/w8_overhead.json'),
 }
 
 SUMMARY = re.compile(r'<!-- results-summary -->\n(?P<body>.*?)<!-- /results-summary -->', re.S)

@@ -15,6 +15,11 @@ Contenders, interleaved in rounds (A B C, A B C, ...), each in float32 and in bf
   num_worker=k, num_gpus=1/k)``: with ray_op's batching across calls (``max_batch_size``)
   when this checkout's ``ray_op`` has it, fed by ``p.batch`` on a pipeline with threads
   enough; else plain ``ray_op`` under ``p.batch`` (one Ray call per row, on fewer passages).
+  Towhee's own runtime caps this form: one graph a row, about 3,000 rows/s on a 2-vCPU VM
+  with an operator that costs nothing (``w8_overhead.py``);
+* a Towhee ``pipe`` of lists: ``flat_map`` to rows, ``window(1024)`` calling the ``ray_op``
+  (no gathering across calls) and ``flat_map`` back to rows, fed 2 lists per actor by
+  ``p.batch`` (Towhee calls a node one call at a time within a pipeline call).
 
 Each contender runs N passages, then 2N: "marginal" passages/s is N over the difference of
 the two times, so actor start and model load (the same in both) drop out; "with start" is
@@ -93,9 +98,14 @@ BATCH_WAIT_TIMEOUT_S = 0.01
 QUICK_PASSAGES = 48
 QUICK_PASSAGES_PER_CALL = 16   # and the smoke's max_batch_size
 QUICK_WORKERS = 2
+# The pipe form of lists (window_pipe_vectors): lists in flight per actor, so that one runs
+# while the next one's window gathers; and its pipeline's nodes (input, flat_map, window,
+# flat_map, output), a thread each per list in flight.
+LISTS_PER_ACTOR = 2
+WINDOW_PIPE_NODES = 5
 DTYPES = ('float32', 'bfloat16')
 FORMS = ('sentence-transformers, one process', 'operator, one process', 'DataCollection, Ray actors',
-         'Towhee pipe, ray_op')
+         'Towhee pipe, ray_op', 'Towhee pipe of lists, window + ray_op')
 
 
 
@@ -222,21 +232,58 @@ def operator_runner(device: str, dtype: str) -> Callable[[List[str]], np.ndarray
     return model.encode
 
 
+def datacollection_vectors(passages: List[str], workers: int, actor_options: Dict[str, float],
+                           passages_per_call: int, embed: Callable[[Any], Any]) -> List[Any]:
+    """The DataCollection form: ``embed`` (``dc -> dc.<ns>.<name>(...)``) on lists of
+    ``passages_per_call`` passages in ``workers`` Ray actors, flattened to one vector a passage."""
+    chain = (DataCollection(passages).stream()
+             .set_parallel(num_worker=workers, backend='ray', **actor_options)
+             .batch(passages_per_call))
+    return embed(chain).flatten().to_list()
+
+
 def datacollection_runner(plan: Plan, dtype: str) -> Callable[[List[str]], np.ndarray]:
     def run(passages: List[str]) -> np.ndarray:
-        vectors = (DataCollection(passages).stream()
-                   .set_parallel(num_worker=plan.workers, backend='ray', **plan.actor_options)
-                   .batch(plan.passages_per_call)
-                   .sentence_embedding.minilm(dtype=dtype)
-                   .flatten()
-                   .to_list())
-        return np.stack(vectors)
+        return np.stack(datacollection_vectors(passages, plan.workers, plan.actor_options, plan.passages_per_call,
+                                               lambda chain: chain.sentence_embedding.minilm(dtype=dtype)))
     return run
 
 
-def pipe_runner(plan: Plan, dtype: str) -> Callable[[List[str]], np.ndarray]:
-    from towhee import ops, pipe
+def rows_pipe_vectors(embed: Any, passages: List[str], rows_in_flight: int) -> List[Any]:
+    """The per-row pipe form: one pipeline call a passage (``p.batch``), ``embed`` (a
+    ``ray_op``, or any callable) in its ``map`` node; ``rows_in_flight`` rows at once, with
+    two of the pipeline's threads each (towhee_ray/pipeline.py says why); 0: Towhee's own
+    thread pool."""
+    from towhee import pipe
     from towhee.runtime.runtime_pipeline import RuntimePipeline
+
+    p = pipe.input('text').map('text', 'vector', embed).output('vector')
+    if rows_in_flight:
+        p = RuntimePipeline(p.dag_repr, max_workers=2 * min(len(passages), rows_in_flight) + 4)
+    return [queue.get()[0] for queue in p.batch(passages)]
+
+
+def window_pipe_vectors(embed: Any, passages: List[str], window: int, lists: int) -> List[Any]:
+    """The pipe form of lists: each pipeline call takes a list of passages, ``flat_map`` makes
+    them rows, ``window`` gives ``embed`` ``window`` of them in one call (no gathering across
+    calls needed), ``flat_map`` makes the vectors rows again. Towhee calls a node's operator
+    one call at a time within a pipeline call, so the passages go as ``lists`` lists through
+    ``p.batch``, that many calls at once."""
+    from towhee import pipe
+    from towhee.runtime.runtime_pipeline import RuntimePipeline
+
+    p = (pipe.input('texts').flat_map('texts', 'text', lambda texts: texts)
+         .window('text', 'vectors', window, window, embed)
+         .flat_map('vectors', 'vector', lambda vectors: vectors)
+         .output('vector'))
+    size = -(-len(passages) // lists)
+    parts = [passages[start:start + size] for start in range(0, len(passages), size)]
+    p = RuntimePipeline(p.dag_repr, max_workers=WINDOW_PIPE_NODES * len(parts) + 4)
+    return [row[0] for queue in p.batch(parts) for row in queue.to_list()]
+
+
+def pipe_runner(plan: Plan, dtype: str) -> Callable[[List[str]], np.ndarray]:
+    from towhee import ops
 
     def run(passages: List[str]) -> np.ndarray:
         batching = ({'max_batch_size': plan.max_batch_size, 'batch_wait_timeout_s': BATCH_WAIT_TIMEOUT_S}
@@ -244,11 +291,21 @@ def pipe_runner(plan: Plan, dtype: str) -> Callable[[List[str]], np.ndarray]:
         embed = ray_op(ops.sentence_embedding.minilm(dtype=dtype), num_worker=plan.workers,
                        **plan.actor_options, **batching)
         try:
-            p = pipe.input('text').map('text', 'vector', embed).output('vector')
-            if plan.batching:   # threads enough for full batches (towhee_ray/pipeline.py says why)
-                rows = min(len(passages), plan.workers * BATCHES_IN_FLIGHT_PER_ACTOR * plan.max_batch_size)
-                p = RuntimePipeline(p.dag_repr, max_workers=2 * rows + 4)
-            return np.stack([queue.get()[0] for queue in p.batch(passages)])
+            rows = plan.workers * BATCHES_IN_FLIGHT_PER_ACTOR * plan.max_batch_size if plan.batching else 0
+            return np.stack(rows_pipe_vectors(embed, passages, rows))
+        finally:
+            embed.close()
+    return run
+
+
+def window_pipe_runner(plan: Plan, dtype: str) -> Callable[[List[str]], np.ndarray]:
+    from towhee import ops
+
+    def run(passages: List[str]) -> np.ndarray:
+        embed = ray_op(ops.sentence_embedding.minilm(dtype=dtype), num_worker=plan.workers, **plan.actor_options)
+        try:
+            return np.stack(window_pipe_vectors(embed, passages, plan.passages_per_call,
+                                                plan.workers * LISTS_PER_ACTOR))
         finally:
             embed.close()
     return run
@@ -317,11 +374,14 @@ def ratios(rows: List[Dict[str, Any]], plan: Plan) -> Dict[str, Any]:
         st = rate.get(f'{FORMS[0]} [float32]')
         dc = rate.get(f'{FORMS[2]} [{dtype}]')
         tp = rate.get(f'{FORMS[3]} [{dtype}]')
+        tw = rate.get(f'{FORMS[4]} [{dtype}]')
         out[dtype] = {
             'datacollection_marginal': dc,
             'pipe_over_datacollection': tp / dc if tp and dc else None,
+            'window_pipe_over_datacollection': tw / dc if tw and dc else None,
             'datacollection_over_sentence_transformers_fp32': dc / st if dc and st else None,
             'pipe_over_sentence_transformers_fp32': tp / st if tp and st else None,
+            'window_pipe_over_sentence_transformers_fp32': tw / st if tw and st else None,
         }
     out['targets'] = ('DataCollection >= 50,000 passages/s marginal; pipe >= 0.8x DataCollection; both >= '
                       '15x sentence-transformers (float32) in one process; float32 within 1e-5; '
@@ -403,6 +463,8 @@ def main() -> None:
             datacollection_runner(plan, dtype), n)
         runs[f'{FORMS[3]}, ray_op({actors}{", batching" if plan.batching else ""}) [{dtype}]'] = (
             pipe_runner(plan, dtype), pipe_n)
+        runs[f'{FORMS[4]}({plan.passages_per_call}), ray_op({actors}), {LISTS_PER_ACTOR} lists an actor '
+             f'[{dtype}]'] = (window_pipe_runner(plan, dtype), n)
         for name, (run, size) in runs.items():
             contenders[name] = contender(run, passages, size, reference)
             sizes[name] = size

@@ -20,7 +20,8 @@ def test_w8_smoke_reports_every_form_in_both_dtypes_with_their_deviations(tmp_pa
     assert 'load average' in run.stdout and any('smoke version' in note for note in report['notes'])
     forms = [(row['form'], row['dtype']) for row in report['rows']]
     assert forms == [(form, dtype) for form in ('sentence-transformers, one process', 'operator, one process',
-                                                'DataCollection, Ray actors', 'Towhee pipe, ray_op')
+                                                'DataCollection, Ray actors', 'Towhee pipe, ray_op',
+                                                'Towhee pipe of lists, window + ray_op')
                      for dtype in ('float32', 'bfloat16')]
     for row in report['rows']:
         assert row['case'] in run.stdout
@@ -32,3 +33,19 @@ def test_w8_smoke_reports_every_form_in_both_dtypes_with_their_deviations(tmp_pa
         else:
             assert row['min_cosine'] >= 0.999, row
     assert report['targets']['judged'] is False   # no GPU: the targets are not judged
+
+
+@pytest.mark.timeout(600)
+def test_w8_overhead_smoke_reports_every_form_with_its_rate(tmp_path, python_process):
+    results = tmp_path / 'w8_overhead.json'
+    run = python_process(str(ROOT / 'benchmarks' / 'w8_overhead.py'), '--quick', '--json', str(results))
+    assert run.returncode == 0, run.stderr[-4000:]
+    report = json.loads(results.read_text())
+    assert report['mode'] == 'smoke' and report['n'] == 256 and report['rounds'] == 1
+    assert report['commit'] and 'load_average_before' in report['machine'] and report['date']
+    assert [row['case'] for row in report['rows']] == [
+        'DataCollection, Ray actors', 'Towhee pipe, one row a call, no Ray',
+        'Towhee pipe, one row a call, ray_op batching', 'Towhee pipe of lists, window + ray_op']
+    for row in report['rows']:
+        assert row['case'] in run.stdout and row['passages_2n'] == 512
+        assert row['with_start_passages_per_s'] > 0 and len(row['marginal_passages_per_s_rounds']) == 1

@@ -1,0 +1,158 @@
+"""W8's forms with an operator that costs nothing: what the driver, Ray and Towhee carry.
+
+W8 (``w8_gpu.py``) asks 50,000 passages/s of the DataCollection form on one GPU, and 0.8x
+that of a Towhee pipe. Whatever the GPU does, a form cannot go faster than the framework
+around the model lets it: this runs the same forms, on the same passages, with an operator
+that returns a zero vector (384 float32) for each passage and does nothing else, so each
+figure is that form's ceiling on this machine. Contenders, interleaved in rounds:
+
+* the DataCollection form: ``set_parallel(num_worker=2, backend='ray').batch(1024)``, the
+  operator on each list of 1,024 in a Ray actor, ``flatten()``;
+* a Towhee pipe, one row per passage (``p.batch``), the operator in the pipe itself, no Ray:
+  Towhee's own ceiling for this form, whatever backend runs the operator;
+* the same pipe with the operator in ``ray_op(..., max_batch_size=256)`` actors, rows enough
+  in flight for full batches (W8's pipe form);
+* a Towhee pipe of lists: ``flat_map``, ``window(1024)`` calling the ``ray_op``, ``flat_map``
+  (W8's window form).
+
+Marginal passages/s as in W8: N over the time the 2N run took more than the N run.
+
+    python benchmarks/w8_overhead.py                 # N = 16,384, 3 rounds
+    python benchmarks/w8_overhead.py --quick         # N = 256, 1 round: a smoke test
+    python benchmarks/w8_overhead.py --json /tmp/w8_overhead.json
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np   # noqa: E402
+import towhee   # noqa: E402
+
+from rounds import DEFAULT_ROUNDS, LoadWatch, format_spread, interleaved   # noqa: E402
+from w8_gpu import (PASSAGES_PER_CALL, PIPE_MAX_BATCH_SIZE, BATCH_WAIT_TIMEOUT_S, BATCHES_IN_FLIGHT_PER_ACTOR,   # noqa: E402,I100
+                    LISTS_PER_ACTOR, commit, datacollection_vectors, gpu_corpus, marginal, median_or_none,
+                    rows_pipe_vectors, window_pipe_vectors)
+
+import towhee_ray   # noqa: E402,I100
+from towhee_ray import ray_op   # noqa: E402
+
+DIMENSION = 384
+# Actors of the Ray forms: one per core of the 2-vCPU VM these figures come from.
+WORKERS = 2
+N = 16_384
+QUICK_N = 256
+FORMS = ('DataCollection, Ray actors', 'Towhee pipe, one row a call, no Ray',
+         'Towhee pipe, one row a call, ray_op batching', 'Towhee pipe of lists, window + ray_op')
+
+
+@towhee.register(name='w8_overhead/zero_vectors')
+class ZeroVectors:
+    """A zero vector for each text of a list (or for one text): an embedding that costs nothing."""
+
+    def __init__(self) -> None:
+        self.zero = np.zeros(DIMENSION, dtype=np.float32)
+
+    def __call__(self, texts: Any) -> Any:
+        if isinstance(texts, str):
+            return self.zero.copy()
+        return [self.zero.copy() for _ in texts]
+
+
+def runners() -> Dict[str, Callable[[List[str]], List[Any]]]:
+    options = {'num_cpus': 1}
+
+    def datacollection(passages: List[str]) -> List[Any]:
+        return datacollection_vectors(passages, WORKERS, options, PASSAGES_PER_CALL,
+                                      lambda chain: chain.w8_overhead.zero_vectors())
+
+    def towhee_alone(passages: List[str]) -> List[Any]:
+        return rows_pipe_vectors(ZeroVectors(), passages, 0)
+
+    def rows_ray_op(passages: List[str]) -> List[Any]:
+        embed = ray_op(ZeroVectors, num_worker=WORKERS, **options, max_batch_size=PIPE_MAX_BATCH_SIZE,
+                       batch_wait_timeout_s=BATCH_WAIT_TIMEOUT_S)
+        try:
+            return rows_pipe_vectors(embed, passages, WORKERS * BATCHES_IN_FLIGHT_PER_ACTOR * PIPE_MAX_BATCH_SIZE)
+        finally:
+            embed.close()
+
+    def windows_ray_op(passages: List[str]) -> List[Any]:
+        embed = ray_op(ZeroVectors, num_worker=WORKERS, **options)
+        try:
+            return window_pipe_vectors(embed, passages, PASSAGES_PER_CALL, WORKERS * LISTS_PER_ACTOR)
+        finally:
+            embed.close()
+
+    return dict(zip(FORMS, (datacollection, towhee_alone, rows_ray_op, windows_ray_op)))
+
+
+def contender(run: Callable[[List[str]], List[Any]], passages: List[str], n: int) -> Callable[[], Dict[str, float]]:
+    def one_round() -> Dict[str, float]:
+        times = []
+        for size in (n, 2 * n):
+            start = time.perf_counter()
+            vectors = run(passages[:size])
+            times.append(time.perf_counter() - start)
+            if len(vectors) != size or vectors[0].shape != (DIMENSION,):
+                raise RuntimeError(f'w8_overhead: {size} passages gave {len(vectors)} vectors')
+        return {'seconds_n': times[0], 'seconds_2n': times[1]}
+    return one_round
+
+
+def summarize(results: Dict[str, List[Dict[str, float]]], n: int) -> List[Dict[str, Any]]:
+    rows = []
+    for name, runs in results.items():
+        rates = [marginal(r, n) for r in runs]
+        with_start = [2 * n / r['seconds_2n'] for r in runs]
+        rows.append({'case': name, 'passages_n': n, 'passages_2n': 2 * n,
+                     'marginal_passages_per_s': median_or_none(rates), 'marginal_passages_per_s_rounds': rates,
+                     'with_start_passages_per_s': statistics.median(with_start),
+                     'with_start_passages_per_s_rounds': with_start})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--quick', action='store_true', help=f'N = {QUICK_N}, 1 round: a smoke test')
+    parser.add_argument('--repeat', type=int, help=f'rounds (default {DEFAULT_ROUNDS}, 1 with --quick)')
+    parser.add_argument('--json', type=Path, help='where to write the results')
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    load = LoadWatch()
+    towhee_ray.connect()
+    n = QUICK_N if args.quick else N
+    rounds = args.repeat or (1 if args.quick else DEFAULT_ROUNDS)
+    corpus = gpu_corpus()
+    passages = (corpus * (-(-2 * n // len(corpus))))[:2 * n]
+    results = interleaved({name: contender(run, passages, n) for name, run in runners().items()}, rounds)
+    rows = summarize(results, n)
+    load.stop()
+    report = {'workload': "W8's forms with an operator that costs nothing",
+              'mode': 'smoke' if args.quick else 'full',
+              'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+              'commit': commit(), 'machine': load.as_dict(), 'n': n, 'rounds': rounds, 'workers': WORKERS,
+              'passages_per_call': PASSAGES_PER_CALL, 'max_batch_size': PIPE_MAX_BATCH_SIZE, 'rows': rows}
+    print(f"W8's forms with an operator that costs nothing: N={n} and 2N={2 * n} passages, {rounds} "
+          f'interleaved round(s), {WORKERS} actors, commit {report["commit"]}')
+    print(f'{"case":<48} {"marginal p/s":>26} {"with start p/s":>26}')
+    for row in rows:
+        known = [value for value in row['marginal_passages_per_s_rounds'] if value is not None]
+        print(f"{row['case']:<48} {format_spread(known, 0) if known else 'n/a':>26} "
+              f"{format_spread(row['with_start_passages_per_s_rounds'], 0):>26}")
+    print(load.summary())
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == '__main__':
+    main()
