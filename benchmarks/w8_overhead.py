@@ -17,7 +17,7 @@ figure is that form's ceiling on this machine. Contenders, interleaved in rounds
 
 Marginal passages/s as in W8: N over the time the 2N run took more than the N run.
 
-    python benchmarks/w8_overhead.py                 # N = 16,384, 3 rounds
+    python benchmarks/w8_overhead.py                 # N = 131,072 (per-row pipes: 16,384), 3 rounds
     python benchmarks/w8_overhead.py --quick         # N = 256, 1 round: a smoke test
     python benchmarks/w8_overhead.py --json /tmp/w8_overhead.json
 """
@@ -49,7 +49,10 @@ from towhee_ray import ray_op   # noqa: E402
 DIMENSION = 384
 # Actors of the Ray forms: one per core of the 2-vCPU VM these figures come from.
 WORKERS = 2
-N = 16_384
+# Passages (N, then 2N) of the forms that carry tens of thousands a second, and of the
+# per-row forms, which carry thousands: each run long enough (seconds) for a stable margin.
+N = 131_072
+ROW_N = 16_384
 QUICK_N = 256
 FORMS = ('DataCollection, Ray actors', 'Towhee pipe, one row a call, no Ray',
          'Towhee pipe, one row a call, ray_op batching', 'Towhee pipe of lists, window + ray_op')
@@ -96,6 +99,11 @@ def runners() -> Dict[str, Callable[[List[str]], List[Any]]]:
     return dict(zip(FORMS, (datacollection, towhee_alone, rows_ray_op, windows_ray_op)))
 
 
+def sizes(quick: bool) -> Dict[str, int]:
+    """N of each form."""
+    return {name: QUICK_N if quick else ROW_N if 'one row a call' in name else N for name in FORMS}
+
+
 def contender(run: Callable[[List[str]], List[Any]], passages: List[str], n: int) -> Callable[[], Dict[str, float]]:
     def one_round() -> Dict[str, float]:
         times = []
@@ -109,9 +117,10 @@ def contender(run: Callable[[List[str]], List[Any]], passages: List[str], n: int
     return one_round
 
 
-def summarize(results: Dict[str, List[Dict[str, float]]], n: int) -> List[Dict[str, Any]]:
+def summarize(results: Dict[str, List[Dict[str, float]]], ns: Dict[str, int]) -> List[Dict[str, Any]]:
     rows = []
     for name, runs in results.items():
+        n = ns[name]
         rates = [marginal(r, n) for r in runs]
         with_start = [2 * n / r['seconds_2n'] for r in runs]
         rows.append({'case': name, 'passages_n': n, 'passages_2n': 2 * n,
@@ -130,24 +139,25 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     load = LoadWatch()
     towhee_ray.connect()
-    n = QUICK_N if args.quick else N
+    ns = sizes(args.quick)
     rounds = args.repeat or (1 if args.quick else DEFAULT_ROUNDS)
     corpus = gpu_corpus()
-    passages = (corpus * (-(-2 * n // len(corpus))))[:2 * n]
-    results = interleaved({name: contender(run, passages, n) for name, run in runners().items()}, rounds)
-    rows = summarize(results, n)
+    most = 2 * max(ns.values())
+    passages = (corpus * (-(-most // len(corpus))))[:most]   # the corpus again, as often as needed
+    results = interleaved({name: contender(run, passages, ns[name]) for name, run in runners().items()}, rounds)
+    rows = summarize(results, ns)
     load.stop()
     report = {'workload': "W8's forms with an operator that costs nothing",
               'mode': 'smoke' if args.quick else 'full',
               'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-              'commit': commit(), 'machine': load.as_dict(), 'n': n, 'rounds': rounds, 'workers': WORKERS,
+              'commit': commit(), 'machine': load.as_dict(), 'n': ns, 'rounds': rounds, 'workers': WORKERS,
               'passages_per_call': PASSAGES_PER_CALL, 'max_batch_size': PIPE_MAX_BATCH_SIZE, 'rows': rows}
-    print(f"W8's forms with an operator that costs nothing: N={n} and 2N={2 * n} passages, {rounds} "
-          f'interleaved round(s), {WORKERS} actors, commit {report["commit"]}')
-    print(f'{"case":<48} {"marginal p/s":>26} {"with start p/s":>26}')
+    print(f"W8's forms with an operator that costs nothing: N and 2N passages, {rounds} interleaved round(s), "
+          f'{WORKERS} actors, commit {report["commit"]}')
+    print(f'{"case":<48} {"N":>8} {"marginal p/s":>26} {"with start p/s":>26}')
     for row in rows:
         known = [value for value in row['marginal_passages_per_s_rounds'] if value is not None]
-        print(f"{row['case']:<48} {format_spread(known, 0) if known else 'n/a':>26} "
+        print(f"{row['case']:<48} {row['passages_n']:>8,} {format_spread(known, 0) if known else 'n/a':>26} "
               f"{format_spread(row['with_start_passages_per_s_rounds'], 0):>26}")
     print(load.summary())
     if args.json:

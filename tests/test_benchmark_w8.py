@@ -41,7 +41,7 @@ def test_w8_overhead_smoke_reports_every_form_with_its_rate(tmp_path, python_pro
     run = python_process(str(ROOT / 'benchmarks' / 'w8_overhead.py'), '--quick', '--json', str(results))
     assert run.returncode == 0, run.stderr[-4000:]
     report = json.loads(results.read_text())
-    assert report['mode'] == 'smoke' and report['n'] == 256 and report['rounds'] == 1
+    assert report['mode'] == 'smoke' and set(report['n'].values()) == {256} and report['rounds'] == 1
     assert report['commit'] and 'load_average_before' in report['machine'] and report['date']
     assert [row['case'] for row in report['rows']] == [
         'DataCollection, Ray actors', 'Towhee pipe, one row a call, no Ray',
