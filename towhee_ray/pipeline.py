@@ -48,6 +48,11 @@ has in flight at once; that is what to raise:
   >>> [row[0] for row in p(['a', 'bb', 'ccc', 'dddd']).to_list()]   # a list per window
   [[1, 2, 3], [4]]
   >>> lengths.close()
+
+  That is also the form for bulk work: Towhee's own runtime (one graph per row of
+  ``p.batch``) limits a per-row pipe to about 2,500 rows/s on the 2-vCPU VM even with no Ray,
+  while a pipe of lists (``window(1024)``, ``p.batch`` over two lists per actor) carries about
+  32,000 (``benchmarks/w8_overhead.py``; docs/pipelines.md shows it).
 """
 from __future__ import annotations
 
