@@ -1,6 +1,7 @@
 """Batches across calls: ``ray_op(op, max_batch_size=...)`` gathers concurrent calls into one
 operator call on a list, on a real local Ray, with real operators."""
 import functools
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -152,3 +153,30 @@ def test_a_towhee_pipe_with_batched_minilm_gives_the_vectors_of_the_operator_in_
     stat, = embed.stats()
     assert stat['rows'] == len(PASSAGES) and max(stat['batch_sizes']) > 1
     embed.close()
+
+
+def test_a_leader_interrupted_while_it_gathers_hands_the_gathering_on():
+    # The caller that gathers a batch waits for rows; a Ctrl-C there (this is the main
+    # thread) must not leave the calls behind it waiting for a leader that is gone.
+    tagged = ray_op(functools.partial(pool_ops.Tagged, seconds=0), num_worker=1, max_batch_size=10,
+                    batch_wait_timeout_s=1.0)
+    tagged(0)   # the actor is up
+    behind = []
+    later = threading.Timer(0.1, lambda: behind.append(tagged(2)))
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        later.start()
+        signal.setitimer(signal.ITIMER_REAL, 0.4)
+        with pytest.raises(KeyboardInterrupt):
+            tagged(1)   # leads, waits up to 1 s for 9 more rows
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    later.join(timeout=30)
+    assert [x for x, _, _ in behind] == [2]   # it led its own batch once the leader was gone
+    stat, = tagged.stats()
+    assert stat['rows'] == 2   # 0, then 2 alone: the interrupted row never went
+    tagged.close()
