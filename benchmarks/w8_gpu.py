@@ -30,6 +30,9 @@ vectors against the float32 reference (sentence-transformers where installed, el
 operator, on the same device), over all rounds: the largest absolute difference of a
 component and the smallest cosine.
 
+The JSON is written after every round (``rounds_done``), so a run cut short (a GPU
+machine's time limit) keeps the rounds it finished.
+
 On a machine without CUDA it runs a smoke version (as ``--quick`` does): 48 and 96
 passages, CPU actors, 1 round; its figures say nothing about a GPU.
 
@@ -421,8 +424,6 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     load = LoadWatch()
-
-    import torch
     plan = Plan(args.quick, args.actors_per_gpu)
     smoke = not plan.on_gpu
     rounds = args.repeat or (1 if smoke else DEFAULT_ROUNDS)
@@ -470,37 +471,52 @@ def main() -> None:
             sizes[name] = size
     # the same forms in both dtypes next to each other: A32 A16 B32 B16 ..., every round
     order = sorted(contenders, key=lambda name: [name.startswith(form) for form in FORMS].index(True))
-    results = interleaved({name: contenders[name] for name in order}, rounds)
-    rows = summarize(results, sizes)
-    for row in rows:   # the short names the targets use
-        row['form'] = next(form for form in FORMS if row['case'].startswith(form))
-        row['dtype'] = row['case'].rsplit('[', 1)[1].rstrip(']')
+    path = args.json or Path(__file__).with_name('results-w8-smoke.json' if smoke else 'results-w8.json')
+    setting = {'mode': 'smoke' if smoke else 'full', 'device': plan.device, 'actors': actors,
+               'passages_per_call': plan.passages_per_call, 'corpus_passages': len(passages), 'n': n,
+               'rounds': rounds, 'ray_op_batching': plan.batching,
+               'reference': ('sentence-transformers' if have_st else 'the operator') + f' float32 on {plan.device}',
+               'notes': notes}
+    results: Dict[str, List[Dict[str, Any]]] = {name: [] for name in order}
+    for done in range(1, rounds + 1):   # the JSON after every round: a run cut short keeps its rounds
+        for name, runs in interleaved({name: contenders[name] for name in order}, 1).items():
+            results[name] += runs
+        if done < rounds:
+            say(f'W8: round {done} of {rounds} done; its figures so far are in {path}')
+            path.write_text(json.dumps(w8_report(results, sizes, setting, plan, load, done), indent=2))
     load.stop()
-    import ray
-    report = {
-        'workload': 'W8 a GPU kept full: all-MiniLM-L6-v2', 'mode': 'smoke' if smoke else 'full',
-        'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-        'commit': commit(),
-        'machine': {'cpu_count': os.cpu_count(), 'python': platform.python_version(),
-                    'torch': torch.__version__, 'torch_cuda': torch.version.cuda, 'ray': ray.__version__,
-                    'gpus': gpu_names(), 'ray_cluster_gpus': plan.gpus, **load.as_dict()},
-        'ran_on': machine(),   # what report.py record keeps: this run may come from another machine
-        'device': plan.device, 'actors': actors, 'passages_per_call': plan.passages_per_call,
-        'corpus_passages': len(passages), 'n': n, 'rounds': rounds, 'ray_op_batching': plan.batching,
-        'reference': ('sentence-transformers' if have_st else 'the operator') + f' float32 on {plan.device}',
-        'notes': notes, 'rows': rows,
-        'targets': ratios([{**row, 'case': f"{row['form']} [{row['dtype']}]"} for row in rows], plan),
-    }
+    report = w8_report(results, sizes, setting, plan, load, rounds)
     print(f'W8 a GPU kept full: N={n} and 2N={2 * n} passages of {len(passages):,}, {plan.device}, '
           f'{rounds} interleaved round(s), commit {report["commit"]}')
     for note in notes:
         print(f'note: {note}')
     print('marginal: N / (time of 2N - time of N), actor start left out; with start: 2N / time of 2N; '
           'medians of the rounds (min-max)')
-    print(table(rows))
+    print(table(report['rows']))
     print(load.summary())
-    path = args.json or Path(__file__).with_name('results-w8-smoke.json' if smoke else 'results-w8.json')
     path.write_text(json.dumps(report, indent=2))
+
+
+def w8_report(results: Dict[str, List[Dict[str, Any]]], sizes: Dict[str, int], setting: Dict[str, Any],
+              plan: Plan, load: LoadWatch, rounds_done: int) -> Dict[str, Any]:
+    """W8's JSON from the rounds run so far (``rounds_done`` of ``setting['rounds']``)."""
+    import ray
+    import torch
+    rows = summarize(results, sizes)
+    for row in rows:   # the short names the targets use
+        row['form'] = next(form for form in FORMS if row['case'].startswith(form))
+        row['dtype'] = row['case'].rsplit('[', 1)[1].rstrip(']')
+    return {
+        'workload': 'W8 a GPU kept full: all-MiniLM-L6-v2',
+        'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+        'commit': commit(),
+        'machine': {'cpu_count': os.cpu_count(), 'python': platform.python_version(),
+                    'torch': torch.__version__, 'torch_cuda': torch.version.cuda, 'ray': ray.__version__,
+                    'gpus': gpu_names(), 'ray_cluster_gpus': plan.gpus, **load.as_dict()},
+        'ran_on': machine(),   # what report.py record keeps: this run may come from another machine
+        **setting, 'rounds_done': rounds_done, 'rows': rows,
+        'targets': ratios([{**row, 'case': f"{row['form']} [{row['dtype']}]"} for row in rows], plan),
+    }
 
 
 if __name__ == '__main__':
