@@ -152,19 +152,15 @@ def build(args: argparse.Namespace) -> None:
         write_parts(archive, args.part_mib << 20, pinned, KIT)
 
 
-def git(*args: str) -> str:
-    return subprocess.run(['git', *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-
 def write_parts(archive: Path, part_bytes: int, pinned: Dict[str, str], kit: Path) -> None:
     """Cut ``archive`` into ``kit/1``, ``kit/2``, ..., each with the manifest that ties them."""
     shutil.rmtree(kit, ignore_errors=True)
     size = archive.stat().st_size
     count = -(-size // part_bytes)
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-    commit = git('rev-parse', '--short', 'HEAD') or 'unknown'
-    if git('status', '--porcelain', '--untracked-files=no'):
-        commit += '+changes'
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from report import commit as checkout_commit   # the standard library only, as here
+    commit = checkout_commit()
     manifest = {'archive': SITE_ARCHIVE, 'bytes': size, 'sha256': digest, 'parts': count,
                 'commit': commit, 'packages': pinned}
     with archive.open('rb') as source:

@@ -64,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np   # noqa: E402
 
 from rounds import DEFAULT_ROUNDS, LoadWatch, format_spread, interleaved   # noqa: E402
-from report import machine   # noqa: E402
+from report import commit, machine   # noqa: E402
 from w5_model import corpus   # noqa: E402  (imports towhee_ray before towhee)
 
 import towhee_ray   # noqa: E402,I100
@@ -159,18 +159,6 @@ class GpuUtilization:
     @property
     def mean(self) -> Optional[float]:
         return round(statistics.fmean(self.samples), 1) if self.samples else None
-
-
-def commit() -> str:
-    """This checkout's commit, with '+changes' when its tracked files differ from it."""
-    try:
-        head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return 'unknown (not a git checkout)'
-    return f'{head}+changes' if dirty else head
 
 
 def gpu_names() -> List[str]:

@@ -38,9 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np   # noqa: E402
 import towhee   # noqa: E402
 
+from report import commit   # noqa: E402
 from rounds import DEFAULT_ROUNDS, LoadWatch, format_spread, interleaved   # noqa: E402
 from w8_gpu import (PASSAGES_PER_CALL, PIPE_MAX_BATCH_SIZE, BATCH_WAIT_TIMEOUT_S, BATCHES_IN_FLIGHT_PER_ACTOR,   # noqa: E402,I100
-                    LISTS_PER_ACTOR, commit, datacollection_vectors, gpu_corpus, marginal, median_or_none,
+                    LISTS_PER_ACTOR, datacollection_vectors, gpu_corpus, marginal, median_or_none,
                     rows_pipe_vectors, window_pipe_vectors)
 
 import towhee_ray   # noqa: E402,I100

@@ -82,8 +82,8 @@ def _kill_session(session: int) -> None:
 
 #: How many times a subprocess whose Ray did not start within Ray's own fixed waits is run:
 #: towhee_ray's own starts already try again (``cluster.LOCAL_START_TRIES``); this covers
-#: scripts that call ``ray.init`` themselves (the benchmarks' Ray Data contenders). A whole
-#: suite once failed so with a load average of 42 on 2 cores, and passed on the next start.
+#: scripts that start Ray otherwise (``ray.cluster_utils.Cluster``: the multi-node tests). A
+#: whole suite once failed so with a load average of 42 on 2 cores, and passed on the next start.
 RAY_START_ATTEMPTS = 3
 
 
