@@ -199,7 +199,8 @@ class MiniLM:
     1-CPU Ray worker must not spread over every core); on a GPU a whole call at once with
     ``tokenizers``' ``encode_batch``, parallel in Rust over the worker's CPUs (the CPUs Ray
     gave it when it asked for some, else every core of the node; ``RAYON_NUM_THREADS`` set in
-    its environment wins), so the GPU's own actors tokenize and the driver does not.
+    its environment wins; ``encode_batch_fast`` where tokenizers has it, which skips the
+    character offsets), so the GPU's own actors tokenize and the driver does not.
 
     >>> embed = MiniLM()
     >>> vector = embed('A sentence about exceptions.')
@@ -247,6 +248,10 @@ class MiniLM:
         self._tokenizer.enable_truncation(max_length=self.max_length)
         self._tokenizer.no_padding()
         self._tokenize_in_parallel = on_gpu
+        # encode_batch_fast (tokenizers >= 0.21) leaves out the character offsets, which only
+        # ids are read from here: on the 2-vCPU VM 1,024 help-topic passages tokenized at
+        # 15,555 texts/s, against 12,567 with encode_batch (the same ids)
+        self._encode_batch = getattr(self._tokenizer, 'encode_batch_fast', self._tokenizer.encode_batch)
         if on_gpu:
             _bound_tokenizer_threads()
         self._pad_id = self.bert.pad_token_id
@@ -257,7 +262,7 @@ class MiniLM:
         """Token ids per text as the model sees them (special tokens included, truncated
         to the model's 256 tokens)."""
         if self._tokenize_in_parallel:
-            return [encoding.ids for encoding in self._tokenizer.encode_batch(list(texts))]
+            return [encoding.ids for encoding in self._encode_batch(list(texts))]
         # one at a time: encode_batch spreads over every core, which a 1-CPU worker must not
         return [self._tokenizer.encode(text).ids for text in texts]
 
