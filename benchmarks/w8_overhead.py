@@ -12,8 +12,10 @@ figure is that form's ceiling on this machine. Contenders, interleaved in rounds
   Towhee's own ceiling for this form, whatever backend runs the operator;
 * the same pipe with the operator in ``ray_op(..., max_batch_size=256)`` actors, rows enough
   in flight for full batches (W8's pipe form);
-* a Towhee pipe of lists: ``flat_map``, ``window(1024)`` calling the ``ray_op``, ``flat_map``
-  (W8's window form).
+* a Towhee pipe of lists, rows within each list: ``flat_map``, ``window(1024)`` calling the
+  ``ray_op``, ``flat_map``;
+* a Towhee pipe of lists, a list a row: ``map`` gives the ``ray_op`` each list of 1,024 in
+  one call (W8's pipe of lists).
 
 Marginal passages/s as in W8: N over the time the 2N run took more than the N run.
 
@@ -41,8 +43,8 @@ import towhee   # noqa: E402
 from report import commit   # noqa: E402
 from rounds import DEFAULT_ROUNDS, LoadWatch, format_spread, interleaved   # noqa: E402
 from w8_gpu import (PASSAGES_PER_CALL, PIPE_MAX_BATCH_SIZE, BATCH_WAIT_TIMEOUT_S, BATCHES_IN_FLIGHT_PER_ACTOR,   # noqa: E402,I100
-                    LISTS_PER_ACTOR, datacollection_vectors, gpu_corpus, marginal, median_or_none,
-                    rows_pipe_vectors, window_pipe_vectors)
+                    LISTS_PER_ACTOR, datacollection_vectors, gpu_corpus, lists_pipe_vectors, marginal,
+                    median_or_none, rows_pipe_vectors, window_pipe_vectors)
 
 import towhee_ray   # noqa: E402,I100
 from towhee_ray import ray_op   # noqa: E402
@@ -56,7 +58,8 @@ N = 131_072
 ROW_N = 16_384
 QUICK_N = 256
 FORMS = ('DataCollection, Ray actors', 'Towhee pipe, one row a call, no Ray',
-         'Towhee pipe, one row a call, ray_op batching', 'Towhee pipe of lists, window + ray_op')
+         'Towhee pipe, one row a call, ray_op batching', 'Towhee pipe of lists, window + ray_op',
+         'Towhee pipe of lists, map + ray_op')
 
 
 @towhee.register(name='w8_overhead/zero_vectors')
@@ -97,7 +100,14 @@ def runners() -> Dict[str, Callable[[List[str]], List[Any]]]:
         finally:
             embed.close()
 
-    return dict(zip(FORMS, (datacollection, towhee_alone, rows_ray_op, windows_ray_op)))
+    def lists_ray_op(passages: List[str]) -> List[Any]:
+        embed = ray_op(ZeroVectors, num_worker=WORKERS, **options)
+        try:
+            return lists_pipe_vectors(embed, passages, PASSAGES_PER_CALL, WORKERS * LISTS_PER_ACTOR)
+        finally:
+            embed.close()
+
+    return dict(zip(FORMS, (datacollection, towhee_alone, rows_ray_op, windows_ray_op, lists_ray_op)))
 
 
 def sizes(quick: bool) -> Dict[str, int]:

@@ -22,7 +22,7 @@ def test_w8_smoke_reports_every_form_in_both_dtypes_with_their_deviations_after_
     forms = [(row['form'], row['dtype']) for row in report['rows']]
     assert forms == [(form, dtype) for form in ('sentence-transformers, one process', 'operator, one process',
                                                 'DataCollection, Ray actors', 'Towhee pipe, ray_op',
-                                                'Towhee pipe of lists, window + ray_op')
+                                                'Towhee pipe of lists, ray_op')
                      for dtype in ('float32', 'bfloat16')]
     for row in report['rows']:
         assert row['case'] in run.stdout
@@ -46,7 +46,8 @@ def test_w8_overhead_smoke_reports_every_form_with_its_rate(tmp_path, python_pro
     assert report['commit'] and 'load_average_before' in report['machine'] and report['date']
     assert [row['case'] for row in report['rows']] == [
         'DataCollection, Ray actors', 'Towhee pipe, one row a call, no Ray',
-        'Towhee pipe, one row a call, ray_op batching', 'Towhee pipe of lists, window + ray_op']
+        'Towhee pipe, one row a call, ray_op batching', 'Towhee pipe of lists, window + ray_op',
+        'Towhee pipe of lists, map + ray_op']
     for row in report['rows']:
         assert row['case'] in run.stdout and row['passages_2n'] == 512
         assert row['with_start_passages_per_s'] > 0 and len(row['marginal_passages_per_s_rounds']) == 1
