@@ -49,10 +49,22 @@ has in flight at once; that is what to raise:
   [[1, 2, 3], [4]]
   >>> lengths.close()
 
-  That is also the form for bulk work: Towhee's own runtime (one graph per row of
-  ``p.batch``) limits a per-row pipe to about 2,500 rows/s on the 2-vCPU VM even with no Ray,
-  while a pipe of lists (``window(1024)``, ``p.batch`` over two lists per actor) carries about
-  32,000 (``benchmarks/w8_overhead.py``; docs/pipelines.md shows it).
+**Bulk work: a pipe of lists.** Towhee's own runtime (one graph per row of ``p.batch``)
+limits a per-row pipe to about 3,000 rows/s on the 2-vCPU VM even with no Ray. Make each
+pipeline call a list of texts instead, whose ``map`` node gives the whole list to the
+``ray_op`` in one call (an operator that takes lists), with ``p.batch`` over two lists per
+actor: with an operator that costs nothing that carries about 89,000 passages/s there, 0.7x
+a DataCollection ``ray`` step; the ``window`` form above, rows within each list, about
+34,000 (``benchmarks/w8_overhead.py``; docs/pipelines.md shows both).
+
+  >>> def make_lengths():   # takes a list of texts
+  ...     return lambda texts: [len(text) for text in texts]
+  >>> lengths = ray_op(make_lengths, num_worker=2)
+  >>> p = pipe.input('texts').map('texts', 'lengths', lengths).output('lengths')
+  >>> wide = RuntimePipeline(p.dag_repr, max_workers=3 * 4 + 4)   # 3 nodes x 4 lists in flight
+  >>> [queue.get()[0] for queue in wide.batch([['a', 'bb'], ['ccc'], ['dddd', 'e']])]
+  [[1, 2], [3], [4, 1]]
+  >>> lengths.close()
 """
 from __future__ import annotations
 
@@ -338,7 +350,9 @@ def ray_op(op: Any, num_worker: int = 2, *, num_cpus: Optional[float] = None,
 
     A batch is only as large as the number of calls made at once; how a pipe makes many,
     see this module's docstring (``p.batch`` on a pipeline with threads enough, or a
-    ``window`` step, which needs no ``max_batch_size``).
+    ``window`` step, which needs no ``max_batch_size``). For bulk work, a pipe whose calls
+    are lists, each given to the operator whole, needs no batching across calls and goes
+    much faster (the module's docstring says how much).
     """
     from towhee_ray.backends.ray.resources import check_step_options, gpu_share, step_remote_args
     from towhee_ray.backends.ray.shipping import Payload
