@@ -1,4 +1,5 @@
 """Bad input is refused before any work starts, with a message naming what is wrong."""
+import re
 import threading
 
 import pytest
@@ -130,3 +131,84 @@ def test_a_hub_operator_never_runs_pip_install(tmp_path, monkeypatch):
     (folder / '__init__.py').write_text('def needs_things():\n    return lambda x: -x\n')
     monkeypatch.setenv('TOWHEE_RAY_HUB', str(tmp_path))
     assert DataCollection([1, 2]).set_parallel(2, 'ray').acme.needs_things().to_list() == [-1, -2]
+
+
+# -- workers waiting for resources that other work holds --------------------------------
+
+def _hold_then_free_on_warning(holder, caplog, found):
+    """Close ``holder`` once the warning is logged (at most 60 s): the waiting work then runs."""
+    def close():
+        if eventually(lambda: 'for Ray to place them' in caplog.text, 60):
+            found.set()
+        holder.close()
+    thread = threading.Thread(target=close, daemon=True)
+    thread.start()
+    return thread
+
+
+def _holder(amount):
+    from towhee_ray import ray_op
+    holder = ray_op(lambda: abs, num_worker=2, resources={TEST_RESOURCE: amount})
+    assert holder(-1) == 1 and len(holder.stats()) == 2   # both actors placed: they hold it all
+    return holder
+
+
+@pytest.mark.timeout(180)
+def test_tasks_waiting_for_resources_a_ray_op_holds_are_reported_then_run_once_free(monkeypatch, caplog):
+    # Ray waits for held resources without a word: the step seemed to hang
+    monkeypatch.setattr('towhee_ray.backends.ray.resources.HELD_WARNING_SECONDS', 1.0)
+    holder, found = _holder(2), threading.Event()
+    closer = _hold_then_free_on_warning(holder, caplog, found)
+    out = DataCollection.range(6).pmap(abs, num_worker=2, backend='ray', resources={TEST_RESOURCE: 1}).to_list()
+    closer.join()
+    assert out == list(range(6)) and found.is_set()   # warned, then ran once the holder was closed
+    assert re.search(rf'map\(abs\): [12] of its workers ha(s|ve) waited 1 s for Ray to place them: each asks '
+                     rf'for \{{CPU: 1, {TEST_RESOURCE}: 1\}}, and the cluster has CPU [\d.]+ of {SESSION_CPUS}, '
+                     rf'{TEST_RESOURCE} 0 of 4 free\. Held by actors: towhee_ray ray_op\(<lambda>\) '
+                     rf'\(2, {TEST_RESOURCE} 2 each\)\. It goes on waiting until they are free: close what holds '
+                     rf'them \(RayOp\.close\(\)', caplog.text), caplog.text
+
+
+@pytest.mark.timeout(180)
+def test_a_ray_op_whose_actors_wait_for_held_resources_is_reported_then_answers(monkeypatch, caplog):
+    from towhee_ray import ray_op
+    monkeypatch.setattr('towhee_ray.backends.ray.resources.HELD_WARNING_SECONDS', 1.0)
+    holder, found = _holder(2), threading.Event()
+    waiting = ray_op(lambda: str, num_worker=1, resources={TEST_RESOURCE: 1})
+    closer = _hold_then_free_on_warning(holder, caplog, found)
+    try:
+        assert waiting(5) == '5'
+    finally:
+        waiting.close()
+    closer.join()
+    assert found.is_set()
+    assert (f'ray_op(<lambda>): 1 of its workers has waited 1 s for Ray to place them: each asks for '
+            f'{{{TEST_RESOURCE}: 1}}, and the cluster has {TEST_RESOURCE} 0 of 4 free. Held by actors: '
+            f'towhee_ray ray_op(<lambda>) (2, {TEST_RESOURCE} 2 each).') in caplog.text
+
+
+def _slow_to_build():
+    import time
+    time.sleep(3)
+    return abs
+
+
+def _slow(x):
+    import time
+    time.sleep(2.5)
+    return x
+
+
+@pytest.mark.timeout(180)
+def test_workers_that_are_only_slow_to_start_or_busy_with_their_own_step_are_not_reported(monkeypatch, caplog):
+    from towhee_ray import ray_op
+    monkeypatch.setattr('towhee_ray.backends.ray.resources.HELD_WARNING_SECONDS', 1.0)
+    slow = ray_op(_slow_to_build, num_worker=2, resources={TEST_RESOURCE: 2})   # placed, building for 3 s
+    try:
+        assert slow(-2) == 2
+    finally:
+        slow.close()
+    # the step's own running tasks hold every unit its queued tasks wait for
+    out = DataCollection.range(6).pmap(_slow, num_worker=2, backend='ray', resources={TEST_RESOURCE: 2}).to_list()
+    assert out == list(range(6))
+    assert 'for Ray to place them' not in caplog.text

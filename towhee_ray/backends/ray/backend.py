@@ -40,8 +40,9 @@ from towhee_ray.backends.ray.cancel import cancel_later, interruptible
 from towhee_ray.backends.ray.faults import WORKER_DIED, died_error, fetch, ray_calls, running_when_died
 from towhee_ray.backends.ray.heap import keep_freed_heap
 from towhee_ray.backends.ray.pool import ACTOR_REMOTE_ARGS, RESENT, ActorPool, PoolCall
-from towhee_ray.backends.ray.resources import (DEFAULT_MAX_RETRIES, check_step_options, concurrent_capacity,
-                                               gpu_share, step_remote_args, wait_until_placeable)
+from towhee_ray.backends.ray.resources import (DEFAULT_MAX_RETRIES, PlacementWatch, check_step_options,
+                                               concurrent_capacity, gpu_share, step_remote_args, unplaced_tasks,
+                                               wait_until_placeable)
 from towhee_ray.backends.ray.shipping import Payload
 from towhee_ray.guard import LoadFailure, load_error
 
@@ -84,6 +85,9 @@ class _RayWorkers(ChunkWorkers):
     again, or raises."""
 
     step: str
+    # tasks: whether they wait for resources that other work holds (an actor pool watches
+    # its own actors)
+    _watch: Optional[PlacementWatch] = None
 
     @abc.abstractmethod
     def _settle(self, chunk: Any) -> None:
@@ -96,6 +100,10 @@ class _RayWorkers(ChunkWorkers):
                 ready, _ = ray.wait(list(by_ref), num_returns=1, timeout=WAIT_POLL_SECONDS)
                 if not ready and not ray.is_initialized():
                     raise RuntimeError('Ray is not initialized')
+            if self._watch is not None and ready:
+                self._watch.progress()
+            elif self._watch is not None:
+                self._watch.waiting()
             for ref in ready:
                 self._settle(by_ref[ref])
             done = [handle for handle in handles if handle.outcome is not None]
@@ -142,6 +150,7 @@ class _TaskWorkers(_RayWorkers):
         self._in_flight: Dict[ray.ObjectRef, _Chunk] = {}
         self._submitted = 0   # elements so far: chunks are submitted in input order
         self._sends = itertools.count()
+        self._watch = PlacementWatch(step, remote_args, lambda: unplaced_tasks(names.task_name(step), num_worker))
 
     def start(self) -> None:
         cluster.connect()

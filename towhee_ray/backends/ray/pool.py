@@ -24,6 +24,9 @@ they send: a step sends chunks of elements (``process``), ``ray_op`` one call
   import) or build it (its ``__init__`` raised) lives on and answers every call with that
   :class:`~towhee_ray.guard.LoadFailure`; the pool raises it at once, naming the step,
   and raises it again for any later call without asking Ray;
+* one watch on placement: actors that wait long for resources other work holds (a
+  ``ray_op`` that took every CPU or the GPU) are reported, naming what holds them
+  (resources.py's :class:`~towhee_ray.backends.ray.resources.PlacementWatch`);
 * one name (names.py): ``operator image/decode`` or ``ray_op(image/decode)`` in every
   error, ``towhee_ray <that name> #1`` for its actors in Ray's dashboard.
 """
@@ -249,6 +252,8 @@ class ActorPool:
         self._lock = threading.Lock()
         # Ray's actor names are unique: this process and pool, after the name users see
         self._suffix = f'[{os.getpid()}.{next(_pool_numbers)}]'
+        self._watch = resources.PlacementWatch(step, self.remote_args,
+                                               lambda: resources.unplaced_actors(f' {self._suffix}'))
 
     # -- starting and sending ------------------------------------------------------------
 
@@ -269,6 +274,7 @@ class ActorPool:
         slots = _Slots(self.num_worker)
         slots.actors = [self._new_actor(slot, 0) for slot in range(self.num_worker)]
         self._slots = slots
+        self._watch.arm()   # warns if they wait long for resources that other work holds
 
     def _new_actor(self, slot: int, generation: int) -> Any:
         name = names.actor_name(self.step, slot, generation)
@@ -338,6 +344,7 @@ class ActorPool:
             # (stats() shows them) even when every call left was sent to the others
             slots.generations[call.slot] += 1
             slots.actors[call.slot] = self._new_actor(call.slot, slots.generations[call.slot])
+            self._watch.arm()
         if call.deaths and call.rows > 1:
             raise BatchDied(f'{self.step}: the actor running {call.what} died') from error
         if out_of_tries(call, self.max_retries):
@@ -397,6 +404,7 @@ class ActorPool:
     def close(self) -> None:
         """Kill every actor (not when Ray is gone: a late close must not start Ray again);
         calls still waiting raise, and later ones too."""
+        self._watch.disarm()
         with self._lock:
             slots, self._slots = self._slots, None
             self._closed = True

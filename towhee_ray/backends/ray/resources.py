@@ -4,14 +4,20 @@ The named options of ``set_parallel``/``pmap``/``mmap``/``ray_op`` (``num_cpus``
 ``resources``, ``memory``, ``max_retries``) become the ``.options()`` of the step's tasks or
 actors; ``ray_remote_args`` is applied last, for everything else Ray has. A step asking for
 more than any node of the cluster has would wait forever in Ray; :func:`wait_until_placeable`
-turns that into an error naming the step and what it asked for.
+turns that into an error naming the step and what it asked for. A step whose workers the
+cluster could hold, but whose resources other work holds now (a ``ray_op``'s actors that
+took every CPU or the GPU, a step of another chain), also waits in Ray without a word, and
+seems to hang: :class:`PlacementWatch` warns after :data:`HELD_WARNING_SECONDS`, naming what
+holds them (the step goes on waiting: they may be let go).
 """
 from __future__ import annotations
 
 import logging
 import numbers
+import re
+import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from towhee_ray.checks import positive_int
 
@@ -215,3 +221,155 @@ def wait_until_placeable(what: str, remote_args: Dict[str, Any], count: int, all
                 f'workers (num_worker=), or add nodes that have these resources.')
         logger.info('%s waits for nodes that can hold it: %s', what, problem)
         time.sleep(PLACEMENT_POLL_SECONDS)
+
+
+# -- workers waiting for resources that other work holds ------------------------------
+
+# How long a step's workers may wait unplaced, for resources that other work holds, before a
+# warning says so (Ray waits without a word). Longer than a busy machine takes to start a
+# worker process, so that the check (Ray's state API, ~15-30 ms) runs only for a real wait.
+HELD_WARNING_SECONDS = 20.0
+
+
+class _State:
+    """Ray's state API on this session's cluster: without an address, that API looks for
+    this machine's "current cluster", which may be another one."""
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        import functools
+
+        import ray
+        from ray.util import state
+        return functools.partial(getattr(state, name), address=ray.get_runtime_context().gcs_address)
+
+
+def _state() -> _State:
+    return _State()
+
+
+def unplaced_actors(name_suffix: str) -> int:
+    """How many live actors whose name ends with ``name_suffix`` (one pool's) Ray has not
+    placed yet: waiting for resources, not merely starting. An actor building its operator
+    is pending creation too, but it has its process (``pid``); one that waits has none
+    (Ray's state API)."""
+    actors = _state().list_actors(filters=[('state', '=', 'PENDING_CREATION')], detail=True)
+    return sum(1 for actor in actors if (actor.name or '').endswith(name_suffix) and not actor.pid)
+
+
+def unplaced_tasks(task_name: str, num_worker: int) -> int:
+    """How many of this job's tasks named ``task_name`` (one step's) wait for a node while
+    the step runs fewer than ``num_worker`` (its own running tasks hold what the others wait
+    for: that is no wait for other work), by Ray's state API."""
+    import ray
+    job = ray.get_runtime_context().get_job_id()
+
+    def count(state: str) -> int:
+        return len(_state().list_tasks(filters=[('name', '=', task_name), ('state', '=', state),
+                                                ('job_id', '=', job)]))
+    pending = count('PENDING_NODE_ASSIGNMENT')
+    return min(pending, max(0, num_worker - count('RUNNING'))) if pending else 0
+
+
+def _holders(short: List[str]) -> Dict[str, Tuple[int, Dict[str, float]]]:
+    """The live actors that hold any of the ``short`` resources, by name (an actor pool's
+    number and suffix left out): how many, and what each holds."""
+    holders: Dict[str, Tuple[int, Dict[str, float]]] = {}
+    for actor in _state().list_actors(filters=[('state', '=', 'ALIVE')], detail=True):
+        held = {name: amount for name, amount in (actor.required_resources or {}).items() if name in short}
+        if held:
+            name = re.sub(r' #\d+( \(replacement \d+\))? \[[\d.]+\]$', '', actor.name or actor.class_name)
+            count, _ = holders.get(name, (0, held))
+            holders[name] = (count + 1, held)
+    return holders
+
+
+def held_message(what: str, asked: Dict[str, float], waiting: int, seconds: float,
+                 free: Dict[str, float], total: Dict[str, float],
+                 holders: Dict[str, Tuple[int, Dict[str, float]]]) -> str:
+    """The warning for ``waiting`` workers of ``what``, each asking ``asked``, that Ray has
+    not placed for ``seconds``, with the cluster's ``free`` and ``total`` resources and the
+    actors that hold them.
+
+    >>> print(held_message('map(f)', {'CPU': 1}, 2, 20, {'CPU': 0}, {'CPU': 2},
+    ...                    {'towhee_ray ray_op(embed)': (2, {'CPU': 1.0})}))  # doctest: +NORMALIZE_WHITESPACE
+    map(f): 2 of its workers have waited 20 s for Ray to place them: each asks for {CPU: 1}, and the
+    cluster has CPU 0 of 2 free. Held by actors: towhee_ray ray_op(embed) (2, CPU 1 each). It goes
+    on waiting until they are free: close what holds them (RayOp.close(); a step's actors go when its
+    stream ends), ask for less (num_cpus=, num_gpus=, actors_per_gpu=), or add nodes.
+    """
+    def amounts(values: Dict[str, float]) -> str:
+        return ', '.join(_amount(name, amount) for name, amount in values.items())
+
+    each = ', '.join(_amount(name, amount).replace(' ', ': ', 1) for name, amount in asked.items())
+    have = ', '.join(f'{_amount(name, free.get(name, 0))} of {total.get(name, 0):g}' if name != 'memory'
+                     else f'{_amount(name, free.get(name, 0))} of {total.get(name, 0) / 2**30:.1f} GiB'
+                     for name in asked)
+    held = '; '.join(f'{name} ({count}, {amounts(each_holds)} each)' for name, (count, each_holds) in holders.items())
+    return (f'{what}: {waiting} of its workers {"has" if waiting == 1 else "have"} waited {seconds:g} s for '
+            f'Ray to place them: each asks '
+            f'for {{{each}}}, and the cluster has {have} free. '
+            + (f'Held by actors: {held}. ' if held else 'Tasks or actors of other work hold them (ray list actors). ')
+            + 'It goes on waiting until they are free: close what holds them (RayOp.close(); a step\'s actors go '
+              'when its stream ends), ask for less (num_cpus=, num_gpus=, actors_per_gpu=), or add nodes.')
+
+
+class PlacementWatch:
+    """Warns, once, when workers of ``what`` (each asking ``remote_args``) have waited
+    :data:`HELD_WARNING_SECONDS` for resources that other work holds. ``unplaced()`` counts
+    the workers Ray has not placed yet (:func:`unplaced_tasks`, :func:`unplaced_actors`).
+
+    A step's driver loop calls :meth:`waiting` while nothing comes back and
+    :meth:`progress` when something does; an actor pool calls :meth:`arm` when it starts
+    actors, which looks once after the delay in a timer thread."""
+
+    def __init__(self, what: str, remote_args: Dict[str, Any], unplaced: Callable[[], int]) -> None:
+        self.what = what
+        self._asked = requested_resources(remote_args)
+        self._unplaced = unplaced
+        self._since: Optional[float] = None
+        self._warned = False
+        self._timer: Optional[threading.Timer] = None
+
+    def progress(self) -> None:
+        self._since = None
+
+    def waiting(self) -> None:
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+        elif not self._warned and now - self._since >= HELD_WARNING_SECONDS:
+            self._since = now   # looked now: the next look, if still waiting, after as long again
+            self.check()
+
+    def arm(self) -> None:
+        if self._warned or not self._asked:
+            return
+        self.disarm()
+        self._timer = threading.Timer(HELD_WARNING_SECONDS, self.check)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def check(self) -> bool:
+        """Warn now if workers are still unplaced and what they ask is not free; whether it warned."""
+        import ray
+        if self._warned or not self._asked or not ray.is_initialized():
+            return False
+        try:
+            waiting = self._unplaced()
+            free = ray.available_resources()
+            if not waiting or _fits(free, self._asked) >= 1:
+                return False
+            short = [name for name, amount in self._asked.items() if free.get(name, 0) + 1e-9 < amount]
+            message = held_message(self.what, self._asked, waiting, HELD_WARNING_SECONDS, free,
+                                   ray.cluster_resources(), _holders(short))
+        except Exception:   # the state API needs Ray's dashboard: without it, no warning
+            logger.debug('could not ask Ray what holds the resources %s waits for', self.what, exc_info=True)
+            return False
+        self._warned = True
+        logger.warning(message)
+        return True
