@@ -70,7 +70,7 @@ from report import commit, machine   # noqa: E402
 from w5_model import corpus   # noqa: E402  (imports towhee_ray before towhee)
 
 import towhee_ray   # noqa: E402,I100
-from towhee_ray import DataCollection, ray_op, resolve_operator   # noqa: E402
+from towhee_ray import DataCollection, ray_op, resolve_operator, wide   # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 # The issue's corpus: the help topics' passages, 16 times (20,432 passages with Python 3.11.7).
@@ -104,12 +104,9 @@ QUICK_PASSAGES = 48
 QUICK_PASSAGES_PER_CALL = 16   # and the smoke's max_batch_size
 QUICK_WORKERS = 2
 # The pipe forms of lists (lists_pipe_vectors, window_pipe_vectors): lists in flight per
-# actor, so that one runs while the next one is sent or gathered; and their pipelines' nodes
-# (input, map, output; input, flat_map, window, flat_map, output), a thread each per list in
-# flight.
+# actor, so that one runs while the next one is sent or gathered (towhee_ray.wide gives the
+# pipeline threads for them).
 LISTS_PER_ACTOR = 2
-LISTS_PIPE_NODES = 3
-WINDOW_PIPE_NODES = 5
 DTYPES = ('float32', 'bfloat16')
 FORMS = ('sentence-transformers, one process', 'operator, one process', 'DataCollection, Ray actors',
          'Towhee pipe, ray_op', 'Towhee pipe of lists, ray_op')
@@ -246,15 +243,13 @@ def datacollection_runner(plan: Plan, dtype: str) -> Callable[[List[str]], np.nd
 
 def rows_pipe_vectors(embed: Any, passages: List[str], rows_in_flight: int) -> List[Any]:
     """The per-row pipe form: one pipeline call a passage (``p.batch``), ``embed`` (a
-    ``ray_op``, or any callable) in its ``map`` node; ``rows_in_flight`` rows at once, with
-    two of the pipeline's threads each (towhee_ray/pipeline.py says why); 0: Towhee's own
-    thread pool."""
+    ``ray_op``, or any callable) in its ``map`` node; ``rows_in_flight`` rows at once (the
+    pipeline's threads from ``towhee_ray.wide``); 0: Towhee's own thread pool."""
     from towhee import pipe
-    from towhee.runtime.runtime_pipeline import RuntimePipeline
 
     p = pipe.input('text').map('text', 'vector', embed).output('vector')
     if rows_in_flight:
-        p = RuntimePipeline(p.dag_repr, max_workers=2 * min(len(passages), rows_in_flight) + 4)
+        p = wide(p, in_flight=min(len(passages), rows_in_flight))
     return [queue.get()[0] for queue in p.batch(passages)]
 
 
@@ -268,10 +263,8 @@ def lists_pipe_vectors(embed: Any, passages: List[str], per_call: int, lists: in
     its ``map`` node gives ``embed`` (an operator that takes lists) the whole list in one call,
     which returns the list of their vectors; ``lists`` pipeline calls at once (``p.batch``)."""
     from towhee import pipe
-    from towhee.runtime.runtime_pipeline import RuntimePipeline
 
-    p = pipe.input('texts').map('texts', 'vectors', embed).output('vectors')
-    p = RuntimePipeline(p.dag_repr, max_workers=LISTS_PIPE_NODES * lists + 4)
+    p = wide(pipe.input('texts').map('texts', 'vectors', embed).output('vectors'), in_flight=lists)
     return [vector for queue in p.batch(in_lists(passages, per_call)) for vector in queue.get()[0]]
 
 
@@ -282,14 +275,13 @@ def window_pipe_vectors(embed: Any, passages: List[str], window: int, lists: int
     one call at a time within a pipeline call, so the passages go as ``lists`` lists through
     ``p.batch``, that many calls at once."""
     from towhee import pipe
-    from towhee.runtime.runtime_pipeline import RuntimePipeline
 
     p = (pipe.input('texts').flat_map('texts', 'text', lambda texts: texts)
          .window('text', 'vectors', window, window, embed)
          .flat_map('vectors', 'vector', lambda vectors: vectors)
          .output('vector'))
     parts = in_lists(passages, -(-len(passages) // lists))
-    p = RuntimePipeline(p.dag_repr, max_workers=WINDOW_PIPE_NODES * len(parts) + 4)
+    p = wide(p, in_flight=len(parts))
     return [row[0] for queue in p.batch(parts) for row in queue.to_list()]
 
 

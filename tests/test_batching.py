@@ -11,7 +11,7 @@ import pytest
 from towhee import ops, pipe
 
 from tests import pool_ops
-from towhee_ray import WorkerError, ray_op
+from towhee_ray import WorkerError, ray_op, wide
 
 pytestmark = pytest.mark.usefixtures('ray_cluster')
 
@@ -81,16 +81,39 @@ def test_a_full_batch_does_not_wait_for_the_timeout():
 
 
 def test_stats_show_batch_sizes_above_one_under_concurrent_load_from_a_pipe():
-    from towhee.runtime.runtime_pipeline import RuntimePipeline
     tagged = ray_op(functools.partial(pool_ops.Tagged, seconds=0.02), num_worker=2, max_batch_size=32)
-    p = pipe.input('x').map('x', 'tagged', tagged).output('tagged')
-    wide = RuntimePipeline(p.dag_repr, max_workers=2 * 32 + 4)   # why: towhee_ray/pipeline.py
-    rows = [queue.get()[0] for queue in wide.batch(list(range(200)))]
+    p = wide(pipe.input('x').map('x', 'tagged', tagged).output('tagged'))
+    rows = [queue.get()[0] for queue in p.batch(list(range(200)))]
     assert [x for x, _, _ in rows] == list(range(200))
     stats = tagged.stats()
     assert sum(stat['rows'] for stat in stats) == 200
     assert max(size for stat in stats for size in stat['batch_sizes']) > 1
     tagged.close()
+
+
+def _threads(pipeline):
+    return pipeline._thread_pool._max_workers   # Towhee's executor: how many calls can be in flight
+
+
+def test_wide_gives_a_pipe_threads_enough_to_keep_its_busiest_ray_op_full():
+    rows = ray_op(pool_ops.Tagged, num_worker=2, max_batch_size=32)   # 2 batches an actor: 128 rows
+    lists = ray_op(pool_ops.Tagged, num_worker=3)                      # 2 calls an actor: 6
+    assert (rows.calls_to_fill, lists.calls_to_fill) == (128, 6)
+    p = pipe.input('x').map('x', 'y', rows).map('y', 'z', lists).output('z')
+    assert _threads(wide(p)) == 3 * 128 + 4       # 4 nodes: each but the input holds a thread per call
+    assert _threads(wide(p, in_flight=10)) == 3 * 10 + 4
+    rows.close()
+    lists.close()
+
+
+def test_wide_refuses_what_it_cannot_size():
+    with pytest.raises(TypeError, match='wide takes a Towhee pipeline'):
+        wide(lambda x: x)
+    with pytest.raises(ValueError, match='this pipeline has no ray_op to keep busy; say how many calls it runs '
+                                         'at once with in_flight='):
+        wide(pipe.input('x').map('x', 'y', abs).output('y'))
+    with pytest.raises(ValueError, match='in_flight'):
+        wide(pipe.input('x').output('x'), in_flight=0)
 
 
 def test_rows_with_several_arguments_and_keywords_batch_as_one_list_each():

@@ -15,14 +15,14 @@ from towhee_ray.factories import (dc, from_df, glob, range,  # noqa: F401 (range
 from towhee_ray.guard import Empty
 from towhee_ray.hub import use_local_hub
 from towhee_ray.operators import OperatorNotFoundError, OperatorSpec, resolve_operator
-from towhee_ray.pipeline import RayOp, ray_op
+from towhee_ray.pipeline import RayOp, ray_op, wide
 
 __version__ = '0.1.0'
 
 __all__ = [
     'DataCollection', 'Empty', 'Backend', 'OperatorFactory', 'OperatorSpec', 'OperatorNotFoundError',
     'ENTRY_POINT_GROUP', 'available_backends', 'get_backend', 'resolve_operator', 'connect',
-    'init', 'ClusterInfo', 'WorkerError', 'RayOp', 'ray_op', 'use_local_hub',
+    'init', 'ClusterInfo', 'WorkerError', 'RayOp', 'ray_op', 'wide', 'use_local_hub',
     'Entity', 'dc', 'glob', 'read_csv', 'read_json', 'from_df', 'read_parquet',
     # not 'range': a star import would shadow the builtin
 ]

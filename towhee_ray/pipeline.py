@@ -18,17 +18,15 @@ has in flight at once; that is what to raise:
   many rows are in flight (16 with 32 threads). On the 2-vCPU VM, with an operator taking
   20 ms per batch and ``max_batch_size=256``, ``p.batch`` made batches of 1 and 2 rows
   (72 rows/s); the same pipeline with 520 threads made batches of 56-80 (1,345 rows/s).
-  For batches of ``N``, give the pipeline two threads per row with Towhee's own
-  ``RuntimePipeline``, built from the pipeline's graph:
+  :func:`wide` builds the pipeline again with threads enough to keep its ``ray_op`` busy
+  (two batches per actor):
 
   >>> from towhee import pipe
-  >>> from towhee.runtime.runtime_pipeline import RuntimePipeline
   >>> def make_count():   # an operator taking a list of texts: each text and its batch's size
   ...     return lambda texts: [(text, len(texts)) for text in texts]
   >>> count = ray_op(make_count, num_worker=1, max_batch_size=64, batch_wait_timeout_s=0.2)
-  >>> p = pipe.input('text').map('text', 'counted', count).output('counted')
-  >>> wide = RuntimePipeline(p.dag_repr, max_workers=2 * 64 + 4)
-  >>> rows = [queue.get()[0] for queue in wide.batch([f'row {n}' for n in range(64)])]
+  >>> p = wide(pipe.input('text').map('text', 'counted', count).output('counted'))
+  >>> rows = [queue.get()[0] for queue in p.batch([f'row {n}' for n in range(64)])]
   >>> rows[0][0], max(size for _, size in rows) > 8   # a batch larger than 3 or 16 rows
   ('row 0', True)
   >>> count.close()
@@ -53,16 +51,15 @@ has in flight at once; that is what to raise:
 limits a per-row pipe to about 3,000 rows/s on the 2-vCPU VM even with no Ray. Make each
 pipeline call a list of texts instead, whose ``map`` node gives the whole list to the
 ``ray_op`` in one call (an operator that takes lists), with ``p.batch`` over two lists per
-actor: with an operator that costs nothing that carries about 89,000 passages/s there, 0.7x
-a DataCollection ``ray`` step; the ``window`` form above, rows within each list, about
-34,000 (``benchmarks/w8_overhead.py``; docs/pipelines.md shows both).
+actor (what :func:`wide` gives it): with an operator that costs nothing that carries about
+89,000 passages/s there, 0.7x a DataCollection ``ray`` step; the ``window`` form above, rows
+within each list, about 34,000 (``benchmarks/w8_overhead.py``; docs/pipelines.md shows both).
 
   >>> def make_lengths():   # takes a list of texts
   ...     return lambda texts: [len(text) for text in texts]
   >>> lengths = ray_op(make_lengths, num_worker=2)
-  >>> p = pipe.input('texts').map('texts', 'lengths', lengths).output('lengths')
-  >>> wide = RuntimePipeline(p.dag_repr, max_workers=3 * 4 + 4)   # 3 nodes x 4 lists in flight
-  >>> [queue.get()[0] for queue in wide.batch([['a', 'bb'], ['ccc'], ['dddd', 'e']])]
+  >>> p = wide(pipe.input('texts').map('texts', 'lengths', lengths).output('lengths'))   # 2 lists an actor
+  >>> [queue.get()[0] for queue in p.batch([['a', 'bb'], ['ccc'], ['dddd', 'e']])]
   [[1, 2], [3], [4, 1]]
   >>> lengths.close()
 """
@@ -77,6 +74,7 @@ import weakref
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from towhee_ray.backends.options import check_num_worker
+from towhee_ray.checks import positive_int
 from towhee_ray.backends.ray.batching import DEFAULT_BATCH_WAIT_TIMEOUT_S, check_batching, describe_call
 from towhee_ray.backends.ray.names import ray_op_step
 from towhee_ray.backends.ray.resources import DEFAULT_MAX_RETRIES
@@ -250,6 +248,21 @@ class RayOp:
             return self._batcher(args, kws)
         return self._pool.call('call', (args, kws), functools.partial(describe_call, args))
 
+    @property
+    def calls_to_fill(self) -> int:
+        """How many calls at once keep every actor busy: one running and one queued per
+        actor (:data:`~towhee_ray.backends.ray.batching.BATCHES_IN_FLIGHT_PER_ACTOR`), each a
+        batch of ``max_batch_size`` calls where it batches across calls. :func:`wide` gives a
+        pipeline threads enough for that many.
+
+        >>> ray_op(lambda: abs, num_worker=2).calls_to_fill
+        4
+        >>> ray_op(lambda: abs, num_worker=2, max_batch_size=64).calls_to_fill
+        256
+        """
+        from towhee_ray.backends.ray.batching import BATCHES_IN_FLIGHT_PER_ACTOR
+        return self._settings.num_worker * BATCHES_IN_FLIGHT_PER_ACTOR * (self._settings.max_batch_size or 1)
+
     def stats(self) -> List[Dict[str, Any]]:
         """One dict per actor: ``pid``, ``instance`` (the operator's id), ``calls`` (how
         often it called the operator) and, with ``max_batch_size``, ``rows`` (rows served)
@@ -370,6 +383,43 @@ def ray_op(op: Any, num_worker: int = 2, *, num_cpus: Optional[float] = None,
     # Pickled now, so that an operator that cannot travel is refused by this call.
     payload = Payload(recipe, settings.step, advice=_PAYLOAD_ADVICE)
     return RayOp(settings, _Served(settings, payload))
+
+
+def wide(pipeline: Any, in_flight: Optional[int] = None) -> Any:
+    """The Towhee pipeline ``pipeline`` built again on the same graph, with threads enough
+    for ``in_flight`` of its calls at once under ``p.batch(...)``; by default, as many as
+    keep every :func:`ray_op` in it busy (:attr:`RayOp.calls_to_fill`, the largest of them).
+
+    Towhee runs a pipeline's nodes in a thread pool of ``min(32, CPUs + 4)`` threads, and a
+    call in flight holds a thread for each of its nodes but the input, so ``p.batch`` keeps
+    only a few calls in flight: too few to fill a ``ray_op``'s batches across calls, or its
+    actors with lists. ``wide`` gives the pipeline ``(nodes - 1) x in_flight + 4`` threads
+    (they start only as calls need them); use it where you would use ``p``.
+
+    >>> from towhee import pipe
+    >>> double = ray_op(lambda: (lambda numbers: [2 * n for n in numbers]), num_worker=2)
+    >>> p = wide(pipe.input('numbers').map('numbers', 'doubled', double).output('doubled'))
+    >>> [queue.get()[0] for queue in p.batch([[1, 2], [3], [4, 5, 6]])]   # 4 lists at once
+    [[2, 4], [6], [8, 10, 12]]
+    >>> double.close()
+    >>> wide(pipe.input('x').output('x'))
+    Traceback (most recent call last):
+    ...
+    ValueError: wide: this pipeline has no ray_op to keep busy; say how many calls it runs at once with in_flight=
+    """
+    if not is_towhee_pipeline(pipeline):
+        raise TypeError(f'wide takes a Towhee pipeline (what towhee.pipe...output(...) returns), '
+                        f'got {type(pipeline).__name__}')
+    nodes = pipeline.dag_repr.nodes.values()
+    if in_flight is None:
+        fills = [node.op_info.operator.calls_to_fill for node in nodes if isinstance(node.op_info.operator, RayOp)]
+        if not fills:
+            raise ValueError('wide: this pipeline has no ray_op to keep busy; say how many calls it runs '
+                             'at once with in_flight=')
+        in_flight = max(fills)
+    in_flight = positive_int(in_flight, 'in_flight', 'how many calls of the pipeline run at once')
+    from towhee.runtime.runtime_pipeline import RuntimePipeline
+    return RuntimePipeline(pipeline.dag_repr, max_workers=(len(nodes) - 1) * in_flight + 4)
 
 
 # -- a whole pipeline per worker ---------------------------------------------------------
