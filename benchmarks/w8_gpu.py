@@ -291,13 +291,10 @@ def pipe_runner(plan: Plan, dtype: str) -> Callable[[List[str]], np.ndarray]:
     def run(passages: List[str]) -> np.ndarray:
         batching = ({'max_batch_size': plan.max_batch_size, 'batch_wait_timeout_s': BATCH_WAIT_TIMEOUT_S}
                     if plan.batching else {})
-        embed = ray_op(ops.sentence_embedding.minilm(dtype=dtype), num_worker=plan.workers,
-                       **plan.actor_options, **batching)
-        try:
-            rows = plan.workers * BATCHES_IN_FLIGHT_PER_ACTOR * plan.max_batch_size if plan.batching else 0
+        rows = plan.workers * BATCHES_IN_FLIGHT_PER_ACTOR * plan.max_batch_size if plan.batching else 0
+        with ray_op(ops.sentence_embedding.minilm(dtype=dtype), num_worker=plan.workers, **plan.actor_options,
+                    **batching) as embed:
             return np.stack(rows_pipe_vectors(embed, passages, rows))
-        finally:
-            embed.close()
     return run
 
 
@@ -305,12 +302,10 @@ def lists_pipe_runner(plan: Plan, dtype: str) -> Callable[[List[str]], np.ndarra
     from towhee import ops
 
     def run(passages: List[str]) -> np.ndarray:
-        embed = ray_op(ops.sentence_embedding.minilm(dtype=dtype), num_worker=plan.workers, **plan.actor_options)
-        try:
+        with ray_op(ops.sentence_embedding.minilm(dtype=dtype), num_worker=plan.workers,
+                    **plan.actor_options) as embed:
             return np.stack(lists_pipe_vectors(embed, passages, plan.passages_per_call,
                                                plan.workers * LISTS_PER_ACTOR))
-        finally:
-            embed.close()
     return run
 
 

@@ -85,27 +85,20 @@ def runners() -> Dict[str, Callable[[List[str]], List[Any]]]:
     def towhee_alone(passages: List[str]) -> List[Any]:
         return rows_pipe_vectors(ZeroVectors(), passages, 0)
 
-    def rows_ray_op(passages: List[str]) -> List[Any]:
-        embed = ray_op(ZeroVectors, num_worker=WORKERS, **options, max_batch_size=PIPE_MAX_BATCH_SIZE,
-                       batch_wait_timeout_s=BATCH_WAIT_TIMEOUT_S)
-        try:
-            return rows_pipe_vectors(embed, passages, WORKERS * BATCHES_IN_FLIGHT_PER_ACTOR * PIPE_MAX_BATCH_SIZE)
-        finally:
-            embed.close()
+    def on_ray_op(form: Callable[[Any, List[str]], List[Any]], **batching: Any) -> Callable[[List[str]], List[Any]]:
+        def run(passages: List[str]) -> List[Any]:   # the form on a ray_op of its own, closed after
+            with ray_op(ZeroVectors, num_worker=WORKERS, **options, **batching) as embed:
+                return form(embed, passages)
+        return run
 
-    def windows_ray_op(passages: List[str]) -> List[Any]:
-        embed = ray_op(ZeroVectors, num_worker=WORKERS, **options)
-        try:
-            return window_pipe_vectors(embed, passages, PASSAGES_PER_CALL, WORKERS * LISTS_PER_ACTOR)
-        finally:
-            embed.close()
-
-    def lists_ray_op(passages: List[str]) -> List[Any]:
-        embed = ray_op(ZeroVectors, num_worker=WORKERS, **options)
-        try:
-            return lists_pipe_vectors(embed, passages, PASSAGES_PER_CALL, WORKERS * LISTS_PER_ACTOR)
-        finally:
-            embed.close()
+    rows_ray_op = on_ray_op(
+        lambda embed, passages: rows_pipe_vectors(embed, passages,
+                                                  WORKERS * BATCHES_IN_FLIGHT_PER_ACTOR * PIPE_MAX_BATCH_SIZE),
+        max_batch_size=PIPE_MAX_BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_TIMEOUT_S)
+    windows_ray_op = on_ray_op(lambda embed, passages: window_pipe_vectors(
+        embed, passages, PASSAGES_PER_CALL, WORKERS * LISTS_PER_ACTOR))
+    lists_ray_op = on_ray_op(lambda embed, passages: lists_pipe_vectors(
+        embed, passages, PASSAGES_PER_CALL, WORKERS * LISTS_PER_ACTOR))
 
     return dict(zip(FORMS, (datacollection, towhee_alone, rows_ray_op, windows_ray_op, lists_ray_op)))
 
