@@ -164,6 +164,23 @@ def test_pipeline_per_actor_builds_the_pipeline_and_its_operators_exactly_num_wo
     assert init_count(second) - built_in_driver == num_worker
 
 
+def _waits(x):
+    import time
+    start = time.monotonic()
+    time.sleep(0.3)   # a node waiting on I/O: a download, a lookup
+    return os.getpid(), start, time.monotonic()
+
+
+def test_a_worker_runs_every_element_of_its_batch_at_once_through_nodes_that_wait():
+    # Towhee's default pool in a 2-CPU worker (CPUs + 4 threads, two held per element) ran
+    # about 2 of the 16 at a time: a pipeline that waits on I/O waited in turn
+    p = pipe.input('x').map('x', 'span', _waits).output('span')
+    spans = [rows[0][0] for rows in DataCollection.range(32).set_parallel(2, 'ray').map(p).to_list()]
+    most = max(sum(1 for other in spans if other[0] == pid and other[1] < end and start < other[2])
+               for pid, start, end in spans)
+    assert most >= 8, spans   # at once in one worker (16 a batch)
+
+
 def test_pipeline_gives_the_same_on_ray_threads_and_serially():
     @towhee.register(name='script_only/triple')
     class Triple:   # exists only here: a fresh worker's registry does not have it

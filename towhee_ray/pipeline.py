@@ -74,10 +74,10 @@ import weakref
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from towhee_ray.backends.options import check_num_worker
-from towhee_ray.checks import positive_int
 from towhee_ray.backends.ray.batching import DEFAULT_BATCH_WAIT_TIMEOUT_S, check_batching, describe_call
 from towhee_ray.backends.ray.names import ray_op_step
 from towhee_ray.backends.ray.resources import DEFAULT_MAX_RETRIES
+from towhee_ray.checks import positive_int
 from towhee_ray.guard import Empty, Failure, Guarded, step_error
 from towhee_ray.operators import OperatorSpec, spec_from_towhee_op
 from towhee_ray.quiet import quiet_towhee
@@ -419,7 +419,13 @@ def wide(pipeline: Any, in_flight: Optional[int] = None) -> Any:
         in_flight = max(fills)
     in_flight = positive_int(in_flight, 'in_flight', 'how many calls of the pipeline run at once')
     from towhee.runtime.runtime_pipeline import RuntimePipeline
-    return RuntimePipeline(pipeline.dag_repr, max_workers=(len(nodes) - 1) * in_flight + 4)
+    return RuntimePipeline(pipeline.dag_repr, max_workers=_threads(len(nodes), in_flight))
+
+
+def _threads(nodes: int, in_flight: int) -> int:
+    """Threads for ``in_flight`` calls at once of a pipeline of ``nodes`` nodes: each node
+    but the input holds one while its call is in flight, and 4 to spare (Towhee's own)."""
+    return (nodes - 1) * in_flight + 4
 
 
 # -- a whole pipeline per worker ---------------------------------------------------------
@@ -478,7 +484,9 @@ class PipelineSpec:
         if pipeline is None:
             from towhee.runtime.runtime_pipeline import RuntimePipeline
             register_in_worker(self._operators)
-            pipeline = RuntimePipeline(self._dag)
+            # threads for a whole batch of elements at once: Towhee's default pool, CPUs + 4,
+            # ran ~2 of 16 at a time (a node that waits on I/O made the worker wait too)
+            pipeline = RuntimePipeline(self._dag, max_workers=_threads(len(self._dag), PIPELINE_BATCH_SIZE))
             pipeline.preload()   # loads every operator now, once
             self._pipeline = pipeline
         return _PipelineRunner(pipeline, self.safe)

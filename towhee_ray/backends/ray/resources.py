@@ -231,20 +231,14 @@ def wait_until_placeable(what: str, remote_args: Dict[str, Any], count: int, all
 HELD_WARNING_SECONDS = 20.0
 
 
-class _State:
-    """Ray's state API on this session's cluster: without an address, that API looks for
-    this machine's "current cluster", which may be another one."""
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        import functools
-
-        import ray
-        from ray.util import state
-        return functools.partial(getattr(state, name), address=ray.get_runtime_context().gcs_address)
-
-
-def _state() -> _State:
-    return _State()
+def _listed(kind: str, **filters: Any) -> List[Any]:
+    """Ray's state API, ``list_<kind>`` (actors, tasks) with ``filters`` (name -> value), on
+    this session's cluster: without an address, that API looks for this machine's "current
+    cluster", which may be another one."""
+    import ray
+    from ray.util import state
+    return getattr(state, f'list_{kind}')(address=ray.get_runtime_context().gcs_address, detail=True,
+                                          filters=[(name, '=', value) for name, value in filters.items()])
 
 
 def unplaced_actors(name_suffix: str) -> int:
@@ -252,8 +246,8 @@ def unplaced_actors(name_suffix: str) -> int:
     placed yet: waiting for resources, not merely starting. An actor building its operator
     is pending creation too, but it has its process (``pid``); one that waits has none
     (Ray's state API)."""
-    actors = _state().list_actors(filters=[('state', '=', 'PENDING_CREATION')], detail=True)
-    return sum(1 for actor in actors if (actor.name or '').endswith(name_suffix) and not actor.pid)
+    return sum(1 for actor in _listed('actors', state='PENDING_CREATION')
+               if (actor.name or '').endswith(name_suffix) and not actor.pid)
 
 
 def unplaced_tasks(task_name: str, num_worker: int) -> int:
@@ -264,8 +258,7 @@ def unplaced_tasks(task_name: str, num_worker: int) -> int:
     job = ray.get_runtime_context().get_job_id()
 
     def count(state: str) -> int:
-        return len(_state().list_tasks(filters=[('name', '=', task_name), ('state', '=', state),
-                                                ('job_id', '=', job)]))
+        return len(_listed('tasks', name=task_name, state=state, job_id=job))
     pending = count('PENDING_NODE_ASSIGNMENT')
     return min(pending, max(0, num_worker - count('RUNNING'))) if pending else 0
 
@@ -274,7 +267,7 @@ def _holders(short: List[str]) -> Dict[str, Tuple[int, Dict[str, float]]]:
     """The live actors that hold any of the ``short`` resources, by name (an actor pool's
     number and suffix left out): how many, and what each holds."""
     holders: Dict[str, Tuple[int, Dict[str, float]]] = {}
-    for actor in _state().list_actors(filters=[('state', '=', 'ALIVE')], detail=True):
+    for actor in _listed('actors', state='ALIVE'):
         held = {name: amount for name, amount in (actor.required_resources or {}).items() if name in short}
         if held:
             name = re.sub(r' #\d+( \(replacement \d+\))? \[[\d.]+\]$', '', actor.name or actor.class_name)
@@ -305,12 +298,11 @@ def held_message(what: str, asked: Dict[str, float], waiting: int, seconds: floa
                      else f'{_amount(name, free.get(name, 0))} of {total.get(name, 0) / 2**30:.1f} GiB'
                      for name in asked)
     held = '; '.join(f'{name} ({count}, {amounts(each_holds)} each)' for name, (count, each_holds) in holders.items())
+    holding = f'Held by actors: {held}.' if held else 'Tasks or actors of other work hold them (ray list actors).'
     return (f'{what}: {waiting} of its workers {"has" if waiting == 1 else "have"} waited {seconds:g} s for '
-            f'Ray to place them: each asks '
-            f'for {{{each}}}, and the cluster has {have} free. '
-            + (f'Held by actors: {held}. ' if held else 'Tasks or actors of other work hold them (ray list actors). ')
-            + 'It goes on waiting until they are free: close what holds them (RayOp.close(); a step\'s actors go '
-              'when its stream ends), ask for less (num_cpus=, num_gpus=, actors_per_gpu=), or add nodes.')
+            f'Ray to place them: each asks for {{{each}}}, and the cluster has {have} free. {holding} It goes '
+            f"on waiting until they are free: close what holds them (RayOp.close(); a step's actors go when "
+            f'its stream ends), ask for less (num_cpus=, num_gpus=, actors_per_gpu=), or add nodes.')
 
 
 class PlacementWatch:
