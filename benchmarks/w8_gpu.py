@@ -71,6 +71,8 @@ from w5_model import corpus   # noqa: E402  (imports towhee_ray before towhee)
 
 import towhee_ray   # noqa: E402,I100
 from towhee_ray import DataCollection, ray_op, resolve_operator, wide   # noqa: E402
+# calls a ray_op keeps in flight per actor (one running, one queued): its lists, or its batches
+from towhee_ray.backends.ray.batching import BATCHES_IN_FLIGHT_PER_ACTOR   # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 # The issue's corpus: the help topics' passages, 16 times (20,432 passages with Python 3.11.7).
@@ -91,10 +93,6 @@ ST_BATCH = 128
 # 10,704 + 21,408 rows would take 3 minutes per dtype and round. Without batching across
 # calls the pipe form runs this many passages (and twice as many) instead of N and 2N.
 UNBATCHED_PIPE_PASSAGES = 1024
-# Batches ray_op keeps sent per actor (one running, one queued: backends/ray/batching.py): the
-# pipe keeps rows enough in flight to fill them, each row holding two of the pipeline's
-# threads (towhee_ray/pipeline.py says why).
-BATCHES_IN_FLIGHT_PER_ACTOR = 2
 # ray_op's batching: the wait for a batch to fill. Ray Serve's default (10 ms), chosen, not
 # measured: under load batches fill by themselves while the previous ones run.
 BATCH_WAIT_TIMEOUT_S = 0.01
@@ -103,10 +101,6 @@ BATCH_WAIT_TIMEOUT_S = 0.01
 QUICK_PASSAGES = 48
 QUICK_PASSAGES_PER_CALL = 16   # and the smoke's max_batch_size
 QUICK_WORKERS = 2
-# The pipe forms of lists (lists_pipe_vectors, window_pipe_vectors): lists in flight per
-# actor, so that one runs while the next one is sent or gathered (towhee_ray.wide gives the
-# pipeline threads for them).
-LISTS_PER_ACTOR = 2
 DTYPES = ('float32', 'bfloat16')
 FORMS = ('sentence-transformers, one process', 'operator, one process', 'DataCollection, Ray actors',
          'Towhee pipe, ray_op', 'Towhee pipe of lists, ray_op')
@@ -291,10 +285,9 @@ def pipe_runner(plan: Plan, dtype: str) -> Callable[[List[str]], np.ndarray]:
     def run(passages: List[str]) -> np.ndarray:
         batching = ({'max_batch_size': plan.max_batch_size, 'batch_wait_timeout_s': BATCH_WAIT_TIMEOUT_S}
                     if plan.batching else {})
-        rows = plan.workers * BATCHES_IN_FLIGHT_PER_ACTOR * plan.max_batch_size if plan.batching else 0
         with ray_op(ops.sentence_embedding.minilm(dtype=dtype), num_worker=plan.workers, **plan.actor_options,
-                    **batching) as embed:
-            return np.stack(rows_pipe_vectors(embed, passages, rows))
+                    **batching) as embed:   # rows enough in flight to fill its batches (calls_to_fill)
+            return np.stack(rows_pipe_vectors(embed, passages, embed.calls_to_fill if plan.batching else 0))
     return run
 
 
@@ -304,8 +297,7 @@ def lists_pipe_runner(plan: Plan, dtype: str) -> Callable[[List[str]], np.ndarra
     def run(passages: List[str]) -> np.ndarray:
         with ray_op(ops.sentence_embedding.minilm(dtype=dtype), num_worker=plan.workers,
                     **plan.actor_options) as embed:
-            return np.stack(lists_pipe_vectors(embed, passages, plan.passages_per_call,
-                                               plan.workers * LISTS_PER_ACTOR))
+            return np.stack(lists_pipe_vectors(embed, passages, plan.passages_per_call, embed.calls_to_fill))
     return run
 
 
@@ -459,7 +451,7 @@ def main() -> None:
             datacollection_runner(plan, dtype), n)
         runs[f'{FORMS[3]}, ray_op({actors}{", batching" if plan.batching else ""}) [{dtype}]'] = (
             pipe_runner(plan, dtype), pipe_n)
-        runs[f'{FORMS[4]}({actors}), lists of {plan.passages_per_call}, {LISTS_PER_ACTOR} an actor '
+        runs[f'{FORMS[4]}({actors}), lists of {plan.passages_per_call}, {BATCHES_IN_FLIGHT_PER_ACTOR} an actor '
              f'[{dtype}]'] = (lists_pipe_runner(plan, dtype), n)
         for name, (run, size) in runs.items():
             contenders[name] = contender(run, passages, size, reference)

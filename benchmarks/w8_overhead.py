@@ -42,9 +42,9 @@ import towhee   # noqa: E402
 
 from report import commit   # noqa: E402
 from rounds import DEFAULT_ROUNDS, LoadWatch, format_spread, interleaved   # noqa: E402
-from w8_gpu import (PASSAGES_PER_CALL, PIPE_MAX_BATCH_SIZE, BATCH_WAIT_TIMEOUT_S, BATCHES_IN_FLIGHT_PER_ACTOR,   # noqa: E402,I100
-                    LISTS_PER_ACTOR, datacollection_vectors, gpu_corpus, lists_pipe_vectors, marginal,
-                    median_or_none, rows_pipe_vectors, window_pipe_vectors)
+from w8_gpu import (PASSAGES_PER_CALL, PIPE_MAX_BATCH_SIZE, BATCH_WAIT_TIMEOUT_S, datacollection_vectors,   # noqa: E402,I100
+                    gpu_corpus, lists_pipe_vectors, marginal, median_or_none, rows_pipe_vectors,
+                    window_pipe_vectors)
 
 import towhee_ray   # noqa: E402,I100
 from towhee_ray import ray_op   # noqa: E402
@@ -91,14 +91,13 @@ def runners() -> Dict[str, Callable[[List[str]], List[Any]]]:
                 return form(embed, passages)
         return run
 
-    rows_ray_op = on_ray_op(
-        lambda embed, passages: rows_pipe_vectors(embed, passages,
-                                                  WORKERS * BATCHES_IN_FLIGHT_PER_ACTOR * PIPE_MAX_BATCH_SIZE),
-        max_batch_size=PIPE_MAX_BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_TIMEOUT_S)
+    # each ray_op form keeps as many calls in flight as fill its actors (calls_to_fill)
+    rows_ray_op = on_ray_op(lambda embed, passages: rows_pipe_vectors(embed, passages, embed.calls_to_fill),
+                            max_batch_size=PIPE_MAX_BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_TIMEOUT_S)
     windows_ray_op = on_ray_op(lambda embed, passages: window_pipe_vectors(
-        embed, passages, PASSAGES_PER_CALL, WORKERS * LISTS_PER_ACTOR))
+        embed, passages, PASSAGES_PER_CALL, embed.calls_to_fill))
     lists_ray_op = on_ray_op(lambda embed, passages: lists_pipe_vectors(
-        embed, passages, PASSAGES_PER_CALL, WORKERS * LISTS_PER_ACTOR))
+        embed, passages, PASSAGES_PER_CALL, embed.calls_to_fill))
 
     return dict(zip(FORMS, (datacollection, towhee_alone, rows_ray_op, windows_ray_op, lists_ray_op)))
 
