@@ -126,10 +126,13 @@ def _find(document: Any, key: str) -> Any:
 
 
 def number(value: Any) -> str:
-    """A figure as the tables show it: 3 significant digits at most, thousands separated.
+    """A figure as the tables show it: 3 significant digits at most, thousands separated;
+    a figure just below 1 (a cosine) with the digits that tell it from 1.
 
-    >>> [number(v) for v in (1277, 13897.4, 91.43, 2.4412, 0.554, 1.9e-07, 0.0, True, None)]
-    ['1,277', '13,897', '91.4', '2.44', '0.554', '1.9e-07', '0', 'yes', '—']
+    >>> [number(v) for v in (1277, 13897.4, 91.43, 2.4412, 0.554, 0.0016, 1.9e-07, 0.0, True, None)]
+    ['1,277', '13,897', '91.4', '2.44', '0.554', '1.6e-03', '1.9e-07', '0', 'yes', '—']
+    >>> [number(v) for v in (0.99997, 0.9991, 0.99999994, 1.0)]
+    ['0.99997', '0.999', '1.000', '1.00']
     """
     if value is None:
         return '—'
@@ -141,8 +144,11 @@ def number(value: Any) -> str:
         size = abs(value)
         if size == 0:
             return '0'
-        if size < 0.001:
+        if size < 0.01:
             return f'{value:.1e}'
+        if 0.999 <= size < 1:
+            digits = next((d for d in range(3, 7) if round(size, d) < 1), 3)
+            return f'{value:.{digits}f}'
         if size >= 100:
             return f'{value:,.0f}'
         digits = 1 if size >= 10 else 2 if size >= 1 else 3
