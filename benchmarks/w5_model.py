@@ -29,7 +29,7 @@ moment the last worker had its model loaded). Embeddings of every contender are 
 with the token-sorted single process's (float32): largest absolute difference, smallest
 cosine. "The best single process" is the fastest float32 one.
 
-    python benchmarks/w5_model.py            # all passages, 3 rounds (~12 minutes on 2 idle cores)
+    python benchmarks/w5_model.py            # all passages, 3 rounds (~8-12 minutes on 2 idle cores)
     python benchmarks/w5_model.py --quick    # 256 passages, 1 round: a smoke test
     python benchmarks/w5_model.py --repeat 5 --json /tmp/w5.json
 """
