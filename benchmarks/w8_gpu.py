@@ -67,7 +67,7 @@ import numpy as np   # noqa: E402
 
 from rounds import DEFAULT_ROUNDS, LoadWatch, format_spread, interleaved   # noqa: E402
 from report import commit, machine   # noqa: E402
-from w5_model import corpus   # noqa: E402  (imports towhee_ray before towhee)
+from w5_model import corpus, deviation   # noqa: E402  (imports towhee_ray before towhee)
 
 import towhee_ray   # noqa: E402,I100
 from towhee_ray import DataCollection, ray_op, resolve_operator, wide   # noqa: E402
@@ -299,13 +299,6 @@ def lists_pipe_runner(plan: Plan, dtype: str) -> Callable[[List[str]], np.ndarra
                     **plan.actor_options) as embed:
             return np.stack(lists_pipe_vectors(embed, passages, plan.passages_per_call, embed.calls_to_fill))
     return run
-
-
-def deviation(vectors: np.ndarray, reference: np.ndarray) -> Dict[str, float]:
-    """The largest absolute difference of a component, and the smallest cosine, of the rows."""
-    norms = np.linalg.norm(vectors, axis=1) * np.linalg.norm(reference, axis=1)
-    cosine = (vectors * reference).sum(axis=1) / norms
-    return {'max_abs_diff': float(np.abs(vectors - reference).max()), 'min_cosine': float(cosine.min())}
 
 
 def contender(run: Callable[[List[str]], np.ndarray], passages: List[str], n: int,
