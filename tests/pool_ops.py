@@ -37,6 +37,19 @@ class ExitOn:
         return x * 10
 
 
+class Slow:
+    """``x * 10`` after ``seconds``, logging ``x`` and its pid to ``log`` as it starts."""
+
+    def __init__(self, log: str, seconds: float) -> None:
+        self.log = log
+        self.seconds = seconds
+
+    def __call__(self, x):
+        _log(self.log, f'{x} {os.getpid()}')
+        time.sleep(self.seconds)
+        return x * 10
+
+
 class ExitOnce:
     """Where it runs and which instance it is; kills its own process the first time it sees
     ``value`` (``marker`` records that it did)."""

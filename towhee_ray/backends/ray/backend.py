@@ -95,7 +95,8 @@ class _RayWorkers(ChunkWorkers):
 
     def wait(self, handles: List[Hashable]) -> List[Hashable]:
         while True:
-            by_ref = {handle.ref: handle for handle in handles}
+            # a handle without a reference waits in the driver for an actor (pool.py)
+            by_ref = {handle.ref: handle for handle in handles if handle.ref is not None}
             with ray_calls(self.step):
                 ready, _ = ray.wait(list(by_ref), num_returns=1, timeout=WAIT_POLL_SECONDS)
                 if not ready and not ray.is_initialized():

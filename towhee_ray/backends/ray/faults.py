@@ -5,11 +5,15 @@ step's operators and ``ray_op``. A Ray worker runs the calls sent to it one at a
 the order sent; when its process dies, every call sent to it fails with one of
 :data:`WORKER_DIED`, but only the earliest of them was running (and may be the cause): the
 others only waited behind it. So only that one counts a death (:func:`running_when_died`).
+Even that one may have finished just before, its answer lost with the process; which call
+crashed the worker is certain only where it was the worker's one unfinished call
+(:func:`unfinished_on_worker`), which is why the actor pool runs a call alone before it
+fails it.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterable, Iterator, Optional, Protocol, TypeVar, Union
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Protocol, TypeVar, Union
 
 import ray
 from ray import exceptions as ray_errors
@@ -36,21 +40,30 @@ class SentCall(Protocol):
 Call = TypeVar('Call', bound=SentCall)
 
 
+def unfinished_on_worker(noticed: Call, in_flight: Iterable[Call]) -> List[Call]:
+    """The calls sent to ``noticed``'s worker (slot and generation) that had not finished
+    when it died, ``noticed`` among them, in the order sent. The first was running (or had
+    just finished, its answer lost with the worker); the others waited behind it. Calls
+    that finished, or failed for another reason, are passed over; one still pending
+    counts, since on a dead worker it can no longer finish (the notice of its failure may
+    merely come later)."""
+    unfinished = [noticed]
+    for call in in_flight:
+        if call is noticed or call.slot != noticed.slot or call.generation != noticed.generation:
+            continue
+        try:
+            ray.get(call.ref, timeout=0)
+        except (ray_errors.GetTimeoutError, *WORKER_DIED):
+            unfinished.append(call)
+        except Exception:   # failed for another reason
+            continue
+    return sorted(unfinished, key=lambda call: call.sent)
+
+
 def running_when_died(noticed: Call, in_flight: Iterable[Call]) -> Call:
-    """The call that ``noticed``'s worker was running when it died: the earliest call sent
-    to the same worker (slot and generation) that did not finish. Calls that finished, or
-    failed for another reason, are passed over; one still pending counts, since on a dead
-    worker it can no longer finish (the notice of its failure may merely come later)."""
-    for earlier in sorted(in_flight, key=lambda call: call.sent):
-        if (earlier.slot == noticed.slot and earlier.generation == noticed.generation
-                and earlier.sent < noticed.sent):
-            try:
-                ray.get(earlier.ref, timeout=0)
-            except (ray_errors.GetTimeoutError, *WORKER_DIED):
-                return earlier
-            except Exception:   # failed for another reason
-                continue
-    return noticed
+    """The call that ``noticed``'s worker was running when it died: the earliest of
+    :func:`unfinished_on_worker`."""
+    return unfinished_on_worker(noticed, in_flight)[0]
 
 
 def unloadable_arguments(error: BaseException) -> Optional[BaseException]:
@@ -68,11 +81,16 @@ def out_of_tries(call: SentCall, max_retries: int) -> bool:
     return 0 <= max_retries < call.deaths
 
 
-def died_error(what: str, running: str, max_retries: int, error: BaseException) -> WorkerError:
+def died_error(what: str, running: str, max_retries: int, error: BaseException,
+               runs: Optional[int] = None) -> WorkerError:
     """The error once the worker running ``running`` (e.g. ``element #3``) died on every
-    try; Ray's own error is quoted and should be given as the cause."""
+    try; Ray's own error is quoted and should be given as the cause. ``runs``: how often it
+    ran and died, where that is more than ``max_retries + 1`` (it ran once more alone, to
+    tell it from the calls that were waiting behind it on its worker)."""
     tries = f'each of its {max_retries + 1} tries' if max_retries else 'its only try'
     tries += f' (max_retries={max_retries})'
+    if runs is not None and runs > max_retries + 1:
+        tries += ' and again when run alone, to tell it from the other calls on its worker'
     reason = (str(error).strip().splitlines() or [''])[0]
     return WorkerError(
         f'{what}: the Ray worker process running {running} died on {tries}: a crash in native '

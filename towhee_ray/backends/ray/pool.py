@@ -12,11 +12,14 @@ they send: a step sends chunks of elements (``process``), ``ray_op`` one call
   operator again, starts with the next call sent to its slot); then each call that was
   sent to the dead actor runs again on an actor of the pool, except the one whose deaths
   exceed ``max_retries``, which raises :class:`~towhee_ray.WorkerError` naming the step
-  and what it was running. A call that counted a death runs again *alone*: its actor takes
-  no other call until it answers. So a call counted for a death it did not cause (an actor
-  that dies right after a call can take that call's answer with it, and the call is then
-  the earliest unfinished) is not counted again: it answers on its next try, and the call
-  that crashed, not counted that time, runs once more than ``max_retries`` allows. A batch of
+  and what it was running. The blame is exact: the running call may have finished just
+  before the death, its answer lost with the process, while the call behind it crashed;
+  so a call is failed only for a death it certainly caused, one where it was its actor's
+  only unfinished call. To that end every call that was unfinished on a dead actor runs
+  again *alone*: no call is sent to its actor after it until it answers (calls wait in
+  the driver, in the order sent, while every actor runs a call alone). A call out of tries
+  whose last death was in doubt (other calls were unfinished on its actor) runs once more
+  alone: it either answers (it was not the cause) or dies alone and fails. A batch of
   several rows that was running is not counted against: its rows run again one at a time
   (:class:`BatchDied`), so that the next death names the row that causes it and the other
   rows go on;
@@ -39,7 +42,7 @@ import logging
 import os
 import threading
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple, Union
 
 import ray
 
@@ -47,7 +50,7 @@ from towhee_ray import cluster
 from towhee_ray.backends.chunking import timed_map
 from towhee_ray.backends.ray import names, resources
 from towhee_ray.backends.ray.faults import (WORKER_DIED, died_error, fetch, out_of_tries, ray_calls,
-                                            running_when_died)
+                                            unfinished_on_worker)
 from towhee_ray.backends.ray.heap import keep_freed_heap
 from towhee_ray.backends.ray.shipping import Payload
 from towhee_ray.guard import Failure, LoadFailure, load_error
@@ -78,7 +81,7 @@ class PoolCall:
     and how many ``rows`` (a batch of rows of a ``ray_op`` has more than one)."""
 
     __slots__ = ('method', 'args', '_what', 'rows', 'sent', 'slot', 'generation', 'ref', 'deaths',
-                 'alone', 'outcome')
+                 'doubtful', 'suspect', 'alone', 'outcome')
 
     def __init__(self, method: str, args: Tuple[Any, ...], what: Union[str, Callable[[], str]],
                  rows: int = 1) -> None:
@@ -89,8 +92,10 @@ class PoolCall:
         self.sent = 0           # its place in the order of sends (set at each send)
         self.slot = 0
         self.generation = 0     # of the actor it was sent to
-        self.ref: Any = None
+        self.ref: Any = None    # None while it waits in the driver for an actor (see _send)
         self.deaths = 0         # actors that died while running it
+        self.doubtful = False   # at its last death other calls were unfinished on its actor
+        self.suspect = False    # it was unfinished on an actor that died: it runs alone
         self.alone = False      # sent to an actor that takes no other call until it answers
         self.outcome: Any = None   # for the pool's user: the result, once settled
 
@@ -197,20 +202,20 @@ class _Slots:
         self.unfinished = [0] * count
         self.reserved = [False] * count
 
-    def least_busy(self) -> int:
-        """The slot with the fewest unfinished calls among those not running a call alone
-        (among all, where every one is).
+    def least_busy(self) -> Optional[int]:
+        """The slot with the fewest unfinished calls among those not running a call alone;
+        None where every one is.
 
         >>> slots = _Slots(3)
         >>> slots.unfinished, slots.reserved = [0, 1, 2], [True, False, False]
         >>> slots.least_busy()
         1
         >>> slots.reserved = [True, True, True]
-        >>> slots.least_busy()
-        0
+        >>> slots.least_busy() is None
+        True
         """
         free = [slot for slot, reserved in enumerate(self.reserved) if not reserved]
-        return min(free or range(len(self.unfinished)), key=self.unfinished.__getitem__)
+        return min(free, key=self.unfinished.__getitem__) if free else None
 
 
 class ActorPool:
@@ -246,10 +251,12 @@ class ActorPool:
         self._batches = batches
         self._slots: Optional[_Slots] = None
         self._in_flight: Set[PoolCall] = set()
+        self._held: Deque[PoolCall] = collections.deque()   # waiting for an actor (see _send)
         self._sends = itertools.count()
         self._failure: Optional[LoadFailure] = None
         self._closed = False
         self._lock = threading.Lock()
+        self._released = threading.Condition(self._lock)   # held calls were sent, or the pool closed
         # Ray's actor names are unique: this process and pool, after the name users see
         self._suffix = f'[{os.getpid()}.{next(_pool_numbers)}]'
         self._watch = resources.PlacementWatch(step, self.remote_args,
@@ -296,15 +303,34 @@ class ActorPool:
             self._send(call)
 
     def _send(self, call: PoolCall) -> None:   # under the lock
+        """Queue ``call`` behind the calls held in the driver, and send what the actors
+        take (:meth:`_release`)."""
+        call.ref = None
+        self._held.append(call)
+        self._release()
+
+    def _release(self) -> None:   # under the lock
+        """Send the calls held in the driver, oldest first, each to the least busy actor
+        that runs no call alone, while there is one (``call.ref`` stays None until then)."""
+        sent = False
+        while self._held and self._slots is not None:
+            slot = self._slots.least_busy()
+            if slot is None:
+                break
+            self._dispatch(self._held[0], slot)
+            self._held.popleft()
+            sent = True
+        if sent:
+            self._released.notify_all()
+
+    def _dispatch(self, call: PoolCall, slot: int) -> None:   # under the lock
         slots = self._slots
-        slot = slots.least_busy()
         call.slot, call.generation, call.sent = slot, slots.generations[slot], next(self._sends)
         with ray_calls(self.step):
             call.ref = getattr(slots.actors[slot], call.method).remote(*call.args)
         slots.unfinished[slot] += 1
-        # a call that counted a death runs alone, so that a death while it runs is its own
-        call.alone = call.deaths > 0 and not slots.reserved[slot]
-        slots.reserved[slot] = slots.reserved[slot] or call.alone
+        # alone: a death while it runs is certainly its own
+        call.alone = slots.reserved[slot] = call.suspect
         self._in_flight.add(call)
 
     # -- outcomes ------------------------------------------------------------------------
@@ -315,11 +341,23 @@ class ActorPool:
         call's arguments), the :class:`~towhee_ray.WorkerError` of a call whose actor died
         on every try, and :class:`BatchDied` for a batch of rows that was running when its
         actor died."""
+        with self._lock:
+            while call.ref is None:   # held in the driver until an actor takes it
+                if self._closed:
+                    raise RuntimeError(f'{self.step} was closed while {call.what} was waiting for an actor')
+                with ray_calls(self.step):   # Ray gone: a WorkerError that says so
+                    if not ray.is_initialized():
+                        raise RuntimeError('Ray is not initialized')
+                self._released.wait(1.0)
+            ref = call.ref
         try:
-            outcome = fetch(call.ref, self.step, lambda: call.what)
+            outcome = fetch(ref, self.step, lambda: call.what)
         except WORKER_DIED as error:
             with self._lock:
-                self._died(call, error)
+                try:
+                    self._died(call, error)
+                finally:
+                    self._release()
             return RESENT
         if outcome.__class__ is LoadFailure:
             self._failure = outcome
@@ -334,8 +372,12 @@ class ActorPool:
         self._forget(call)
         slots = self._slots
         if call.generation == slots.generations[call.slot]:   # the first call to notice
-            running = running_when_died(call, self._in_flight)
+            unfinished = unfinished_on_worker(call, self._in_flight)
+            running = unfinished[0]
             running.deaths += 1
+            running.doubtful = len(unfinished) > 1   # it may have answered, and one behind it crashed
+            for suspect in unfinished:   # each runs again alone: the next death says which crashes
+                suspect.suspect = True
             logger.warning('%s: actor #%d died running %s (%s); replacing it and re-running its %s',
                            self.step, call.slot + 1, running.what, type(error).__name__, self._unit)
             with contextlib.suppress(Exception):
@@ -347,18 +389,21 @@ class ActorPool:
             self._watch.arm()
         if call.deaths and call.rows > 1:
             raise BatchDied(f'{self.step}: the actor running {call.what} died') from error
-        if out_of_tries(call, self.max_retries):
-            raise died_error(self.step, call.what, self.max_retries, error) from error
-        self._send(call)
+        if out_of_tries(call, self.max_retries) and not call.doubtful:
+            raise died_error(self.step, call.what, self.max_retries, error, runs=call.deaths) from error
+        self._send(call)   # alone: a death while it runs is certainly its own
 
     def finish(self, call: PoolCall) -> None:
         """``call`` is done with (settled, or given up): it no longer counts against its
         actor, and the pool lets go of its arguments."""
         with self._lock:
             self._forget(call)
+            self._release()
         call.args = None
 
     def _forget(self, call: PoolCall) -> None:   # under the lock
+        if call.ref is None and call in self._held:   # given up while it waited in the driver
+            self._held.remove(call)
         if call in self._in_flight:
             self._in_flight.discard(call)
             self._slots.unfinished[call.slot] -= 1
@@ -409,6 +454,8 @@ class ActorPool:
             slots, self._slots = self._slots, None
             self._closed = True
             self._in_flight.clear()
+            self._held.clear()
+            self._released.notify_all()
             self._operator_ref = None
         if slots is None or not ray.is_initialized():
             return
