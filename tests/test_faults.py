@@ -77,6 +77,27 @@ def test_a_task_crashing_on_every_try_fails_naming_the_step_after_the_retries():
     assert eventually(lambda: not step_tasks('map(die_on_3)'))
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('share', [2, 1], ids=['unchained', 'chained'])
+def test_a_crashing_task_is_named_though_an_earlier_chunk_of_its_slot_still_runs(share):
+    # Tasks that Ray's accounting holds to num_worker (each asks for 2 of the session's 4
+    # test resources) run unchained: a slot's chunks are not ordered on one worker, and 3
+    # crashes on one worker while 1, sent to the same slot before it, still sleeps on the
+    # other. Chained (1 of 4 each), 3 waits for 1, then crashes. Either way the error names 3.
+    def one_sleeps_three_dies(x):
+        if x == 1:
+            time.sleep(3)
+        if x == 3:
+            os._exit(1)
+        return x
+
+    dc = DataCollection.range(6).stream().set_parallel(
+        2, 'ray', chunk_size=1, ray_remote_args={'max_retries': 0, 'resources': {support.TEST_RESOURCE: share}})
+    with pytest.raises(WorkerError, match=r'map\(one_sleeps_three_dies\): the Ray worker process running '
+                                          r'element #3 died on its only try'):
+        dc.map(one_sleeps_three_dies).to_list()
+
+
 @pytest.mark.timeout(180)
 def test_an_operator_crashing_on_every_try_fails_naming_the_step_and_releases_its_actors():
     dc = DataCollection.range(100).set_parallel(2, 'ray', chunk_size=10, max_retries=1)

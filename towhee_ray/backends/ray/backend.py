@@ -177,7 +177,9 @@ class _TaskWorkers(_RayWorkers):
         try:
             outcome = fetch(chunk.ref, self.step, chunk.what)
         except WORKER_DIED as error:   # after Ray's own retries
-            running = running_when_died(chunk, self._in_flight.values())
+            # chained, a chunk fails with the death of the one before it in its slot, which
+            # it waited for; unchained, its death is its own (its slot is not one worker)
+            running = running_when_died(chunk, self._in_flight.values()) if self._chained else chunk
             raise died_error(self.step, running.what, self.max_retries, error) from error
         if outcome.__class__ is LoadFailure:
             raise load_error(outcome, self.step)
