@@ -159,11 +159,14 @@ def test_chaos_100000_elements_through_a_task_step_and_an_operator_step_while_wo
         pids = fault_ops.attempts(str(tmp_path), name)
         # killed on its first attempt, then run again in another process
         assert len(pids) == 2 and pids[0] == killer.killed[name] != pids[1], (name, pids, killer.killed)
-    # each killed actor was replaced: its operator was built again in a new process
-    init_pids = [int(pid) for pid in inits.read_text().split()]
-    assert len(init_pids) == 2 + len(actor_kills), init_pids
-    assert {killer.killed[f'actor-{x}'] for x in actor_kills} < set(init_pids)
+    # each killed actor was replaced (the pool logs it), and a replacement builds its
+    # operator in a new process; but the last kill leaves 15 % of the run, which the other
+    # actor can finish before Ray has started the last replacement's process (a full run
+    # on 2 vCPUs saw it: [3511, 3509, 3605]); the pool is closed then, and it never builds
     assert caplog.text.count('replacing it and re-running its chunks') == len(actor_kills)
+    init_pids = [int(pid) for pid in inits.read_text().split()]
+    assert 2 + len(actor_kills) - 1 <= len(init_pids) <= 2 + len(actor_kills), init_pids
+    assert {killer.killed[f'actor-{x}'] for x in actor_kills} < set(init_pids)
 
 
 def main_thread_at() -> str:
