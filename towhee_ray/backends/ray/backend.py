@@ -97,6 +97,9 @@ class _RayWorkers(ChunkWorkers):
         while True:
             # a handle without a reference waits in the driver for an actor (pool.py)
             by_ref = {handle.ref: handle for handle in handles if handle.ref is not None}
+            if not by_ref:   # never so: a call runs alone on an actor while others wait for it
+                raise RuntimeError(f'{self.step}: every chunk waits in the driver and none runs on an '
+                                   f'actor (a bug in towhee_ray: please report it with this message)')
             with ray_calls(self.step):
                 ready, _ = ray.wait(list(by_ref), num_returns=1, timeout=WAIT_POLL_SECONDS)
                 if not ready and not ray.is_initialized():
