@@ -345,17 +345,37 @@ def test_the_minilm_operator_docstring_examples_run():
 
 
 GPU_WORKER = '''
-import logging, sys, time
-import numpy as np
+import sys, time
+import torch
 import towhee_ray
 from towhee_ray import DataCollection
+
+class Recorded:   # Ray prints the workers' forwarded log lines to sys.stderr: keep a copy
+    def __init__(self, stream):
+        self.stream, self.text = stream, []
+    def write(self, text):
+        self.text.append(text)
+        return self.stream.write(text)
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+sys.stderr = Recorded(sys.stderr)
 towhee_ray.init('local', num_cpus=2, num_gpus=1)   # a GPU for Ray to hand out, real or not
 texts = ['one text', 'another text, a little longer']
 for kwargs in ({}, {'device': 'cpu'}):
     vectors = (DataCollection(texts).stream().set_parallel(1, 'ray', num_gpus=1)
                .sentence_embedding.minilm(**kwargs).to_list())
     print('vectors', len(vectors), vectors[0].shape, flush=True)
-time.sleep(2)   # Ray forwards the workers' log lines to this terminal every ~0.1-1 s
+# Ray forwards the workers' log lines every ~0.1-1 s, later under load: wait for the ones
+# that must come (the device='cpu' one always; the torch one without CUDA), up to a minute
+expected = ["because device='cpu' was given"]
+if not torch.cuda.is_available():
+    expected.append('but computes on the CPU: torch')
+deadline = time.monotonic() + 60
+def told():
+    return ' '.join(''.join(sys.stderr.text).split())   # Ray may wrap a line
+while not all(line in told() for line in expected) and time.monotonic() < deadline:
+    time.sleep(0.1)
 '''
 
 
