@@ -8,8 +8,8 @@ Every number comes from the same run on the same machine, with 2 workers everywh
 * W2 overhead: ``x + 1`` through a ``ray`` stream step over 10^4, 10^5 and 10^6 elements,
   in microseconds per element once Ray is up; Ray Data and serial Python at 10^5.
 * W3 init once: a hub operator whose ``__init__`` sleeps 1 s, applied to 2,000 elements of
-  1 ms each on 2 Ray actors: wall time and how many times ``__init__`` ran (counted through
-  a file every construction appends to); the same with Ray Data's actor pool.
+  1 ms each on 2 Ray actors: wall time, how many times ``__init__`` ran and when the first
+  began (through a file every construction appends to); the same with Ray Data's actor pool.
 * W4 memory: a generator of 1,000,000 elements through two chained ``ray`` steps,
   consumed without keeping anything: growth of the driver's peak RSS, sampled every 10 ms.
 * W6 large elements: 8 MB arrays in and a float out, and integers in and an 8 MB array
