@@ -478,9 +478,8 @@ def init_once(config: Config) -> List[Row]:
                             ray_data_slow_init, range(n)))}, config.repeat)
     rows = []
     for case, results in runs.items():
-        seconds = [wall for wall, _, _ in results]
-        inits = [count for _, count, _ in results]
-        began = format_spread([first for _, _, first in results])
+        seconds, inits, firsts = (list(column) for column in zip(*results))
+        began = format_spread(firsts)
         ours = case == 'towhee_ray ray'
         wall = spread(seconds)[0]
         rows += [Row(workload, f'{case}: wall', wall, 's',
