@@ -96,10 +96,13 @@ def test_bad_num_worker_is_refused_by_the_call_that_sets_it(bad):
             call()
 
 
-def test_num_worker_none_is_refused_by_set_parallel():
-    # (for pmap and mmap None means: take the chain's setting)
+def test_num_worker_none_is_set_parallels_default_of_2():
+    # (for pmap and mmap None means: take the chain's setting, else 2; on ray with
+    # actors_per_gpu, that many per GPU of the cluster: tests/test_ray_backend.py)
+    assert DataCollection([1]).set_parallel(num_worker=None).get_num_worker() == 2
+    assert DataCollection([1]).set_parallel().get_num_worker() == 2
     with pytest.raises(ValueError, match='num_worker must be a positive integer'):
-        DataCollection([1]).set_parallel(num_worker=None)
+        DataCollection([1]).set_parallel(num_worker=0)
 
 
 def test_importing_towhee_ray_does_not_import_ray(python_process):

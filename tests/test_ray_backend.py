@@ -193,3 +193,63 @@ def test_actors_per_gpu_asks_each_actor_for_its_share_of_one_gpu():
     backend = RayBackend(4, actors_per_gpu=4)
     assert step_remote_args(ACTOR_REMOTE_ARGS, actor=True, **backend.step_options)['num_gpus'] == 0.25
     assert RayBackend(2).step_options['num_gpus'] is None
+
+
+FILL_GPUS = '''
+import collections, os
+import ray, towhee
+import towhee_ray
+from towhee import pipe
+from towhee_ray import DataCollection, ray_op
+
+towhee_ray.init('local', num_cpus=2, num_gpus=2)   # two GPUs for Ray to hand out, real or not
+
+@towhee.register(name='fill/where')
+class Where:
+    def __call__(self, x):
+        return os.getpid(), tuple(str(gpu) for gpu in ray.get_gpu_ids())
+
+dc = DataCollection.range(60).stream().set_parallel(backend='ray', actors_per_gpu=3, chunk_size=1)
+print('repr', repr(dc))
+print('num_worker', dc.get_num_worker())
+out = dc.fill.where().to_list()
+gpus_of = dict(out)
+print('step', len(gpus_of), sorted(collections.Counter(gpus_of.values()).items()))
+
+op = ray_op(Where, actors_per_gpu=2)
+p = pipe.input('x').map('x', 'where', op).output('where')
+[queue.get() for queue in p.batch(list(range(40)))]
+print('ray_op', op.calls_to_fill // 2, len(op.stats()), len({stat['pid'] for stat in op.stats()}))
+op.close()
+fixed = DataCollection.range(8).set_parallel(3, backend='ray', actors_per_gpu=2)
+print('fixed', fixed.get_num_worker(), len({pid for pid, _ in fixed.fill.where().to_list()}))
+'''
+
+
+@pytest.mark.timeout(300)
+def test_actors_per_gpu_without_num_worker_starts_that_many_on_every_gpu_of_the_cluster(python_process):
+    # A fresh local Ray that declares 2 GPUs: Ray hands them out (CUDA_VISIBLE_DEVICES, ray.get_gpu_ids)
+    # whether or not they exist, which is all the count and the packing depend on.
+    result = python_process('-c', FILL_GPUS)
+    assert result.returncode == 0, result.stderr[-4000:]
+    lines = dict(line.split(' ', 1) for line in result.stdout.splitlines())
+    assert lines['repr'] == '<DataCollection stream, parallel=ray x3 per GPU>'
+    assert lines['num_worker'] == '6'
+    assert lines['step'] == "6 [(('0',), 3), (('1',), 3)]"   # 6 actors, 3 holding each GPU
+    assert lines['ray_op'] == '4 4 4'                         # 2 per GPU: 4 actors, each its own process
+    assert lines['fixed'] == '3 3'                            # num_worker given: that many, GPUs or not
+
+
+def test_actors_per_gpu_without_num_worker_on_a_cluster_without_gpus_says_what_to_do(ray_cluster):
+    from towhee import ops
+    from towhee_ray import ray_op
+    assert 'GPU' not in ray_cluster.cluster_resources()
+    message = (r'actors_per_gpu=4 without num_worker= starts 4 actors on each GPU of the Ray cluster, '
+               r'and it has no GPU \(the nodes have: CPU 4, .*\)\. Give num_worker= as well .*'
+               r'or leave out actors_per_gpu to run on the CPUs')
+    dc = DataCollection.range(4).stream().set_parallel(backend='ray', actors_per_gpu=4)   # nothing counted yet
+    with pytest.raises(ValueError, match=message):
+        dc.map(str)
+    with pytest.raises(ValueError, match=message):
+        ray_op(ops.towhee.text_split(max_words=8), actors_per_gpu=4)
+    assert DataCollection.range(4).set_parallel(backend='ray').get_num_worker() == 2

@@ -17,7 +17,7 @@ import reprlib
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Type
 
 from towhee_ray.backends import Backend, get_backend
-from towhee_ray.backends.options import check_num_worker, check_option_names
+from towhee_ray.backends.options import DEFAULT_NUM_WORKER, check_num_worker, check_option_names
 from towhee_ray.collection import (DisplayMixin, EntityMixin, FaissMixin, ListMixin, MilvusMixin,
                                    ParquetMixin, ProcessingMixin, ResumeMixin, SafetyMixin, SettingsMixin,
                                    SourcesMixin)
@@ -31,7 +31,6 @@ from towhee_ray.pipeline import is_towhee_pipeline, map_pipeline
 from towhee_ray.progress import with_progress
 
 DEFAULT_BACKEND = 'thread'
-DEFAULT_NUM_WORKER = 2
 
 logger = logging.getLogger(__name__)
 
@@ -41,18 +40,22 @@ class Parallel:
     """Where a step runs: a backend name, its worker count and its options."""
 
     backend: str
-    num_worker: int
+    num_worker: Optional[int]   # None: actors_per_gpu on each GPU of the cluster, counted when a step starts
     options: Dict[str, Any]
     backend_class: Type[Backend]
 
     @classmethod
-    def checked(cls, backend: str, num_worker: int, options: Dict[str, Any]) -> 'Parallel':
-        """Refuse bad settings now, before any work starts."""
-        check_num_worker(num_worker)
+    def checked(cls, backend: str, num_worker: Optional[int], options: Dict[str, Any]) -> 'Parallel':
+        """Refuse bad settings now, before any work starts (and without connecting to Ray:
+        the GPUs that ``num_worker=None`` fills are counted when a step starts)."""
+        if num_worker is None and options.get('actors_per_gpu') is None:
+            num_worker = DEFAULT_NUM_WORKER
+        if num_worker is not None:
+            check_num_worker(num_worker)
         backend_class = get_backend(backend)
         check_option_names(backend, backend_class, options)
         try:
-            backend_class(num_worker, **options)
+            backend_class(num_worker or DEFAULT_NUM_WORKER, **options)
         except TypeError as error:
             raise ValueError(f'backend {backend!r} does not accept the options '
                              f'{sorted(options)}: {error}') from error
@@ -62,6 +65,8 @@ class Parallel:
         return self.backend_class(self.num_worker, **self.options)
 
     def __str__(self) -> str:
+        if self.num_worker is None:
+            return f'{self.backend} x{self.options["actors_per_gpu"]} per GPU'
         return f'{self.backend} x{self.num_worker}'
 
 
@@ -300,10 +305,12 @@ class DataCollection(SettingsMixin, EntityMixin, SafetyMixin, ProcessingMixin, L
 
     # -- chain settings -------------------------------------------------------------------
 
-    def set_parallel(self, num_worker: int = DEFAULT_NUM_WORKER, backend: str = DEFAULT_BACKEND,
+    def set_parallel(self, num_worker: Optional[int] = None, backend: str = DEFAULT_BACKEND,
                      **backend_options: Any) -> 'DataCollection':
         """Run every following map, filter and operator step on ``backend`` with
-        ``num_worker`` workers; extra keywords are backend options (e.g. ``chunk_size``).
+        ``num_worker`` workers (2 by default); extra keywords are backend options (e.g.
+        ``chunk_size``). On ``ray``, ``actors_per_gpu=k`` without ``num_worker`` starts k
+        actors on each GPU of the cluster, however many it has.
 
         As in Towhee 0.9 it changes this collection and returns it; chains already derived
         from it keep their settings.

@@ -73,7 +73,7 @@ import threading
 import weakref
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
-from towhee_ray.backends.options import check_num_worker
+from towhee_ray.backends.options import DEFAULT_NUM_WORKER, check_num_worker
 from towhee_ray.backends.ray.batching import DEFAULT_BATCH_WAIT_TIMEOUT_S, check_batching, describe_call
 from towhee_ray.backends.ray.names import ray_op_step
 from towhee_ray.backends.ray.resources import DEFAULT_MAX_RETRIES
@@ -304,13 +304,13 @@ class RayOp:
         return f'<{self.__name__} on {self._settings.num_worker} Ray actors{batches}>'
 
 
-def ray_op(op: Any, num_worker: int = 2, *, num_cpus: Optional[float] = None,
+def ray_op(op: Any, num_worker: Optional[int] = None, *, num_cpus: Optional[float] = None,
            num_gpus: Optional[float] = None, resources: Optional[Dict[str, float]] = None,
            memory: Optional[int] = None, max_retries: Optional[int] = None,
            ray_remote_args: Optional[Dict[str, Any]] = None, max_batch_size: Optional[int] = None,
            batch_wait_timeout_s: float = DEFAULT_BATCH_WAIT_TIMEOUT_S,
            actors_per_gpu: Optional[int] = None) -> RayOp:
-    """Run ``op`` in ``num_worker`` Ray actors, each building it once; use the result where
+    """Run ``op`` in ``num_worker`` Ray actors (2 by default), each building it once; use the result where
     a Towhee pipeline takes a function (``map``, ``flat_map``, ``filter``, ``window``, ...).
 
     ``op`` is a ``towhee.ops.<namespace>.<name>(...)`` operator (it carries its init
@@ -322,7 +322,8 @@ def ray_op(op: Any, num_worker: int = 2, *, num_cpus: Optional[float] = None,
     Ray, as for a ``ray`` step (default: 0 CPUs, spread over nodes; ``num_cpus=2`` gives
     each actor 2 CPUs, and Ray then lets its libraries use 2 threads); ``ray_remote_args``
     passes any other ``.options()``; ``actors_per_gpu=k`` instead of ``num_gpus`` has k
-    actors share each GPU (``num_gpus=1/k``). The actors run on the same pool as a ``ray`` step's
+    actors share each GPU (``num_gpus=1/k``), and without ``num_worker`` starts k on each GPU
+    of the cluster (counted now: this call connects to Ray). The actors run on the same pool as a ``ray`` step's
     operators (``towhee_ray/backends/ray/pool.py``), with the same rules: a call whose
     actor process dies (a crash in native code, ``os._exit``, a signal) runs again on a
     new actor, which builds the operator again, at most ``max_retries`` times (3 by
@@ -367,13 +368,15 @@ def ray_op(op: Any, num_worker: int = 2, *, num_cpus: Optional[float] = None,
     are lists, each given to the operator whole, needs no batching across calls and goes
     much faster (the module's docstring says how much).
     """
-    from towhee_ray.backends.ray.resources import check_step_options, gpu_share, step_remote_args
+    from towhee_ray.backends.ray.resources import check_step_options, gpu_share, step_remote_args, workers_for_gpus
     from towhee_ray.backends.ray.shipping import Payload
 
-    check_num_worker(num_worker)
     check_batching(max_batch_size, batch_wait_timeout_s)
     named = dict(num_cpus=num_cpus, num_gpus=gpu_share(num_gpus, actors_per_gpu), resources=resources,
                  memory=memory)
+    if num_worker is None:
+        num_worker = DEFAULT_NUM_WORKER if actors_per_gpu is None else workers_for_gpus(actors_per_gpu)
+    check_num_worker(num_worker)
     check_step_options(**named, max_retries=max_retries, ray_remote_args=ray_remote_args)
     remote_args = step_remote_args({}, actor=True, **named, ray_remote_args=ray_remote_args)
     recipe = _recipe_for(op)

@@ -12,6 +12,10 @@ from typing import Any, Dict, List, Optional, Type
 
 from towhee_ray.checks import positive_int
 
+# Workers per step when num_worker is not given (Towhee 0.9's set_parallel default), except
+# that a ray step or ray_op given actors_per_gpu alone fills the cluster's GPUs instead.
+DEFAULT_NUM_WORKER = 2
+
 # The ray backend's own options (see ray.backend.RayBackend); named here, without
 # importing Ray, to tell a user of another backend where an option belongs.
 RAY_ONLY_OPTIONS = ('num_cpus', 'num_gpus', 'actors_per_gpu', 'resources', 'memory', 'max_retries',

@@ -22,13 +22,17 @@ class SettingsMixin:
 
     def get_num_worker(self) -> Optional[int]:
         """How many workers each following step uses, or None when they run serially.
+        With ``actors_per_gpu`` and no ``num_worker``, this counts the cluster's GPUs now
+        (connecting to Ray), as each step does when it starts.
 
         >>> from towhee_ray import DataCollection
         >>> DataCollection.range(3).set_parallel(3).get_num_worker()
         3
         """
         parallel = self._settings.parallel
-        return parallel.num_worker if parallel else None
+        if parallel is None:
+            return None
+        return parallel.num_worker if parallel.num_worker is not None else parallel.make_backend().num_worker
 
     def set_chunksize(self, chunk_size: int) -> 'SettingsMixin':
         """Fix how many elements a worker takes at once in the following parallel steps

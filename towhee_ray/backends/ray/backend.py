@@ -35,6 +35,7 @@ import ray
 from towhee_ray import cluster
 from towhee_ray.backends.base import Backend, OperatorFactory
 from towhee_ray.backends.chunking import ByteBounds, ChunkedBackend, ChunkWorkers, timed_map
+from towhee_ray.backends.options import DEFAULT_NUM_WORKER
 from towhee_ray.backends.ray import names
 from towhee_ray.backends.ray.cancel import cancel_later, interruptible
 from towhee_ray.backends.ray.faults import WORKER_DIED, died_error, fetch, ray_calls, running_when_died
@@ -42,7 +43,7 @@ from towhee_ray.backends.ray.heap import keep_freed_heap
 from towhee_ray.backends.ray.pool import ACTOR_REMOTE_ARGS, RESENT, ActorPool, PoolCall
 from towhee_ray.backends.ray.resources import (DEFAULT_MAX_RETRIES, PlacementWatch, check_step_options,
                                                concurrent_capacity, gpu_share, step_remote_args, unplaced_tasks,
-                                               wait_until_placeable)
+                                               wait_until_placeable, workers_for_gpus)
 from towhee_ray.backends.ray.shipping import Payload
 from towhee_ray.guard import LoadFailure, load_error
 
@@ -250,7 +251,8 @@ class RayBackend(ChunkedBackend, Backend):
     * ``num_cpus``, ``num_gpus``, ``memory`` (bytes), ``resources`` (custom resources):
       what each task or actor of the step asks of Ray, replacing the defaults above;
     * ``actors_per_gpu``: instead of ``num_gpus``, how many actors share one GPU (each
-      then asks for ``1 / actors_per_gpu`` of one);
+      then asks for ``1 / actors_per_gpu`` of one); with ``num_worker=None``, the step
+      starts that many on each GPU of the cluster (:func:`~towhee_ray.backends.ray.resources.workers_for_gpus`);
     * ``max_retries``: how many times a chunk whose worker process died is run again
       (3 by default, -1 for no limit), for tasks and actors alike;
     * ``ray_remote_args``: any other ``.options()`` of the step's tasks or actors
@@ -264,15 +266,17 @@ class RayBackend(ChunkedBackend, Backend):
     >>> backend.close()
     """
 
-    def __init__(self, num_worker: int, chunk_size: Optional[int] = None,
+    def __init__(self, num_worker: Optional[int], chunk_size: Optional[int] = None,
                  chunk_bytes: Optional[int] = None, max_bytes_in_flight: Optional[int] = None, *,
                  num_cpus: Optional[float] = None, num_gpus: Optional[float] = None,
                  resources: Optional[Dict[str, float]] = None, memory: Optional[int] = None,
                  max_retries: Optional[int] = None,
                  ray_remote_args: Optional[Dict[str, Any]] = None, actors_per_gpu: Optional[int] = None) -> None:
+        num_gpus = gpu_share(num_gpus, actors_per_gpu)
+        if num_worker is None:
+            num_worker = DEFAULT_NUM_WORKER if actors_per_gpu is None else workers_for_gpus(actors_per_gpu)
         ChunkedBackend.__init__(self, num_worker, chunk_size,
                                 ByteBounds(num_worker, chunk_bytes, max_bytes_in_flight))
-        num_gpus = gpu_share(num_gpus, actors_per_gpu)
         self.step_options = dict(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
                                  memory=memory, max_retries=max_retries, ray_remote_args=ray_remote_args)
         check_step_options(**self.step_options)

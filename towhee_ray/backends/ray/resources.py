@@ -65,6 +65,33 @@ def gpu_share(num_gpus: Any = None, actors_per_gpu: Any = None) -> Any:
     return 1 / positive_int(actors_per_gpu, 'actors_per_gpu', 'how many actors share one GPU')
 
 
+def workers_for_gpus(actors_per_gpu: int, nodes: Optional[List[Dict[str, float]]] = None) -> int:
+    """How many actors fill the GPUs of the cluster with ``actors_per_gpu`` on each: what a
+    ``ray`` step or ``ray_op`` given ``actors_per_gpu`` and no ``num_worker`` starts. Counted
+    per node (a share of a GPU never spans nodes) over ``nodes``' resources, by default the
+    alive nodes of the cluster this process is connected to (it connects if need be).
+
+    >>> workers_for_gpus(4, [{'CPU': 16.0, 'GPU': 2.0}, {'CPU': 8.0, 'GPU': 1.0}])
+    12
+    >>> workers_for_gpus(4, [{'CPU': 2.0}])
+    Traceback (most recent call last):
+    ...
+    ValueError: actors_per_gpu=4 without num_worker= starts 4 actors on each GPU of the Ray cluster, and it has no GPU (the nodes have: CPU 2). Give num_worker= as well (Ray then waits for GPU nodes, e.g. from an autoscaler), or leave out actors_per_gpu to run on the CPUs
+    """
+    actors_per_gpu = positive_int(actors_per_gpu, 'actors_per_gpu', 'how many actors share one GPU')
+    if nodes is None:
+        from towhee_ray import cluster
+        cluster.connect()
+        nodes = _node_totals()
+    workers = sum(_fits(node, {'GPU': 1 / actors_per_gpu}) for node in nodes)
+    if workers == 0:
+        raise ValueError(f'actors_per_gpu={actors_per_gpu} without num_worker= starts {actors_per_gpu} actors '
+                         f'on each GPU of the Ray cluster, and it has no GPU (the nodes have: {_have(nodes)}). '
+                         f'Give num_worker= as well (Ray then waits for GPU nodes, e.g. from an autoscaler), '
+                         f'or leave out actors_per_gpu to run on the CPUs')
+    return workers
+
+
 def check_step_options(num_cpus: Any = None, num_gpus: Any = None, resources: Any = None,
                        memory: Any = None, max_retries: Any = None,
                        ray_remote_args: Any = None) -> None:
@@ -140,6 +167,13 @@ def _fits(node: Dict[str, float], asked: Dict[str, float]) -> int:
     return int(min(node.get(name, 0) / amount for name, amount in asked.items()) + 1e-9)
 
 
+def _have(nodes: List[Dict[str, float]]) -> str:
+    """What each node has, for an error message: ``CPU 2, GPU 1; CPU 8``."""
+    return '; '.join(', '.join(_amount(name, amount) for name, amount in sorted(node.items())
+                               if not name.startswith(('node:', 'object_store_memory'))) or 'nothing'
+                     for node in nodes)
+
+
 def placement_problem(asked: Dict[str, float], count: int, nodes: List[Dict[str, float]]) -> Optional[str]:
     """Why ``count`` workers asking ``asked`` each can never all be placed on ``nodes``
     (their total resources), or None when they can.
@@ -154,9 +188,7 @@ def placement_problem(asked: Dict[str, float], count: int, nodes: List[Dict[str,
     fitting = sum(_fits(node, asked) for node in nodes) if asked else count
     if fitting >= count:
         return None
-    have = '; '.join(', '.join(_amount(name, amount) for name, amount in sorted(node.items())
-                               if not name.startswith(('node:', 'object_store_memory'))) or 'nothing'
-                     for node in nodes)
+    have = _have(nodes)
     if fitting == 0:
         return f'no node has them (the nodes have: {have})'
     return f'the nodes hold only {fitting} of them at once (the nodes have: {have})'
