@@ -145,3 +145,9 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(('127.0.0.1', 0))
         return probe.getsockname()[1]
+
+
+#: Text keys that a Milvus filter must quote right (Milvus Lite's parser refuses JSON's \uXXXX
+#: escapes): non-ASCII, emoji, control characters, quotes and backslashes.
+ODD_KEYS = ['café', '日本語', 'emoji 😀', 'say "hi"', "it's", 'back\\slash', 'ends\\', 'two\nlines',
+            'cr\r', 'tab\t', 'bell\x07', 'nul\x00', 'del\x7f', 'looks escaped \\u00e9', 'plain']

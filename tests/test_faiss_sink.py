@@ -1,5 +1,8 @@
-"""to_faiss, as Towhee 0.9's: real Faiss, a real local Ray, re-runs and bad input."""
+"""to_faiss, as Towhee 0.9's: real Faiss, a real local Ray, re-runs, jobs at once and bad input."""
 import json
+import re
+import subprocess
+import sys
 import zlib
 
 import faiss
@@ -8,6 +11,7 @@ import pytest
 import towhee
 
 import towhee_ray
+from tests import support
 from towhee_ray import DataCollection
 from towhee_ray.sinks.faiss import SAVE_GROWTH, FaissSink
 
@@ -268,3 +272,211 @@ def test_towhee_09s_to_faiss_example_runs_with_the_local_hub(ray_cluster, tmp_pa
     blue = towhee.ops.towhee.image_decode()(str(tmp_path / 'blue.png'))
     query = towhee.ops.towhee.color_histogram(bins=4)(blue)
     assert keys[str(nearest(findex, query)[0])] == str(tmp_path / 'blue.png')
+
+
+# -- jobs at once, and files that are not what to_faiss expects ----------------------------
+
+#: A job of its own process: ``findex start count [folder]`` writes the int keys start,
+#: start + 1, ... (batches of 100). With a folder it pauses after its first two batches
+#: (written and saved): it makes ``folder/ready`` and goes on when ``folder/go`` appears.
+JOB = '''
+import sys, time
+from pathlib import Path
+import numpy as np
+from towhee_ray import DataCollection
+
+findex, start, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+pause = Path(sys.argv[4]) if len(sys.argv) > 4 else None
+
+def rows():
+    for key in range(start, start + count):
+        if pause is not None and key == start + 200:
+            (pause / 'ready').touch()
+            deadline = time.monotonic() + 120
+            while not (pause / 'go').exists():
+                if time.monotonic() > deadline:
+                    sys.exit('nobody said go')
+                time.sleep(0.05)
+        yield key, np.ones(8, np.float32)
+
+result = DataCollection['id', 'vec'](rows()).to_faiss['id', 'vec'](findex=findex, batch=100)
+print(result.insert_count, result.details['ntotal'])
+'''
+
+
+def paused_job(findex, start, count, folder):
+    """The JOB above in a process of its own, once it has written its first two batches."""
+    job = subprocess.Popen([sys.executable, '-c', JOB, str(findex), str(start), str(count), str(folder)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=support.ROOT)
+    if not support.eventually(lambda: (folder / 'ready').exists() or job.poll() is not None, 120):
+        job.kill()
+    assert job.poll() is None, job.communicate()
+    return job
+
+
+def test_a_second_job_writing_the_same_index_is_refused_at_once_and_nothing_is_lost(tmp_path, python_process):
+    findex = tmp_path / 'index.bin'
+    first = paused_job(findex, 0, 2000, tmp_path)
+    try:
+        second = python_process('-c', JOB, str(findex), '100000', '2000')
+        assert second.returncode != 0, second.stdout
+        assert f'another job is writing {findex} (pid {first.pid})' in second.stderr
+        assert 'Wait for it to end and run this one again' in second.stderr
+        (tmp_path / 'go').touch()
+        out, err = first.communicate(timeout=120)
+        assert first.returncode == 0, err
+    finally:
+        first.kill()
+        first.wait()
+    assert out.split() == ['2000', '2000'] and ids_in(findex) == list(range(2000))
+    again = python_process('-c', JOB, str(findex), '100000', '2000')   # once the first job ended
+    assert again.returncode == 0, again.stderr
+    assert ids_in(findex) == list(range(2000)) + list(range(100000, 102000))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ['go', 'index.bin', 'ready']
+
+
+def test_a_killed_job_leaves_no_lock_that_blocks_the_next_run(tmp_path, python_process):
+    findex = tmp_path / 'index.bin'
+    killed = paused_job(findex, 0, 2000, tmp_path)
+    killed.kill()   # SIGKILL: no cleanup of any kind
+    killed.wait()
+    resumed = python_process('-c', JOB, str(findex), '0', '2000')
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.split() == ['1800', '2000']   # the two batches saved before the kill are kept
+    assert ids_in(findex) == list(range(2000))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ['index.bin', 'ready']
+
+
+#: A job killed (SIGKILL) as it renames the index file of its ``save``-th save, after the
+#: key-value file's: ``findex save``, 300 str keys in batches of 100.
+KILLED_BETWEEN_RENAMES = '''
+import os, signal, sys
+import numpy as np
+from towhee_ray import DataCollection
+
+findex, save = sys.argv[1], int(sys.argv[2])
+renames = 0
+
+def kill_as_the_index_is_renamed(event, args):
+    global renames
+    if event == 'os.rename' and os.fspath(args[1]) == findex:
+        renames += 1
+        if renames == save:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+sys.addaudithook(kill_as_the_index_is_renamed)
+rows = [(f'k{i}', np.full(8, i, np.float32)) for i in range(300)]
+DataCollection['id', 'vec'](rows).to_faiss['id', 'vec'](findex=findex, batch=100)
+'''
+
+
+@pytest.mark.parametrize('save', [1, 2])
+def test_a_job_killed_between_the_two_renames_of_a_save_is_completed_by_the_next_run(tmp_path, python_process,
+                                                                                     save):
+    findex = tmp_path / 'index.bin'
+    killed = python_process('-c', KILLED_BETWEEN_RENAMES, str(findex), str(save))
+    assert killed.returncode == -9, killed.stderr
+    assert len(keys_of(findex)) == 100 * save   # the key-value file is ahead of its index
+    assert findex.exists() == (save > 1) and list(tmp_path.glob('.index.bin.*.tmp'))
+    rows = [(f'k{i}', np.full(DIMENSION, i, np.float32)) for i in range(300)]
+    result = DataCollection['id', 'vec'](rows).to_faiss['id', 'vec'](findex=findex, batch=100)
+    # The killed job's last save is put in place, not redone: its rows are there already.
+    assert (result.insert_count, result.details['skipped']) == (300 - 100 * save, 100 * save)
+    assert keys_of(findex) == {str(i): f'k{i}' for i in range(300)} and ids_in(findex) == list(range(300))
+    assert nearest(findex, np.full(DIMENSION, 42, np.float32)) == [42]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ['index.bin', 'index_kv.bin']
+
+
+def test_the_temporary_files_of_killed_jobs_are_removed_by_the_next_run(tmp_path):
+    findex = tmp_path / 'index.bin'
+    embedded(['a', 'b']).to_faiss['id', 'vec'](findex)
+    whole = findex.read_bytes()
+    (tmp_path / '.index.bin.4242.tmp').write_bytes(whole[:len(whole) // 2])   # cut short by a kill
+    (tmp_path / '.index_kv.bin.4242.tmp').write_text('{"0": "a"')
+    (tmp_path / '.index.bin.mine.tmp').write_text('a file of the user: not a temporary of to_faiss')
+    # ahead of its index with no save to complete, as a kill by an earlier towhee_ray leaves it
+    (tmp_path / 'index_kv.bin').write_text(json.dumps({'0': 'a', '1': 'b', '2': 'c'}))
+    result = embedded(['c', 'd']).to_faiss['id', 'vec'](findex)
+    assert (result.insert_count, result.details['skipped']) == (2, 0)
+    assert keys_of(findex) == {'0': 'a', '1': 'b', '2': 'c', '3': 'd'} and ids_in(findex) == [0, 1, 2, 3]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ['.index.bin.mine.tmp', 'index.bin',
+                                                                'index_kv.bin']
+
+
+def test_str_keys_never_overwrite_a_file_in_the_place_of_their_key_value_file(tmp_path):
+    def rows(keys):
+        return DataCollection['id', 'vec']([(key, np.ones(DIMENSION, np.float32)) for key in keys])
+
+    other = tmp_path / 'a_kv.bin'
+    rows(range(10)).to_faiss['id', 'vec'](findex=other)   # an index whose name is a.bin's key-value file
+    kept = other.read_bytes()
+    with pytest.raises(FileExistsError, match=rf"{re.escape(str(other))} is not a key-value file: it looks "
+                                              rf"like a Faiss index .*not overwritten: move it away, or "
+                                              rf"give kv_file="):
+        rows(['x', 'y']).to_faiss['id', 'vec'](findex=tmp_path / 'a.bin')
+    assert other.read_bytes() == kept and sorted(path.name for path in tmp_path.iterdir()) == ['a_kv.bin']
+    # int keys need no key-value file: that file stays as it is
+    assert rows(range(3)).to_faiss['id', 'vec'](findex=tmp_path / 'a.bin').insert_count == 3
+    assert other.read_bytes() == kept
+    result = rows(['x', 'y']).to_faiss['id', 'vec'](findex=tmp_path / 'b.bin', kv_file=tmp_path / 'b.json')
+    assert result.insert_count == 2 and other.read_bytes() == kept
+    with pytest.raises(ValueError, match=r'kv_file= is findex=.*a path of its own'):
+        rows(['x']).to_faiss['id', 'vec'](findex=tmp_path / 'c.bin', kv_file=str(tmp_path / 'c.bin'))
+
+
+def test_a_key_value_file_of_another_index_is_refused_and_kept(tmp_path):
+    keys = tmp_path / 'keys.json'
+    embedded(['a', 'b', 'c']).to_faiss['id', 'vec'](tmp_path / 'first.bin', kv_file=keys)
+    kept = keys.read_text()
+    second = tmp_path / 'second.bin'
+    with pytest.raises(FileExistsError, match=rf"{re.escape(str(keys))} holds the keys of 3 ids, but "
+                                              rf"{re.escape(str(second))} does not exist: .*another index"
+                                              rf".*kv_file="):
+        embedded(['x', 'y']).to_faiss['id', 'vec'](second, kv_file=keys)
+    faiss.write_index(faiss.IndexIDMap(faiss.IndexFlatL2(DIMENSION)), str(second))   # made empty by hand
+    with pytest.raises(FileExistsError, match=rf"holds the keys of 3 ids, but {re.escape(str(second))} "
+                                              rf"holds no vectors"):
+        embedded(['x', 'y']).to_faiss['id', 'vec'](second, kv_file=keys)
+    assert keys.read_text() == kept and faiss.read_index(str(second)).ntotal == 0
+    again = embedded(['a', 'b', 'c', 'd']).to_faiss['id', 'vec'](tmp_path / 'first.bin', kv_file=keys)
+    assert (again.insert_count, again.details['skipped']) == (1, 3)
+    assert json.loads(keys.read_text()) == {'0': 'a', '1': 'b', '2': 'c', '3': 'd'}
+    assert sorted(path.name for path in tmp_path.iterdir()) == ['first.bin', 'keys.json', 'second.bin']
+
+
+def test_a_findex_that_is_not_an_index_file_says_what_it_is_and_what_to_do(tmp_path):
+    folder = tmp_path / 'folder'
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError, match=rf"findex {re.escape(str(folder))} is a folder: give findex= "
+                                                rf"a file path, e.g. ") as error:
+        embedded(range(2)).to_faiss['id', 'vec'](findex=folder)
+    assert isinstance(error.value.__cause__, RuntimeError)
+    hello = tmp_path / 'hello.bin'
+    hello.write_text('hello')
+    for write in (lambda: embedded(range(2)).to_faiss['id', 'vec'](findex=hello),
+                  lambda: FaissSink(['id', 'vec'], hello).existing_keys([1])):
+        with pytest.raises(ValueError, match=rf'{re.escape(str(hello))} is not a Faiss index Faiss can read '
+                                             rf'\(Index type 0x6c6c6568 \("hell"\) not recognized\).*give '
+                                             rf'findex= a new file') as error:
+            write()
+        assert isinstance(error.value.__cause__, RuntimeError)
+    assert hello.read_text() == 'hello' and sorted(path.name for path in tmp_path.iterdir()) == [
+        'folder', 'hello.bin']
+
+
+def test_a_damaged_key_value_file_is_named_with_what_to_do(tmp_path):
+    findex, kv_file = tmp_path / 'index.bin', tmp_path / 'index_kv.bin'
+    embedded(['a', 'b']).to_faiss['id', 'vec'](findex)
+    kv_file.write_text('{"0": "a", "1": ')   # cut short
+    with pytest.raises(ValueError, match=rf'{re.escape(str(kv_file))}, the key-value file of '
+                                         rf'{re.escape(str(findex))}, cannot be read: it is not JSON '
+                                         rf'\(Expecting value: line 1 column 17.*restore .* from a backup, '
+                                         rf'or delete both files') as error:
+        embedded(['c']).to_faiss['id', 'vec'](findex)
+    assert isinstance(error.value.__cause__, json.JSONDecodeError)
+    kv_file.write_text('["a", "b"]')
+    with pytest.raises(ValueError, match=r'cannot be read: it is JSON, but a list, not an object '
+                                         r'\{"<id>": "<key>"\}'):
+        FaissSink(['id', 'vec'], findex).existing_keys(['a'])
+    assert kv_file.read_text() == '["a", "b"]' and ids_in(findex) == [0, 1]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ['index.bin', 'index_kv.bin']

@@ -14,6 +14,7 @@ from towhee import ops, pipe
 from towhee_ray import DataCollection, ray_op
 from towhee_ray.sinks import lite_server
 from towhee_ray.sinks.milvus import connect
+from tests.support import ODD_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,6 +81,21 @@ def test_a_key_is_never_held_twice_upsert_replaces_and_skip_keeps(db):
     assert (result.insert_count, result.details['skipped']) == (3, 3)
     assert [(row['id'], row['tag']) for row in stored(db, 'skip', ('id', 'tag'))][2:5] == \
         [(2, 'first'), (3, 'first'), (4, 'first')]
+
+
+def test_text_keys_of_any_characters_resume_and_skip(db):
+    def job(keys):
+        return (DataCollection['id'](keys).stream()
+                .skip_existing['id']('odd', uri=db)
+                .runas_op['id', 'vec'](func=lambda key: unit(len(key)))
+                .to_milvus['id', 'vec'](collection='odd', uri=db))
+
+    assert job(ODD_KEYS[:8]).insert_count == 8
+    assert job(ODD_KEYS).insert_count == len(ODD_KEYS) - 8        # only the new ones
+    assert sorted(row['id'] for row in stored(db, 'odd')) == sorted(ODD_KEYS)
+    again = DataCollection['id', 'vec']([(key, unit(1)) for key in ODD_KEYS])
+    result = again.to_milvus['id', 'vec'](collection='odd', uri=db, on_existing='skip')
+    assert (result.insert_count, result.details['skipped']) == (0, len(ODD_KEYS))
 
 
 def test_to_milvus_holds_at_most_one_batch_of_a_long_stream(db):
@@ -259,6 +275,70 @@ def test_a_missing_field_and_a_key_of_the_wrong_type_name_the_row(db):
         DataCollection([{'id': 1.5, 'vec': unit(1)}]).to_milvus['id', 'vec'](collection='new', uri=db)
     with pytest.raises(TypeError, match='needs the fields to write in a subscript'):
         DataCollection(good).to_milvus(collection='bad', uri=db)
+
+
+def test_a_vector_that_is_not_finite_names_the_row_and_keeps_what_came_before(db):
+    rows = [{'id': i, 'vec': unit(i) if i != 6 else np.full(8, np.nan, np.float32)} for i in range(10)]
+    with pytest.raises(ValueError, match=r"row #6 \(id=6\): field 'vec' holds 8 values that are not a finite "
+                                         r"number \(nan at index 0\).*drop such rows first"):
+        DataCollection(rows).to_milvus['id', 'vec'](collection='nan', uri=db, batch=4)
+    assert [row['id'] for row in stored(db, 'nan')] == list(range(6))
+
+
+@pytest.mark.parametrize('rows, error, message', [
+    ([{'id': 0, 'vec': unit(0), 't': None}], ValueError,
+     r"row #0 \(id=0\): field 't' is None, so its Milvus type is unknown.*give it a value in every row"),
+    ([{'id': 0, 'vec': unit(0), 't': 'a'}, {'id': 1, 'vec': unit(1), 't': None}], ValueError,
+     r"row #1 \(id=1\): field 't' is None, and the collection's field VARCHAR holds no nulls"),
+    ([{'id': 0, 'vec': unit(0), 't': 'a'}, {'id': 1, 'vec': unit(1), 't': 7}], TypeError,
+     r"row #1 \(id=1\): field 't' is 7 \(int\), but the collection's field is VARCHAR, which holds str.*func=str"),
+    ([{'id': 0, 'vec': unit(0), 'n': 1}, {'id': 1, 'vec': unit(1), 'n': 1.5}], TypeError,
+     r"row #1 \(id=1\): field 'n' is 1.5 \(float\), but the collection's field is INT64, which holds int"),
+    ([{'id': 2**70, 'vec': unit(0)}], ValueError,
+     r"row #0 \(id=1180591620717411303424\).*field 'id' is 1180591620717411303424, out of its range.*INT64"),
+], ids=['none-first', 'none-later', 'str-then-int', 'int-then-float', 'key-past-int64'])
+def test_a_scalar_the_collection_cannot_hold_names_the_row_and_what_the_field_holds(db, rows, error, message):
+    with pytest.raises(error, match=message):
+        DataCollection(rows).to_milvus[tuple(rows[0])](collection='scalars', uri=db)
+
+
+def test_a_collection_field_the_rows_lack_is_named_before_anything_is_written(db):
+    DataCollection([{'id': 0, 'vec': unit(0), 'title': 'zero'}]).to_milvus['id', 'vec', 'title'](
+        collection='titled', uri=db)
+    with pytest.raises(ValueError, match=r"needs a value for \['title'\] in every row, and to_milvus\[...\] writes "
+                                         r"only \['id', 'vec'\]: name it in to_milvus\[...\]"):
+        DataCollection([{'id': 1, 'vec': unit(1)}]).to_milvus['id', 'vec'](collection='titled', uri=db)
+    assert [row['id'] for row in stored(db, 'titled')] == [0]
+
+
+def test_a_lite_server_that_dies_mid_job_is_named_with_what_to_do_and_the_rerun_resumes(db):
+    def rows(keys, kill_at=None):
+        for i in keys:
+            if i == kill_at:   # killed as the out-of-memory killer would
+                server = lite_server.running(db)
+                server.process.kill()
+                server.process.wait()
+            yield {'id': i, 'vec': unit(i)}
+
+    with pytest.raises(ConnectionError, match=r"the Milvus Lite server of '.*vectors.db' \(pid \d+\) exited during "
+                                              r"the job, with code -9 .*run the job again"):
+        DataCollection(rows(range(300), kill_at=150)).to_milvus['id', 'vec'](collection='dies', uri=db, batch=50)
+    written = len(stored(db, 'dies'))   # a new server, on what the old one committed
+    assert written <= 150
+    rerun = DataCollection['id'](range(300)).skip_existing['id']('dies', uri=db).runas_op['id', 'vec'](func=unit)
+    assert rerun.to_milvus['id', 'vec'](collection='dies', uri=db).insert_count == 300 - written
+    assert [row['id'] for row in stored(db, 'dies')] == list(range(300))
+
+
+def test_a_lite_path_that_cannot_be_a_lite_folder_says_what_to_do(tmp_path):
+    (tmp_path / 'plain.db').write_text('not Milvus Lite 3')
+    rows = DataCollection([{'id': 1, 'vec': unit(1)}])
+    with pytest.raises(FileExistsError, match=r"plain.db' is a file, and Milvus Lite keeps its collections in a "
+                                              r"folder of that name.*give another path ending in .db"):
+        rows.to_milvus['id', 'vec'](collection='c', uri=str(tmp_path / 'plain.db'))
+    with pytest.raises(OSError, match=r"cannot make the folder of the Milvus Lite file .*plain.db/inner.db.*"
+                                      r"give a path where this process may write"):
+        rows.to_milvus['id', 'vec'](collection='c', uri=str(tmp_path / 'plain.db' / 'inner.db'))
 
 
 def test_an_unreachable_milvus_is_a_connection_error_naming_the_address_within_30_seconds(db):

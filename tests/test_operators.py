@@ -121,6 +121,10 @@ def test_a_mistyped_method_is_reported_as_such():
     with pytest.raises(OperatorNotFoundError) as failure:
         DataCollection([1]).to_lsit()
     assert "DataCollection has no method 'to_lsit'; did you mean 'to_list'?" in failure.value.__notes__
+    with pytest.raises(OperatorNotFoundError) as failure:   # a Towhee pipeline's (or Spark's) name
+        DataCollection([1]).flat_map(lambda x: [x, x])
+    assert ("DataCollection has no method 'flat_map': map a function that returns a list, then flatten(): "
+            "dc.map(f).flatten()") in failure.value.__notes__
 
 
 def test_hub_folders_listed_in_towhee_ray_hub_are_searched(tmp_path, monkeypatch):

@@ -11,7 +11,8 @@ import pytest
 
 import towhee_ray
 from towhee_ray import DataCollection
-from towhee_ray.sinks.parquet import ParquetSink
+from towhee_ray.sinks.base import Batch
+from towhee_ray.sinks.parquet import LOCK_FILE, UNCHECKED_MARKER, ParquetSink
 
 DIMENSION = 8
 
@@ -26,6 +27,7 @@ def passages(keys):
 
 
 def parts(folder):
+    """The folder's files, hidden ones included (an unfinished part, a lock left behind)."""
     return sorted(path.name for path in folder.iterdir())
 
 
@@ -264,3 +266,97 @@ def test_a_failing_ray_chain_keeps_what_was_written_and_leaves_no_worker(ray_clu
     assert len(stored) == len(set(stored)) and set(stored) <= set(range(400)) - {250}
     assert not [path for path in (tmp_path / 'workers').iterdir() if path.name.startswith('.')]
     assert alive_actors() == []
+
+
+# -- keys across workers, one job at a time, what else is in the folder -----------------------
+
+def test_workers_writing_the_same_key_store_it_once_and_count_it_once(ray_cluster, tmp_path):
+    folder = tmp_path / 'out'
+    keys = [i % 100 for i in range(2000)]   # every key 20 times, in the chunks of both workers
+    chain = (DataCollection['id'](keys).stream().set_parallel(2, backend='ray', chunk_size=50)
+             .runas_op['id', 'vec'](func=embed))
+    result = chain.to_parquet(folder, key='id')
+    assert result.details['writers'] == 'workers'
+    stored = [row.id for row in DataCollection.read_parquet(folder)]
+    assert sorted(stored) == list(range(100))
+    assert (result.insert_count, result.details['skipped']) == (100, 1900)
+    assert UNCHECKED_MARKER not in parts(folder)
+    # threads too, and a key twice within one batch counts once
+    again = (DataCollection['id']([100, 100, 101, 5]).stream().set_parallel(2, backend='thread')
+             .runas_op['id', 'vec'](func=embed))
+    result = again.to_parquet(folder, key='id')
+    assert (result.insert_count, result.details['skipped'], result.details['writers']) == (2, 2, 'workers')
+    assert sorted(row.id for row in DataCollection.read_parquet(folder)) == list(range(102))
+
+
+def test_a_job_killed_before_checking_its_workers_keys_has_the_next_job_check_the_folder(tmp_path, caplog):
+    folder = tmp_path / 'out'
+    # What such a job leaves: two workers' parts holding keys 3 and 4 twice, and the marker.
+    batches = [Batch([{'id': key, 'vec': embed(key)} for key in keys]) for keys in ([1, 2, 3, 4], [3, 4, 5])]
+    sinks = [ParquetSink(['id', 'vec'], folder, key='id') for _ in batches]
+    for sink, batch in zip(sinks, batches):   # both started before either wrote, as workers do
+        sink.in_worker()
+        sink.on_write_start(batch)
+    for sink, batch in zip(sinks, batches):
+        sink.write(batch)
+        sink.on_chunk_complete()
+    (folder / UNCHECKED_MARKER).write_text('pid 1\n')
+    assert len(DataCollection.read_parquet(folder).to_list()) == 7
+    result = DataCollection['id']([5, 6]).runas_op['id', 'vec'](func=embed).to_parquet(folder, key='id')
+    assert (result.insert_count, result.details['skipped']) == (1, 1)
+    assert sorted(row.id for row in DataCollection.read_parquet(folder)) == [1, 2, 3, 4, 5, 6]
+    assert UNCHECKED_MARKER not in parts(folder)
+    assert 'left its parts unchecked for keys written twice by its workers; 2 such rows removed' in caplog.text
+
+
+HOLD_THE_FOLDER = """
+import sys, time
+from towhee_ray.sinks.parquet import ParquetSink
+from towhee_ray.sinks.base import Batch
+sink = ParquetSink(['id'], sys.argv[1], key='id')
+sink.on_write_start(Batch([{'id': 1}]))
+print('holding', flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.timeout(300)
+def test_one_job_writes_into_a_folder_at_a_time_and_a_killed_one_blocks_nothing(tmp_path):
+    import subprocess
+    import sys
+    import time
+    folder = tmp_path / 'out'
+    holder = subprocess.Popen([sys.executable, '-c', HOLD_THE_FOLDER, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'holding'
+        with pytest.raises(BlockingIOError, match=rf'to_parquet cannot write {re.escape(str(folder))}: another job '
+                                                  rf'is writing .* \(pid {holder.pid}\), and one job at a time '
+                                                  rf'writes it.*or write into another folder'):
+            passages(range(3)).to_parquet(folder, key='id')
+        assert parts(folder) == [LOCK_FILE]   # the other job's folder, untouched
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    assert passages(range(3)).to_parquet(folder, key='id').insert_count == 3   # its lock died with it
+    assert parts(folder) == ['part-00000.parquet']
+
+
+def test_a_file_in_the_folder_that_is_not_a_part_of_it_is_named(tmp_path):
+    folder = tmp_path / 'out'
+    passages(range(3)).to_parquet(folder, key='id')
+    pq.write_table(pyarrow.table({'other': [1, 2]}), folder / 'zzz.parquet')
+    with pytest.raises(ValueError, match=r"zzz.parquet has no column 'id' \(its columns: \['other'\]\).*move it out"):
+        passages(range(5)).to_parquet(folder, key='id')
+    (folder / 'zzz.parquet').unlink()
+    (folder / 'notes.parquet').write_text('not parquet')
+    with pytest.raises(ValueError, match=r"notes.parquet is in the folder to_parquet writes into, and it is not a "
+                                         r"Parquet file pyarrow can read"):
+        passages(range(5)).to_parquet(folder, key='id')
+
+
+def test_a_vector_that_is_not_finite_is_refused_naming_the_row(tmp_path):
+    rows = DataCollection['id', 'vec']([(0, embed(0)), (1, np.array([1.0, np.inf] + [0.0] * 6))])
+    with pytest.raises(ValueError, match=r"row #1 \(id=1\): field 'vec' holds 1 value that is not a finite number "
+                                         r"\(inf at index 1\)"):
+        rows.to_parquet(tmp_path / 'out')

@@ -154,6 +154,14 @@ def _serial_operator(operator: GuardedOperator, items: Iterable[Any]) -> Iterato
         yield call(item)
 
 
+# Methods of other APIs (Towhee pipelines, Spark, Ray Data) that people reach for, and what
+# a DataCollection does instead.
+_OTHER_NAMES = {
+    name: 'map a function that returns a list, then flatten(): dc.map(f).flatten()'
+    for name in ('flat_map', 'flatmap', 'flat_map_batches')
+}
+
+
 class _OperatorPath:
     """``dc.<namespace>.<name>``: collects the dotted name until it is called."""
 
@@ -181,7 +189,9 @@ class _OperatorPath:
         except OperatorNotFoundError as error:
             methods = [name for name in dir(DataCollection) if not name.startswith('_')]
             close = difflib.get_close_matches(self._name, methods, n=1)
-            if close and '.' not in self._name:
+            if self._name in _OTHER_NAMES:
+                error.add_note(f'DataCollection has no method {self._name!r}: {_OTHER_NAMES[self._name]}')
+            elif close and '.' not in self._name:
                 error.add_note(f'DataCollection has no method {self._name!r}; did you mean {close[0]!r}?')
             raise
         return self._collection._apply_operator(spec, columns=self._columns)

@@ -47,8 +47,9 @@ class Batch:
     rows: List[Dict[str, Any]]
     first: Optional[int] = 0
     #: The last row :meth:`where` named: the row that a sink's error is about (a worker
-    #: fails that row's element).
-    named: int = dataclasses.field(default=0, repr=False, compare=False)
+    #: fails that row's element); None when no message named one. Sinks name rows only in
+    #: their errors, so that this is the bad row.
+    named: Optional[int] = dataclasses.field(default=None, repr=False, compare=False)
 
     def where(self, index: int, key_field: Optional[str] = None) -> str:
         """Names a row for an error message: its position, and its key when there is one.
@@ -107,9 +108,9 @@ class Sink(abc.ABC):
     def key_field(self) -> str:
         return self.fields[0]
 
-    #: The keys of the last batch that ``write`` left out, as the destination held them
-    #: already (a worker reports those rows as skipped, not written).
-    last_skipped: Set[Any] = frozenset()
+    #: The positions of the rows of the last batch that ``write`` left out: their key was
+    #: held already, or came again later in the batch (a worker reports them as skipped).
+    last_skipped_rows: Sequence[int] = ()
 
     def on_write_start(self, batch: Batch) -> None:
         """Create or open the destination; ``batch`` holds the first rows (none when the
@@ -130,6 +131,10 @@ class Sink(abc.ABC):
         """Called once when a worker makes this sink, to write its share of a job's rows
         beside other workers (:mod:`~towhee_ray.sinks.in_workers`): a sink that names files
         makes its names its own."""
+
+    def on_workers_start(self) -> None:
+        """In the driver, once its workers are about to write this job's rows (after
+        ``on_write_start``); the sink's ``on_write_complete`` or ``on_write_failed`` follows."""
 
     def on_chunk_complete(self) -> None:
         """In a worker, after each chunk's rows: make them visible and durable without
@@ -219,6 +224,15 @@ def _flush(sink: Sink, batch: Batch, result: WriteResult, started: bool) -> bool
     if not started:
         sink.on_write_start(batch)
     if batch.rows:
-        result.insert_count += sink.write(batch)
+        batch.named = None
+        try:
+            result.insert_count += sink.write(batch)
+        except Exception as error:
+            if batch.named is None and not hasattr(error, 'row_index') and batch.first is not None:
+                last = batch.first + len(batch) - 1   # refused whole (a server's error names no row)
+                error.add_note(f'{sink.call_name} refused rows #{batch.first}-#{last} (one batch) as a '
+                               f'whole: the bad value may be in any of them; the batches before it were '
+                               f'written')
+            raise
         result.batches += 1
     return True

@@ -126,19 +126,33 @@ def as_vector(value: Any) -> Optional[np.ndarray]:
 
 
 def checked_vector(value: Any, field: str, where: Optional[str] = None) -> np.ndarray:
-    """``value`` as a vector (:func:`as_vector`), or a ``TypeError`` naming what it is.
+    """``value`` as a vector (:func:`as_vector`), or a ``TypeError`` naming what it is; a
+    vector with NaN or infinite values is a ``ValueError`` (no sink can search it: Milvus
+    refuses it, Faiss and Parquet would keep it).
 
     >>> checked_vector('ab', 'v', 'row #0')
     Traceback (most recent call last):
     TypeError: row #0: field 'v' is 'ab' (str), not a vector; a vector is a 1-D numpy array or list of numbers
+    >>> checked_vector([0.5, float('nan'), 1.0], 'v', 'row #4 (id=4)')  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: row #4 (id=4): field 'v' holds 1 value that is not a finite number (nan at index 1); ...
     """
     vector = as_vector(value)
+    prefix = f'{where}: ' if where else ''
     if vector is None:
-        prefix = f'{where}: ' if where else ''
         shape = getattr(value, 'shape', None)
         shape = f', shape {shape}' if shape is not None and len(shape) > 1 else ''
         raise TypeError(f'{prefix}field {field!r} is {shown(value)} ({type(value).__name__}{shape}), not a '
                         f'vector; a vector is a 1-D numpy array or list of numbers')
+    if vector.dtype.kind == 'f':
+        finite = np.isfinite(vector)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            values = 'value that is' if len(bad) == 1 else 'values that are'
+            raise ValueError(f'{prefix}field {field!r} holds {len(bad)} {values} not a finite number '
+                             f'({vector[bad[0]]} at index {bad[0]}); a vector must be finite to be stored '
+                             f'and searched: fix the step that made it, or drop such rows first '
+                             f'(filter(...))')
     return vector
 
 
@@ -167,7 +181,11 @@ def vector_matrix(batch: 'Batch', field: str, dimension: int, dtype: Any, key_fi
     """
     matrix = np.empty((len(batch), dimension), dtype=dtype)
     for index, value in enumerate(batch.column(field)):
-        vector = checked_vector(value, field, batch.where(index, key_field))
+        try:
+            vector = checked_vector(value, field)
+        except (TypeError, ValueError):   # the same error, now naming the row (only a bad row is named)
+            checked_vector(value, field, batch.where(index, key_field))
+            raise
         if vector.shape[0] != dimension:
             raise dimension_error(field, vector.shape[0], holder, dimension, batch.where(index, key_field))
         matrix[index] = vector

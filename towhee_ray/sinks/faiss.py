@@ -8,22 +8,32 @@ decides which; an index file that exists decides for it.
 
 The index is held in the driver's memory, as any in-memory Faiss index; each batch is
 added to it as one ``(rows, dimension)`` float32 matrix, so the vectors are never held
-twice. The file is saved atomically (a temporary file, then a rename), the key-value file
-first: at the end, when the stream or a write fails, and during the run as the index
-grows (see :data:`SAVE_GROWTH`), so a killed job leaves the rows of the last save.
+twice. The file is saved atomically: at the end, when the stream or a write fails, and
+during the run as the index grows (see :data:`SAVE_GROWTH`), so a killed job leaves the
+rows of the last save. A save writes the index to a temporary file beside it, replaces the
+key-value file, then puts the index in place: a job killed between the two leaves the
+key-value file ahead of its index and the new index whole in its temporary file, which the
+next run puts in place (:meth:`FaissSink._finish_killed_save`).
+
+One job writes an index at a time: from its first batch to its end, a job holds an OS lock
+(:class:`~towhee_ray.sinks.locks.WriteLock`) on ``index.bin.lock`` and ``index_kv.bin.lock``; a second job is refused
+at once, saying which process writes. The OS lets go of the lock when its process dies,
+however it dies, so a killed job never blocks the next one.
 
 A re-run job loads the index file and appends to it: rows whose key it already holds are
 skipped, never added twice (:meth:`FaissSink.existing_keys` tells which, for a resumed
-job); a key-value file left ahead of its index by a kill between the two renames is
-trimmed to the index's ids.
+job). What ``to_faiss`` did not write is never overwritten: a file in the place of the
+key-value file that is not one, or the key-value file of another index, is refused.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Set, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Union
 
 import numpy as np
 
@@ -31,6 +41,7 @@ from towhee_ray.checks import positive_int
 from towhee_ray.extras import require
 from towhee_ray.sinks.base import Batch, Sink, WriteResult
 from towhee_ray.sinks.checks import checked_key, checked_vector, keys_held, shown, vector_matrix
+from towhee_ray.sinks.locks import WriteLock, lock_file_for
 
 logger = logging.getLogger(__name__)
 
@@ -77,15 +88,55 @@ def metric_code(metric: Union[None, int, str], faiss: Any) -> int:
     return metric
 
 
+def _temporary_name(path: Path) -> Path:
+    return path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+
+
+def _temporaries_of(path: Path) -> List[Path]:
+    """The temporary files of ``path`` (:func:`_temporary_name`) that jobs left, newest first."""
+    name = re.compile(rf'\.{re.escape(path.name)}\.\d+\.tmp')
+    try:
+        found = [entry for entry in path.parent.iterdir() if name.fullmatch(entry.name)]
+    except FileNotFoundError:
+        return []
+    return sorted(found, key=lambda entry: entry.stat().st_mtime_ns, reverse=True)
+
+
+@contextlib.contextmanager
+def _temporary_beside(path: Path) -> Iterator[Path]:
+    # Beside it, so that a rename puts it in place; gone afterwards, unless renamed. A
+    # killed job leaves it: the next writer removes it (it holds the lock, so none is live).
+    temporary = _temporary_name(path)
+    try:
+        yield temporary
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def _replace_atomically(path: Path, write: Any) -> None:
     # A kill during a save leaves the previous file whole. No fsync: a killed process's
     # writes survive in the page cache; only a power cut could lose them.
-    temporary = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
+    with _temporary_beside(path) as temporary:
         write(str(temporary))
         os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+
+
+def _not_json(path: Path, error: ValueError) -> str:
+    """What a file that is not JSON is, for an error."""
+    with open(path, 'rb') as file:
+        start = file.read(4)
+    # Faiss files begin with a four-letter code: 'IxMp' (IDMap), 'IxF2' (Flat), 'IwFl' (IVF), ...
+    if len(start) == 4 and start[:1] == b'I' and start.isalnum():
+        return f'it looks like a Faiss index (it begins with {start.decode()!r})'
+    return f'it is not JSON ({error})'
+
+
+class _NotKeyValue(Exception):
+    """The key-value file is not one: ``what`` it is instead (chained to the reason)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
 
 
 class FaissSink(Sink):
@@ -100,6 +151,8 @@ class FaissSink(Sink):
     (2, 2, 'index_kv.bin')
     >>> sorted(FaissSink(['id', 'vec'], findex).existing_keys(['a', 'c']))
     ['a']
+    >>> sorted(path.name for path in findex.parent.iterdir())   # no lock file, no temporary file
+    ['index.bin', 'index_kv.bin']
     """
 
     call_name = 'to_faiss'
@@ -129,16 +182,33 @@ class FaissSink(Sink):
         if kv_file is None:
             kv_file = kv_file_for(self.path) if self.path else None
         self.kv_file = Path(kv_file) if kv_file is not None else None
+        if self.path is not None and self.kv_file is not None and \
+                os.path.abspath(self.kv_file) == os.path.abspath(self.path):
+            raise ValueError(f'kv_file= is findex= ({self.path}): the str keys go in a JSON file beside '
+                             f'the index; give it a path of its own, or leave kv_file out '
+                             f'({kv_file_for(self.path)})')
         self.save_every = None if save_every is None else positive_int(save_every, 'save_every',
                                                                        'rows between saves')
         self.skipped = 0
-        self._opened = False
+        # The files this job writes, each locked from its first batch to its end.
+        self._locks = [WriteLock(path, lock_file_for(path), 'to_faiss', f'give {option}= another file')
+                       for path, option in ((self.path, 'findex'), (self.kv_file, 'kv_file')) if path]
+        self._opened = ''   # '', 'to read' (existing_keys) or 'to write' (under the locks)
+        self._forget()
+
+    def _forget(self) -> None:
+        """What a job learns from the files it opens; forgotten to open them again."""
+        if self.path is not None:
+            self.index = None
         self._key_type: Optional[type] = None
         self._key_origin = ''
         self._keys: Dict[Any, int] = {}   # key -> Faiss id (an int key is its own id)
         self._next_id = 0
         self._saved_rows = 0
         self._unsaved_rows = 0
+        #: Why the key-value file must not be written (it is another file, or another
+        #: index's): raised when the first str key comes; int keys never write it.
+        self._kv_refusal: Optional[FileExistsError] = None
 
     @property
     def vector_field(self) -> str:
@@ -149,21 +219,52 @@ class FaissSink(Sink):
 
     # -- opening what exists ---------------------------------------------------------------
 
-    def _open(self) -> None:
-        if self._opened:
+    def _open(self, to_write: bool = False) -> None:
+        """Load the index file and the keys. ``to_write``: under the locks, so that a job
+        killed while saving can be repaired; a job that read them before (existing_keys)
+        reads them again, as another job may have written since."""
+        if self._opened == 'to write' or (self._opened and not to_write):
             return
-        self._opened = True
+        if self._opened:
+            self._forget()
+        self._opened = 'to write' if to_write else 'to read'
         if self.index is None and self.path is not None and self.path.exists():
-            self.index = self._faiss.read_index(str(self.path))
+            self.index = self._read_index(self.path)
+        try:
+            stored = self._read_kv()
+            problem = None
+        except _NotKeyValue as error:
+            stored, problem = None, error
+        if to_write:
+            self._finish_killed_save(stored)
+            for made in (self.path, self.kv_file):
+                for temporary in _temporaries_of(made) if made else ():
+                    temporary.unlink(missing_ok=True)   # of killed jobs: this job holds the lock
+        self._load_keys(stored, problem)
+
+    def _load_keys(self, stored: Optional[Dict[int, str]], problem: Optional[_NotKeyValue]) -> None:
+        """The keys the index holds, from its ids and the key-value file (``stored``, or the
+        ``problem`` that makes it no key-value file); or why the key-value file must not be
+        written, should str keys come."""
         if self.index is None:
-            if self.kv_file is not None and self.kv_file.exists():
-                logger.warning('%s has no index beside it (a job killed before its first save); '
-                               'it will be replaced', self.kv_file)
+            if problem is not None:
+                self._kv_refusal = self._not_a_kv_file(problem)
+            elif stored:
+                self._kv_refusal = self._kv_of_another_index(len(stored), 'does not exist')
             return
         self._check_metric()
         ids = self._index_ids()
         self._saved_rows = int(self.index.ntotal)
-        stored = self._read_kv()
+        if problem is not None:
+            if len(ids):
+                raise ValueError(self._damaged_kv(problem.what)) from problem.__cause__
+            self._kv_refusal = self._not_a_kv_file(problem)
+            return
+        if stored and not len(ids) and self.path is not None:
+            # Never a state to_faiss leaves: it saves no empty index, and a job killed while
+            # saving leaves the index that _finish_killed_save puts in place.
+            self._kv_refusal = self._kv_of_another_index(len(stored), 'holds no vectors')
+            return
         if stored is None:
             self._keys = {faiss_id: faiss_id for faiss_id in ids.tolist()}
             if len(ids):
@@ -171,32 +272,107 @@ class FaissSink(Sink):
             return
         self._load_string_keys(ids, stored)
 
+    def _read_index(self, path: Path) -> Any:
+        try:
+            return self._faiss.read_index(str(path))
+        except RuntimeError as error:
+            if path.is_dir():
+                raise IsADirectoryError(f'findex {path} is a folder: give findex= a file path, e.g. '
+                                        f'{path / "index.bin"}') from error
+            raise ValueError(f'{path} is not a Faiss index Faiss can read ({_last_line(error)}): it is '
+                             f'another kind of file, or a damaged index. It is left as it is: give findex= a '
+                             f'new file path, or move it away (or restore it from a backup) and run '
+                             f'again') from error
+
     def _check_metric(self) -> None:
         if self.metric is not None and metric_code(self.metric, self._faiss) != self.index.metric_type:
             raise ValueError(f'{self.describe()} measures with Faiss metric {self.index.metric_type}, '
                              f'not {self.metric!r}; leave metric out to append to it, or write to a new '
                              f'index file')
 
-    def _index_ids(self) -> np.ndarray:
-        id_map = getattr(self.index, 'id_map', None)
+    def _index_ids(self, index: Any = None) -> np.ndarray:
+        index = self.index if index is None else index
+        id_map = getattr(index, 'id_map', None)
         if id_map is None:
-            raise TypeError(f'{self.describe()} is a {type(self.index).__name__}, which keeps no ids: '
+            raise TypeError(f'{self.describe()} is a {type(index).__name__}, which keeps no ids: '
                             f"to_faiss needs an IDMap index, e.g. faiss.index_factory(d, 'IDMap,Flat') or "
                             f'faiss.IndexIDMap(faiss.IndexFlatL2(d))')
-        return self._faiss.vector_to_array(id_map)
+        return self._faiss.vector_to_array(id_map)   # a copy: it outlives index
 
     def _read_kv(self) -> Optional[Dict[int, str]]:
+        """The key-value file's ids and keys; None when there is none; a :class:`_NotKeyValue`
+        saying what the file is when it is not one."""
         if self.kv_file is None or not self.kv_file.exists():
             return None
-        with open(self.kv_file, encoding='utf-8') as file:
-            return {int(faiss_id): key for faiss_id, key in json.load(file).items()}
+        try:
+            with open(self.kv_file, encoding='utf-8') as file:
+                stored = json.load(file)
+        except IsADirectoryError as error:
+            raise _NotKeyValue('it is a folder') from error
+        except ValueError as error:   # not JSON, or not text (JSONDecodeError, UnicodeDecodeError)
+            raise _NotKeyValue(_not_json(self.kv_file, error)) from error
+        if not isinstance(stored, dict):
+            raise _NotKeyValue(f'it is JSON, but a {type(stored).__name__}, not an object '
+                               f'{{"<id>": "<key>"}}')
+        try:
+            return {int(faiss_id): key for faiss_id, key in stored.items()}
+        except ValueError as error:
+            raise _NotKeyValue(f'it is a JSON object, but not {{"<id>": "<key>"}} ({error})') from error
+
+    def _damaged_kv(self, what: str) -> str:
+        return (f'{self.kv_file}, the key-value file of {self.describe()}, cannot be read: {what}. If the '
+                f'index holds str keys, their names are damaged: restore {self.kv_file} from a backup, or '
+                f'delete both files and run the job again; if it holds int keys, {self.kv_file} is another '
+                f'file in the place of its key-value file: move it away, or give kv_file= another path')
+
+    def _not_a_kv_file(self, problem: _NotKeyValue) -> FileExistsError:
+        refusal = FileExistsError(f'to_faiss keeps the str keys of {self.describe()} in {self.kv_file}, and '
+                                  f'{self.kv_file} is not a key-value file: {problem.what}. It is not '
+                                  f'overwritten: move it away, or give kv_file= another path')
+        refusal.__cause__ = problem.__cause__
+        return refusal
+
+    def _kv_of_another_index(self, keys: int, index_state: str) -> FileExistsError:
+        return FileExistsError(
+            f'{self.kv_file} holds the keys of {keys} ids, but {self.describe()} {index_state}: it is the '
+            f'key-value file of another index (kv_file= given to two indexes?) or of an index since '
+            f'removed, and it is not overwritten. Give this index a key-value file of its own (kv_file= '
+            f'another path), or delete {self.kv_file} if its index is gone')
+
+    def _finish_killed_save(self, stored: Optional[Dict[int, str]]) -> None:
+        """Put in place the index a job killed between the two renames of a save left in
+        its temporary file: the one whose ids are those of the key-value file, ahead."""
+        if self.path is None or not stored:
+            return
+        if self.index is not None and self.index.ntotal >= len(stored):
+            return
+        temporaries = _temporaries_of(self.path)
+        if not temporaries:
+            return
+        self.index = None   # not held twice: read again if no save is there
+        for temporary in temporaries:
+            try:
+                saved = self._faiss.read_index(str(temporary))
+                ids = self._index_ids(saved)
+            except (RuntimeError, TypeError):   # cut short by the kill, or not an IDMap
+                continue
+            if len(ids) == len(stored) and set(ids.tolist()) == set(stored):
+                os.replace(temporary, self.path)
+                logger.warning('%s: a job killed while saving it left its last save in %s; it is put in '
+                               'place (%d rows)', self.path, temporary.name, len(ids))
+                self.index = saved
+                return
+            del saved
+        if self.path.exists():
+            self.index = self._read_index(self.path)
 
     def _load_string_keys(self, ids: np.ndarray, stored: Dict[int, str]) -> None:
         present = set(ids.tolist())
         unnamed = len(present) - sum(1 for faiss_id in stored if faiss_id in present)
         if unnamed:
             raise ValueError(f'{self.describe()} holds {unnamed} ids that {self.kv_file} has no key '
-                             f'for: the two files do not belong together; write to a new index file')
+                             f'for: the two files do not belong together; give kv_file= the key-value '
+                             f'file of this index, or write to a new index file')
         ahead = len(stored) - len(present)
         if ahead:
             logger.warning('%s names %d ids its index lacks (a job killed between the two saves); '
@@ -208,10 +384,19 @@ class FaissSink(Sink):
     # -- the lifecycle ------------------------------------------------------------------------
 
     def on_write_start(self, batch: Batch) -> None:
-        self._open()
-        if self.index is not None or not batch.rows:
+        if not batch.rows:   # an empty stream: nothing will be written
+            self._open()
             return
-        first = checked_vector(batch.rows[0][self.vector_field], self.vector_field, batch.where(0, self.key_field))
+        for written in (self.path, self.kv_file):
+            if written is not None:
+                written.parent.mkdir(parents=True, exist_ok=True)
+        for lock in self._locks:   # released by on_write_complete or on_write_failed
+            lock.acquire()
+        self._open(to_write=True)
+        if self.index is not None:
+            return
+        first = checked_vector(batch.rows[0][self.vector_field], self.vector_field,
+                               batch.where(0, self.key_field))
         try:
             metric = metric_code(self.metric, self._faiss)
             self.index = self._faiss.index_factory(len(first), self.string, metric)
@@ -219,7 +404,6 @@ class FaissSink(Sink):
             raise ValueError(f'Faiss cannot make an index from string={self.string!r} for {len(first)} '
                              f'dimensions: {_last_line(error)}; see the Faiss wiki, '
                              f'"The index factory"') from error
-        self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def existing_keys(self, keys: Sequence[Any]) -> Set[Any]:
         """Which of ``keys`` the index already holds (loading its file if not yet done)."""
@@ -250,8 +434,11 @@ class FaissSink(Sink):
         return len(new)
 
     def on_write_complete(self, result: WriteResult) -> WriteResult:
-        if self._unsaved_rows:
-            self._save()
+        try:
+            if self._unsaved_rows:
+                self._save()
+        finally:
+            self._release()
         if self.index is None:
             logger.warning('to_faiss: no rows reached it, so no index was made at %s', self.describe())
         result.destination = self.describe()
@@ -261,14 +448,19 @@ class FaissSink(Sink):
         return result
 
     def on_write_failed(self, error: BaseException) -> None:
-        if not self._unsaved_rows:
-            return
         try:
-            self._save()
-            logger.info('to_faiss failed (%s); the %d rows written before it are saved in %s',
-                        type(error).__name__, self.index.ntotal, self.describe())
+            if self._unsaved_rows:
+                self._save()
+                logger.info('to_faiss failed (%s); the %d rows written before it are saved in %s',
+                            type(error).__name__, self.index.ntotal, self.describe())
         except Exception:   # the original error is the one to report
             logger.exception('to_faiss failed, and saving %s then failed too', self.describe())
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        for lock in reversed(self._locks):
+            lock.release()
 
     # -- rows ---------------------------------------------------------------------------------
 
@@ -278,6 +470,8 @@ class FaissSink(Sink):
                           'to_faiss keys are int (the Faiss ids) or str (kept in a key-value file)', where)
         kind = int if isinstance(key, int) else str
         if self._key_type is None:   # the first row decides, as in Towhee 0.9
+            if kind is str and self._kv_refusal is not None:
+                raise self._kv_refusal
             self._key_type, self._key_origin = kind, f'the first row\'s key is {kind.__name__}'
         elif kind is not self._key_type:
             raise TypeError(f'{where}: the key {self.key_field!r} is {shown(key)} ({kind.__name__}), but '
@@ -314,17 +508,30 @@ class FaissSink(Sink):
         return self._unsaved_rows >= max(1.0, SAVE_GROWTH * self._saved_rows)
 
     def _save(self) -> None:
-        # The key-value file first: a kill between the two renames leaves it ahead of the
-        # index, which the next run trims (the other order would leave nameless vectors).
-        if self._key_type is str:
-            text = json.dumps({str(faiss_id): key for key, faiss_id in self._keys.items()})
-            _replace_atomically(self.kv_file, lambda path: Path(path).write_text(text, encoding='utf-8'))
-        if self.path is not None:
-            _replace_atomically(self.path, lambda path: self._faiss.write_index(self.index, path))
+        # The key-value file is replaced first: a kill between the two replacements leaves it
+        # ahead of the index (the other order would leave nameless vectors), and the new index
+        # whole in its temporary file, which the next run puts in place.
+        with contextlib.ExitStack() as stack:
+            if self.path is not None:
+                index_file = stack.enter_context(_temporary_beside(self.path))
+                self._faiss.write_index(self.index, str(index_file))
+            if self._key_type is str:
+                text = json.dumps({str(faiss_id): key for key, faiss_id in self._keys.items()})
+                _replace_atomically(self.kv_file, lambda path: Path(path).write_text(text, encoding='utf-8'))
+            if self.path is not None:
+                os.replace(index_file, self.path)
         self._saved_rows = int(self.index.ntotal)
         self._unsaved_rows = 0
 
 
 def _last_line(error: BaseException) -> str:
-    # Faiss's C++ errors carry a multi-line trace; the last line says what went wrong.
-    return str(error).strip().splitlines()[-1]
+    """What went wrong, from a Faiss C++ error: its last line (some carry a trace), without
+    the C++ function and source line it names.
+
+    >>> _last_line(RuntimeError("Error in void f(int) at /faiss/a.cpp:66: Error: 'n >= k' failed: "
+    ...                         "Number of training points (10) should be at least 64"))
+    'Number of training points (10) should be at least 64'
+    """
+    line = str(error).strip().splitlines()[-1]
+    line = re.sub(r'^Error in .*? at \S+:\d+: ', '', line)
+    return re.sub(r"^Error: '.*?' failed: ", '', line)

@@ -142,17 +142,24 @@ def _write(sink: Sink, rows: List[Dict[str, Any]], row_inputs: List[Any]) -> Tup
     outcome: List[int] = []
     for start in range(0, len(rows), sink.batch_size):
         batch = Batch(rows[start:start + sink.batch_size], first=None)
+        writing = False
         try:
             if not sink.worker_started:
                 sink.on_write_start(batch)
                 sink.worker_started = True
+            batch.named, writing = None, True
             sink.write(batch)
         except Exception as error:   # noqa: BLE001 - the element's failure, raised in the driver
-            index = start + getattr(error, 'row_index', batch.named)
+            row = getattr(error, 'row_index', batch.named)
+            if row is None and writing and len(batch) > 1:   # refused whole (a server's error names no row)
+                error.add_note(f'{sink.call_name} refused the batch of {len(batch)} rows this element '
+                               f'starts, as a whole: the bad value may be in any of them (this element '
+                               f'and the {len(batch) - 1} after it); the rows before it were written')
+            index = start + (row or 0)
             outcome.extend([WRITTEN] * (index - start))
             return outcome, _failure(row_inputs[index], error)
-        skipped = sink.last_skipped
-        outcome.extend(SKIPPED if skipped and row[sink.key_field] in skipped else WRITTEN for row in batch.rows)
+        skipped = set(sink.last_skipped_rows)
+        outcome.extend(SKIPPED if index in skipped else WRITTEN for index in range(len(batch.rows)))
     return outcome, None
 
 
@@ -198,6 +205,7 @@ def collect(markers: Iterable[Any], sink: Sink) -> WriteResult:
     iterator = iter(markers)
     try:
         sink.on_write_start(Batch([]))   # open what exists, before any worker runs
+        sink.on_workers_start()
         for marker in iterator:
             if marker == WRITTEN:
                 result.insert_count += 1

@@ -197,6 +197,21 @@ def _key(path: str) -> str:
     return os.path.realpath(os.path.abspath(path))
 
 
+def _check_path(path: str, key: str) -> None:
+    """Make the Lite file's parent folder; an error saying what to do when ``path`` cannot
+    be one (Milvus Lite 3 keeps a file's collections in a folder of that name)."""
+    if os.path.exists(key) and not os.path.isdir(key):
+        raise FileExistsError(f'{path!r} is a file, and Milvus Lite keeps its collections in a folder of '
+                              f"that name (a file is another program's, or of an older Milvus Lite, which "
+                              f'this one cannot read): give another path ending in .db')
+    try:
+        os.makedirs(os.path.dirname(key), exist_ok=True)
+    except OSError as error:
+        raise OSError(error.errno, f'cannot make the folder of the Milvus Lite file {path!r} '
+                                   f'({error.strerror}: {error.filename}); give a path where this '
+                                   f'process may write') from error
+
+
 def server_for(path: str) -> LiteServer:
     """The running server of the Lite file ``path``, started if needed (and started again
     if its process died: what it had committed is on disk)."""
@@ -209,9 +224,9 @@ def server_for(path: str) -> LiteServer:
             server.stop()
             server = None
         if server is None:
+            _check_path(path, key)
             if not _servers:
                 atexit.register(release_all)
-            os.makedirs(os.path.dirname(key), exist_ok=True)
             server = _servers[key] = LiteServer(key)
         return server
 

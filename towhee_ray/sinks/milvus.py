@@ -67,7 +67,7 @@ class MilvusSink(Sink):
         self._schema: Dict[str, Field] = {}
         self.skipped = 0
         #: the keys of the last batch that were stored already (``on_existing='skip'``)
-        self.last_skipped: Set[Any] = set()
+        self.last_skipped_rows: List[int] = []
         self.created = False
 
     @property
@@ -114,6 +114,14 @@ class MilvusSink(Sink):
             unknown = next(name for name in self.fields if name not in by_name)
             raise ValueError(f'{self.target} has no field {unknown!r} (its fields: {list(by_name)}); name its '
                              f'fields in to_milvus[...], or all {len(writable)} of them in their order')
+        written = {field.name for field in schema.values()}
+        lacking = [field.name for field in fields
+                   if field.name not in written and not (field.auto_id or field.optional)]
+        if lacking:
+            them = 'it' if len(lacking) == 1 else 'them'
+            raise ValueError(f'{self.target} needs a value for {lacking} in every row, and to_milvus[...] '
+                             f'writes only {list(self.fields)}: name {them} in to_milvus[...] (the rows must '
+                             f'have {them}), or write into another collection')
         key = schema[self.key_field]
         if not key.is_primary and any(field.is_primary and not field.auto_id for field in fields):
             raise ValueError(f"the first field of to_milvus[...] is the key, but {self.target}'s primary key is "
@@ -146,12 +154,16 @@ class MilvusSink(Sink):
         key = self._schema[self.key_field]
         if not key.is_primary:   # an auto_id collection: Milvus makes the keys
             return self.target.put(rows, upsert=False)
-        latest = {row[key.name]: row for row in rows}   # a key twice in a batch: the last wins
-        rows = list(latest.values())
+        # a key twice in a batch: the last wins
+        latest = {row[key.name]: index for index, row in enumerate(rows)}
         if self.on_existing == 'skip':
-            stored = self.last_skipped = self.target.existing(key.name, list(latest))
+            stored = self.target.existing(key.name, list(latest))
             self.skipped += len(stored)
-            rows = [row for row in rows if row[key.name] not in stored]
+            latest = {name: index for name, index in latest.items() if name not in stored}
+        kept = set(latest.values())
+        self.last_skipped_rows = [index for index in range(len(rows)) if index not in kept]
+        rows = [rows[index] for index in sorted(kept)]
+        if self.on_existing == 'skip':
             return self.target.put(rows, upsert=False) if rows else 0
         return self.target.put(rows, upsert=True)
 

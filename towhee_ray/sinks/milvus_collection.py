@@ -8,17 +8,40 @@ is checked and converted for its field (:func:`value_for`).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import warnings
-from typing import Any, Dict, List, Optional, Sequence, Set
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set
 
-from towhee_ray.sinks.checks import as_vector, checked_key, checked_vector, dimension_error, plain
+from towhee_ray.sinks.checks import as_vector, checked_key, checked_vector, dimension_error, plain, shown
 from towhee_ray.sinks.milvus_connection import CALL_TIMEOUT_SECONDS, call_timeout, connect, is_lite_path
 
 #: VARCHAR length of string keys and scalars created from the first rows: Milvus's
 #: largest, so a later longer value cannot fail a job that started well.
 MAX_VARCHAR_LENGTH = 65535
+
+
+
+# Escapes in a Milvus filter's string literal: Milvus Lite's parser knows only these, not
+# JSON's \uXXXX (so neither `json.dumps` nor `repr` can write its keys); every other
+# character, non-ASCII and control characters included, stands as itself (checked against
+# Milvus Lite 3.2 and a Milvus 2.3.5 server).
+_FILTER_ESCAPES = {'\\': '\\\\', '"': '\\"', '\n': '\\n', '\r': '\\r', '\t': '\\t'}
+
+
+def key_list(keys: Sequence[Any]) -> str:
+    r"""``keys`` (ints or strings) as the list of a Milvus filter, ``id in [...]``.
+
+    >>> print(key_list([1, 2]))
+    [1, 2]
+    >>> print(key_list(['café', 'say "hi"', 'a\\b', 'two\nlines']))
+    ["café", "say \"hi\"", "a\\b", "two\nlines"]
+    """
+    def literal(key: Any) -> str:
+        if isinstance(key, str):
+            return '"' + ''.join(_FILTER_ESCAPES.get(char, char) for char in key) + '"'
+        return str(int(key))
+    return '[' + ', '.join(map(literal, keys)) + ']'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +53,9 @@ class Field:
     dim: Optional[int] = None
     is_primary: bool = False
     auto_id: bool = False
+    #: a row may leave it out or give None (nullable, or with a default value: Milvus 2.4+)
+    optional: bool = False
+    max_length: Optional[int] = None   # a VARCHAR's, in bytes
 
 
 class Target:
@@ -63,6 +89,26 @@ class Target:
     def __str__(self) -> str:
         return f'Milvus collection {self.name!r} at {self.uri}'
 
+    @contextlib.contextmanager
+    def _calls(self) -> Iterator[None]:
+        """Around the calls a job makes: the ORM's deprecation warnings silenced, and a call
+        that failed because this process's Milvus Lite server died said to be that."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', DeprecationWarning)
+                yield
+        except Exception as error:
+            from towhee_ray.sinks import lite_server
+            server = lite_server.running(self.uri) if self.orm is None and is_lite_path(self.uri) else None
+            if server is not None and not server.alive():
+                process = server.process
+                raise ConnectionError(
+                    f'the Milvus Lite server of {self.uri!r} (pid {process.pid}) exited during the job, with '
+                    f'code {process.returncode} (killed, or out of memory?); what it had committed is in the '
+                    f'file: run the job again (with skip_existing, or upserts, each key is stored once)'
+                ) from error
+            raise
+
     def exists(self) -> bool:
         if self.orm is not None:
             return True
@@ -72,11 +118,16 @@ class Target:
         if self.orm is not None:
             with warnings.catch_warnings():   # the ORM warns on every call
                 warnings.simplefilter('ignore', DeprecationWarning)
-                return [Field(f.name, f.dtype, _dim(f.params), f.is_primary, bool(f.auto_id))
+                return [Field(f.name, f.dtype, _dim(f.params), f.is_primary, bool(f.auto_id),
+                              bool(getattr(f, 'nullable', False)
+                                   or getattr(f, 'default_value', None) is not None),
+                              _max_length(f.params))
                         for f in self.orm.schema.fields]
         described = self.client.describe_collection(self.name, timeout=self.timeout)
         return [Field(f['name'], f['type'], _dim(f.get('params', {})), bool(f.get('is_primary')),
-                      bool(f.get('auto_id', described.get('auto_id', False)) and f.get('is_primary')))
+                      bool(f.get('auto_id', described.get('auto_id', False)) and f.get('is_primary')),
+                      bool(f.get('nullable') or f.get('default_value') is not None),
+                      _max_length(f.get('params', {})))
                 for f in described['fields']]
 
     def create(self, fields: Sequence[Field], metric_type: str, index_params: Optional[Dict[str, Any]]) -> None:
@@ -116,8 +167,7 @@ class Target:
             self._loaded = True
 
     def put(self, rows: List[Dict[str, Any]], upsert: bool) -> int:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', DeprecationWarning)
+        with self._calls():
             if self.orm is not None:
                 result = (self.orm.upsert if upsert else self.orm.insert)(rows, timeout=self.timeout)
                 return int(result.upsert_count if upsert else result.insert_count)
@@ -130,9 +180,8 @@ class Target:
         if not keys:
             return set()
         self.load()
-        expression = f'{key_field} in {json.dumps(list(keys))}'
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', DeprecationWarning)
+        expression = f'{key_field} in {key_list(keys)}'
+        with self._calls():
             if self.orm is not None:
                 found = self.orm.query(expression, output_fields=[key_field], timeout=self.timeout,
                                        consistency_level='Strong')
@@ -160,8 +209,7 @@ class Target:
         return list(hits[0])
 
     def flush(self) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', DeprecationWarning)
+        with self._calls():
             self.orm.flush(timeout=self.timeout) if self.orm is not None else \
                 self.client.flush(self.name, timeout=self.timeout)
 
@@ -173,6 +221,11 @@ class Target:
 def _dim(params: Dict[str, Any]) -> Optional[int]:
     dim = (params or {}).get('dim')
     return int(dim) if dim is not None else None
+
+
+def _max_length(params: Dict[str, Any]) -> Optional[int]:
+    length = (params or {}).get('max_length')
+    return int(length) if length is not None else None
 
 
 # -- typing the first rows -----------------------------------------------------------------
@@ -214,8 +267,12 @@ def fields_from_row(row: Dict[str, Any], names: Sequence[str], where: str) -> Li
         vector = _as_vector(row[name])
         if vector is not None:
             fields.append(Field(name, DataType.FLOAT_VECTOR, dim=len(vector)))
+        elif row[name] is None:
+            raise ValueError(f'{where}: field {name!r} is None, so its Milvus type is unknown, and a field '
+                             f'to_milvus creates holds no nulls; give it a value in every row (or leave it '
+                             f'out of to_milvus[...]), or create the collection with a nullable field first')
         else:
-            fields.append(Field(name, _scalar_type(row[name])))
+            fields.append(Field(name, _scalar_type(row[name]), max_length=MAX_VARCHAR_LENGTH))
     if not any(field.dim for field in fields):
         raise TypeError(f'{where}: none of the fields {list(names[1:])} is a vector (a 1-D numeric array or '
                         f'list); a Milvus collection needs one')
@@ -240,6 +297,59 @@ def value_for(field: Field, value: Any) -> Any:
     if field.is_primary and field.dtype in (DataType.INT64, DataType.VARCHAR):
         kind, name, convert = (int, 'an int (int64)', 'int') if field.dtype == DataType.INT64 else \
             (str, 'a string (varchar)', 'str')
-        return checked_key(value, field.name, (kind,), f"the collection's key is {name}: convert it first, "
-                                                       f'e.g. runas_op[{field.name!r}, {field.name!r}](func={convert})')
-    return plain(value)
+        rule = (f"the collection's key is {name}: convert it first, e.g. "
+                f'runas_op[{field.name!r}, {field.name!r}](func={convert})')
+        key = checked_key(value, field.name, (kind,), rule)
+        return _scalar_value(field, key)
+    return _scalar_value(field, plain(value))
+
+
+# Milvus's integer fields: their ranges.
+_INT_BITS = {'INT8': 8, 'INT16': 16, 'INT32': 32, 'INT64': 64}
+
+
+def _scalar_value(field: Field, value: Any) -> Any:
+    """``value`` (a plain Python value) when ``field`` can hold it; else a TypeError or
+    ValueError saying what the field holds and what to do (pymilvus's own errors name
+    neither the row nor the fix).
+
+    >>> from pymilvus import DataType
+    >>> _scalar_value(Field('n', DataType.INT32), 2**40)
+    Traceback (most recent call last):
+    ValueError: field 'n' is 1099511627776, out of its range: the collection's field is INT32, from -2147483648 to 2147483647
+    >>> _scalar_value(Field('t', DataType.VARCHAR), 3)
+    Traceback (most recent call last):
+    TypeError: field 't' is 3 (int), but the collection's field is VARCHAR, which holds str; give every row the same type (convert it first, e.g. runas_op['t', 't'](func=str))
+    >>> _scalar_value(Field('t', DataType.VARCHAR), None)
+    Traceback (most recent call last):
+    ValueError: field 't' is None, and the collection's field VARCHAR holds no nulls; give every row a value, or drop such rows first (filter(...))
+    """
+    dtype = getattr(field.dtype, 'name', str(field.dtype))
+    if value is None:
+        if field.optional or dtype == 'JSON':
+            return value
+        raise ValueError(f"field {field.name!r} is None, and the collection's field {dtype} holds no nulls; "
+                         f'give every row a value, or drop such rows first (filter(...))')
+    if dtype == 'BOOL':
+        holds, convert = isinstance(value, bool), 'bool'
+    elif dtype in _INT_BITS:
+        holds, convert = isinstance(value, int) and not isinstance(value, bool), 'int'
+        bound = 1 << (_INT_BITS[dtype] - 1)
+        if holds and not -bound <= value < bound:
+            raise ValueError(f"field {field.name!r} is {value}, out of its range: the collection's field is "
+                             f'{dtype}, from {-bound} to {bound - 1}')
+    elif dtype in ('FLOAT', 'DOUBLE'):
+        holds, convert = isinstance(value, (int, float)) and not isinstance(value, bool), 'float'
+    elif dtype == 'VARCHAR':
+        holds, convert = isinstance(value, str), 'str'
+        if holds and field.max_length is not None and len(value) * 4 > field.max_length \
+                and len(value.encode()) > field.max_length:
+            raise ValueError(f'field {field.name!r} is {len(value.encode())} bytes long (UTF-8), and the '
+                             f"collection's field holds at most {field.max_length}; shorten it first")
+    else:   # JSON, arrays, ...: pymilvus checks them
+        return value
+    if not holds:
+        raise TypeError(f'field {field.name!r} is {shown(value)} ({type(value).__name__}), but the '
+                        f"collection's field is {dtype}, which holds {convert}; give every row the same type "
+                        f'(convert it first, e.g. runas_op[{field.name!r}, {field.name!r}](func={convert}))')
+    return value

@@ -13,20 +13,28 @@ killed job loses only the part it had open.
 A re-run job adds new parts, numbered after the folder's, with the folder's schema; with
 ``key='id'`` rows whose key the folder already holds are skipped, never written twice
 (:meth:`ParquetSink.existing_keys` tells which, for a resumed job). One job writes into a
-folder at a time: a job removes the unfinished parts it finds, left by a killed one.
+folder at a time: it holds a lock on the folder (``.towhee-ray.lock``, released when it
+ends or its process dies; a second job gets a ``BlockingIOError``), and removes the
+unfinished parts it finds, left by a killed one.
 
 Several workers may write into one folder at once (:mod:`~towhee_ray.sinks.in_workers`):
 each then names its parts ``part-NNNNN-<writer>.parquet`` and closes one at the end of
-each chunk. ``read_parquet`` (:mod:`towhee_ray.collection.parquet_reader`) streams rows back.
+each chunk. Each skips the keys the folder held when it started, but not those another
+worker of the same job writes: with ``key=``, the job's own parts are checked for keys
+written twice when it ends, and the later rows removed. While workers write, the folder
+holds a marker (``.towhee-ray-unchecked``); a job killed before that check leaves it, and
+the next job checks the whole folder first. ``read_parquet``
+(:mod:`towhee_ray.collection.parquet_reader`) streams rows back.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
-from pathlib import Path
 import uuid
-from typing import Any, List, Optional, Sequence, Set, Union
+from pathlib import Path
+from typing import Any, Callable, List, Optional, Sequence, Set, Union
 
 import numpy as np
 
@@ -34,6 +42,7 @@ from towhee_ray.checks import positive_int
 from towhee_ray.extras import require
 from towhee_ray.sinks.base import Batch, Sink, WriteResult
 from towhee_ray.sinks.checks import checked_key, keys_held, shown, vector_matrix
+from towhee_ray.sinks.locks import WriteLock
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +52,11 @@ PathLike = Union[str, os.PathLike]
 #: from one of several workers writing into the folder at once (each its own parts).
 PART_PATTERN = re.compile(r'part-(\d+)(?:-[0-9a-f]+)?\.parquet')
 IN_PROGRESS = '.inprogress'
+#: The lock file of the job writing into a folder (:class:`~towhee_ray.sinks.locks.WriteLock`).
+LOCK_FILE = '.towhee-ray.lock'
+#: In a folder whose workers write a keyed job: its parts may hold a key twice until the job
+#: ends and checks them (a job killed before has the next one check the whole folder).
+UNCHECKED_MARKER = '.towhee-ray-unchecked'
 
 #: Rows per part file: 100,000 vectors of 384 float32 dimensions make a ~150 MB file, in
 #: the 100 MB - 1 GB range Parquet readers handle best; a killed job loses at most the open
@@ -179,6 +193,8 @@ class ParquetSink(Sink):
         self._keys: Optional[Set[Any]] = None   # the folder's keys, read when first needed
         self._known_parts: Set[Path] = set()
         self._writer_id = ''                     # set in a worker: its parts get their own names
+        self._lock: Optional[WriteLock] = None   # the driver's, while it writes
+        self._made_folder = False                # whether this job made the folder
         self._next_part = 0
         self._writer: Any = None
         self._part: Optional[Path] = None
@@ -217,16 +233,9 @@ class ParquetSink(Sink):
         if self._opened:
             return
         self._opened = True
-        if self.path.exists() and not self.path.is_dir():
-            raise FileExistsError(f'to_parquet writes a folder of part files, and {self.path} is a file; '
-                                  f'give a folder path (read_parquet reads a file, a folder or a glob '
-                                  f'pattern)')
+        self._check_folder()
         if not self.path.is_dir():
             return
-        if not self._writer_id:   # the job's one driver: no worker of it runs yet
-            for unfinished in self.path.glob(f'.part-*.parquet{IN_PROGRESS}'):
-                logger.warning('removing %s, a part a killed job left unfinished', unfinished)
-                unfinished.unlink(missing_ok=True)
         names = os.listdir(self.path)
         numbers = [int(match.group(1)) for match in map(PART_PATTERN.fullmatch, names) if match]
         self._next_part = max(numbers, default=-1) + 1
@@ -235,7 +244,7 @@ class ParquetSink(Sink):
         if not existing:
             return
         first = existing[0]
-        found = self._pyarrow.parquet.read_schema(first).remove_metadata()
+        found = self._read(first, self._pyarrow.parquet.read_schema).remove_metadata()
         if self.fields and sorted(found.names) != sorted(self.fields):
             raise ValueError(f'{self.path} holds parts with the fields {found.names}; these rows have '
                              f'{list(self.fields)}: write them to another folder')
@@ -247,14 +256,121 @@ class ParquetSink(Sink):
         if self._keys is None:
             self._keys = set()
             for path in sorted(self._known_parts):
-                with self._pyarrow.parquet.ParquetFile(path, pre_buffer=False) as parquet:
+                with self._read(path, self._pyarrow.parquet.ParquetFile, pre_buffer=False) as parquet:
+                    self._check_key_column(path, parquet.schema_arrow)
                     for keys in parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=[self.key]):
                         self._keys.update(keys.column(0).to_pylist())
         return self._keys
 
+    def _check_folder(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise FileExistsError(f'to_parquet writes a folder of part files, and {self.path} is a file; '
+                                  f'give a folder path (read_parquet reads a file, a folder or a glob '
+                                  f'pattern)')
+
+    def _read(self, path: Path, reader: Callable[..., Any], **options: Any) -> Any:
+        """``reader(path)``, or an error naming the file when it is not a Parquet file."""
+        try:
+            return reader(path, **options)
+        except (self._pyarrow.ArrowInvalid, OSError) as error:
+            raise ValueError(f'{path} is in the folder to_parquet writes into, and it is not a Parquet file '
+                             f'pyarrow can read ({error}); move it out of {self.path}, or write into another '
+                             f'folder') from error
+
+    def _check_key_column(self, path: Path, schema: Any) -> None:
+        if self.key not in schema.names:
+            raise ValueError(f'{path} has no column {self.key!r} (its columns: {schema.names}), so its rows '
+                             f'have no key to resume by; move it out of {self.path}, or write into another '
+                             f'folder')
+
+    # -- one job at a time ----------------------------------------------------------------------
+
+    def _take_folder(self) -> None:
+        """Lock the folder for this job (an error when another job holds it), remove the
+        parts a killed job left unfinished, and finish a killed job's check for keys
+        written twice."""
+        self._check_folder()
+        self._made_folder = not self.path.exists()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OSError(error.errno, f'to_parquet cannot make the folder {self.path} ({error.strerror}: '
+                                       f'{error.filename}); give a folder path where this process may '
+                                       f'write') from error
+        lock = WriteLock(self.path, self.path / LOCK_FILE, 'to_parquet', 'write into another folder')
+        lock.acquire()
+        self._lock = lock
+        for unfinished in self.path.glob(f'.part-*.parquet{IN_PROGRESS}'):
+            logger.warning('removing %s, a part a killed job left unfinished', unfinished)
+            unfinished.unlink(missing_ok=True)
+        if (self.path / UNCHECKED_MARKER).exists() and self.key is not None:
+            removed = self._drop_repeated_keys(folder_parts(self.path))
+            logger.warning('to_parquet: a job killed in %s left its parts unchecked for keys written twice '
+                           'by its workers; %d such rows removed', self.path, removed)
+            (self.path / UNCHECKED_MARKER).unlink()
+
+    def _let_go(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is None:
+            return
+        lock.release()   # removes the lock file
+        if self._made_folder and not os.listdir(self.path):   # nothing written: no folder
+            with contextlib.suppress(OSError):   # unless another job has begun to write into it
+                self.path.rmdir()
+
+    def on_workers_start(self) -> None:
+        """The workers write this job: with a key, mark the folder unchecked until it ends."""
+        if self.key is not None:
+            (self.path / UNCHECKED_MARKER).write_text(f'pid {os.getpid()}\n')
+
+    def _check_workers_parts(self, result: Optional[WriteResult]) -> None:
+        """Remove the rows of this job's parts whose key another of its workers wrote too."""
+        marker = self.path / UNCHECKED_MARKER
+        if not marker.exists():
+            return
+        made = sorted(set(folder_parts(self.path)) - self._known_parts)
+        removed = self._drop_repeated_keys(made)
+        if removed:
+            logger.info('to_parquet: %d rows of %s repeated a key another worker wrote; removed',
+                        removed, self.path)
+        self.skipped += removed
+        if result is not None:
+            result.insert_count -= removed
+        marker.unlink()
+
+    def _drop_repeated_keys(self, parts: List[Path]) -> int:
+        """Remove from ``parts`` (in this order) every row whose key an earlier row of them
+        holds; return how many. Reads their key columns (and only rewrites a part that
+        holds such a row, atomically: a hidden copy renamed over it)."""
+        pyarrow = self._pyarrow
+        columns = []
+        for part in parts:
+            self._check_key_column(part, self._read(part, pyarrow.parquet.read_schema))
+            columns.append(pyarrow.parquet.read_table(part, columns=[self.key]).column(0))
+        total = sum(len(column) for column in columns)
+        if not total or len(pyarrow.compute.unique(pyarrow.chunked_array(
+                [chunk for column in columns for chunk in column.chunks], type=columns[0].type))) == total:
+            return 0
+        seen: Set[Any] = set()
+        removed = 0
+        for part, column in zip(parts, columns):
+            keep = [index for index, key in enumerate(column.to_pylist())
+                    if not (key in seen or seen.add(key))]
+            if len(keep) < len(column):
+                table = pyarrow.parquet.read_table(part).take(pyarrow.array(keep, type=pyarrow.int64()))
+                hidden = part.with_name(f'.{part.name}{IN_PROGRESS}')
+                writer = self._part_writer(hidden, table.schema)
+                writer.write_table(table)
+                writer.close()
+                os.replace(hidden, part)
+                removed += len(column) - len(keep)
+        return removed
+
     # -- the lifecycle ------------------------------------------------------------------------
 
     def on_write_start(self, batch: Batch) -> None:
+        if not self._writer_id and self._lock is None:   # the job's driver: no worker of it runs yet
+            self._take_folder()
         self._open()
         if self.schema is None and batch.rows:
             self.schema = infer_schema(batch, self.fields, self.key_field, self._pyarrow)
@@ -287,6 +403,11 @@ class ParquetSink(Sink):
 
     def on_write_complete(self, result: WriteResult) -> WriteResult:
         self._close_part()
+        try:
+            if self._lock is not None:
+                self._check_workers_parts(result)
+        finally:
+            self._let_go()
         # The parts this job made: its own, or its workers' (each closed its own).
         made = set(folder_parts(self.path)) - self._known_parts if self.path.is_dir() else set()
         if not made and not result.insert_count and not self.skipped:
@@ -299,19 +420,28 @@ class ParquetSink(Sink):
     def on_write_failed(self, error: BaseException) -> None:
         try:
             self._close_part()
+            if self._lock is not None:
+                self._check_workers_parts(None)
         except Exception:   # the original error is the one to report
-            logger.exception('to_parquet failed, and closing the open part of %s then failed too', self.path)
+            logger.exception('to_parquet failed, and closing the open part of %s (or checking its parts for '
+                             'keys written twice: the next job does) then failed too', self.path)
+        finally:
+            self._let_go()
 
     # -- parts and keys -----------------------------------------------------------------------
 
     def _without_held_keys(self, batch: Batch, table: Any) -> Any:
         keep = []
         held = self._held_keys()
-        self.last_skipped = set()
+        self.last_skipped_rows = []
         for index, row in enumerate(batch.rows):
-            key = checked_key(row[self.key], self.key, None, '', batch.where(index, self.key))
+            try:
+                key = checked_key(row[self.key], self.key, None, '')
+            except (TypeError, ValueError):   # the same error, now naming the row (only a bad row is named)
+                checked_key(row[self.key], self.key, None, '', batch.where(index, self.key))
+                raise
             if key in held:
-                self.last_skipped.add(key)
+                self.last_skipped_rows.append(index)
             else:
                 held.add(key)
                 keep.append(index)
@@ -328,12 +458,14 @@ class ParquetSink(Sink):
         # random 384-float vectors in 1,000-row groups about 5 times slower (4.8 s against 1.0 s,
         # 83 MB against 59 MB; benchmarks/parquet_writes.py, median of 3 interleaved rounds on
         # a machine at load average 33-36).
-        is_vector = self._pyarrow.types.is_fixed_size_list
-        scalars = [field.name for field in self.schema if not is_vector(field.type)]
-        self._writer = self._pyarrow.parquet.ParquetWriter(self.path / f'.{name}{IN_PROGRESS}', self.schema,
-                                                           compression=self.compression,
-                                                           use_dictionary=scalars or False)
+        self._writer = self._part_writer(self.path / f'.{name}{IN_PROGRESS}', self.schema)
         self._rows_in_part = 0
+
+    def _part_writer(self, path: Path, schema: Any) -> Any:
+        is_vector = self._pyarrow.types.is_fixed_size_list
+        scalars = [field.name for field in schema if not is_vector(field.type)]
+        return self._pyarrow.parquet.ParquetWriter(path, schema, compression=self.compression,
+                                                   use_dictionary=scalars or False)
 
     def _close_part(self) -> None:
         writer, self._writer = self._writer, None
