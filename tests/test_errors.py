@@ -84,12 +84,22 @@ def test_filter_failure_names_the_filter(backend):
         chain(backend, [1, 2, 'x']).filter(lambda x: x > 1).to_list()
 
 
-def test_operator_whose_init_fails_reports_the_original_error(backend):
-    expected = r'operator tests-ns/broken-init failed on element #0 .*model file missing'
-    with pytest.raises(OSError, match=expected):
-        chain(backend, range(10)).tests_ns.broken_init().to_list()
-    out = chain(backend, range(3)).safe().tests_ns.broken_init().to_list()
-    assert all(isinstance(item, Empty) and isinstance(item.exception, OSError) for item in out)
+@pytest.mark.parametrize('safe', [False, True], ids=['raising', 'safe'])
+def test_operator_whose_init_fails_fails_the_step_at_once_naming_it(backend, safe):
+    # even after safe(): every element would become Empty, and drop_empty() would give []
+    expected = (r'^operator tests-ns/broken-init: building the operator failed: OSError: model file missing: '
+                r'/nowhere/model.bin\. safe\(\) does not apply.*misspelt keyword')
+    dc = chain(backend, range(10))
+    with pytest.raises(OSError, match=expected) as failure:
+        (dc.safe() if safe else dc).tests_ns.broken_init().drop_empty().to_list()
+    assert 'element #' not in str(failure.value)
+
+
+def test_a_hub_operator_given_a_misspelt_argument_fails_the_step_after_safe(ray_cluster):
+    dc = chain('ray', ['a b c'] * 5).safe()
+    expected = r"^operator towhee/text-split: building the operator failed: TypeError: .*unexpected keyword"
+    with pytest.raises(TypeError, match=expected + " argument 'max_wrds'"):
+        dc.towhee.text_split(max_wrds=3).drop_empty().to_list()
 
 
 def test_unpicklable_exception_still_reaches_the_user():

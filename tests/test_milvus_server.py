@@ -14,7 +14,7 @@ from towhee import ops, pipe
 
 from towhee_ray import DataCollection, ray_op
 from towhee_ray.sinks.milvus import MilvusSink, connect
-from tests.support import ROOT
+from tests.support import ODD_KEYS, ROOT
 
 DIM = 8
 
@@ -114,6 +114,23 @@ def test_skip_existing_on_the_server_embeds_only_the_missing_rows(milvus_server,
     assert [row['id'] for row in stored(milvus_server, collection)] == list(range(40))
 
 
+def test_text_keys_of_any_characters_resume_on_the_server(milvus_server, collection):
+    def job(keys):
+        return (DataCollection['id'](keys).stream()
+                .skip_existing['id'](collection, uri=milvus_server)
+                .set_parallel(2, backend='ray')
+                .runas_op['id', 'vec'](func=lambda key: unit(len(key))))
+
+    assert job(ODD_KEYS[:8]).to_milvus['id', 'vec'](collection=collection, uri=milvus_server).insert_count == 8
+    result = job(ODD_KEYS).to_milvus['id', 'vec'](collection=collection, uri=milvus_server)
+    assert (result.insert_count, result.details['writers']) == (len(ODD_KEYS) - 8, 'workers')
+    client = connect(milvus_server)
+    client.load_collection(collection)
+    rows = client.query(collection, filter='id != ""', output_fields=['id'], consistency_level='Strong')
+    client.close()
+    assert sorted(row['id'] for row in rows) == sorted(ODD_KEYS)
+
+
 def test_bad_rows_from_workers_name_the_element_and_keep_what_came_before(milvus_server, collection):
     rows = [{'id': i, 'vec': unit(i, DIM if i != 13 else 5)} for i in range(20)]
     chain = DataCollection(iter(rows)).set_parallel(1, backend='ray', chunk_size=5).map(lambda row: row)
@@ -129,6 +146,22 @@ def test_bad_rows_from_workers_name_the_element_and_keep_what_came_before(milvus
     missing = DataCollection(iter([{'id': 1, 'vec': unit(1)}, {'id': 2}])).set_parallel(1, backend='ray').map(dict)
     with pytest.raises(KeyError, match=r"element #1.*the row \(id=2\) has no field 'vec'"):
         missing.to_milvus['id', 'vec'](collection=collection, uri=milvus_server)
+
+
+def test_a_batch_the_server_refuses_whole_is_named_as_a_batch_from_workers_and_the_driver(milvus_server, collection):
+    # a set cannot be JSON: pymilvus refuses the batch, without saying which row
+    rows = [{'id': i, 'vec': unit(i), 'meta': {'n': i} if i != 6 else {'s': {1, 2}}} for i in range(12)]
+    chain = DataCollection(iter(rows)).set_parallel(1, backend='ray', chunk_size=12).map(lambda row: row)
+    with pytest.raises(Exception, match='not JSON serializable') as error:
+        chain.to_milvus['id', 'vec', 'meta'](collection=collection, uri=milvus_server, batch=4)
+    told = ' '.join([str(error.value)] + error.value.__notes__)   # pymilvus's own type keeps its message
+    assert error.value.code == 1 and 'failed on element #4' in told
+    assert ('to_milvus refused the batch of 4 rows this element starts, as a whole: the bad value may be in '
+            'any of them') in told
+    with pytest.raises(Exception, match='not JSON serializable') as error:
+        DataCollection(rows).to_milvus['id', 'vec', 'meta'](collection=collection, uri=milvus_server, batch=4)
+    assert 'to_milvus refused rows #4-#7 (one batch) as a whole' in ''.join(error.value.__notes__)
+    assert [row['id'] for row in stored(milvus_server, collection)] == list(range(4))
 
 
 def test_a_bad_call_releases_the_chains_actors(milvus_server, alive_actors):

@@ -253,3 +253,48 @@ def test_actors_per_gpu_without_num_worker_on_a_cluster_without_gpus_says_what_t
     with pytest.raises(ValueError, match=message):
         ray_op(ops.towhee.text_split(max_words=8), actors_per_gpu=4)
     assert DataCollection.range(4).set_parallel(backend='ray').get_num_worker() == 2
+
+
+@pytest.mark.parametrize('backend', ['ray', 'thread'])
+def test_close_from_another_thread_ends_the_stream_being_read_and_releases_its_workers(backend, alive_actors):
+    import threading
+    import towhee
+    from tests.support import eventually
+
+    @towhee.register(name='tests_close/slow')
+    class Slow:
+        def __call__(self, x):
+            time.sleep(0.05)
+            return x
+
+    before = set(alive_actors())
+    stream = DataCollection(range(2000)).stream().set_parallel(2, backend=backend).tests_close.slow().map(str)
+    read = []
+    reader = threading.Thread(target=lambda: read.extend(stream))   # 2,000 x 50 ms on 2 workers: ~50 s
+    reader.start()
+    assert eventually(lambda: read, timeout=60)   # it is running
+    stream.close()                                 # from this thread, a watchdog's
+    reader.join(timeout=60)
+    assert not reader.is_alive() and 0 < len(read) < 2000
+    assert read == [str(x) for x in range(len(read))]   # what it gave, in order
+    assert eventually(lambda: set(alive_actors()) <= before)
+
+
+def test_close_from_another_thread_of_a_stream_without_parallel_steps_says_what_to_do():
+    import threading
+    stream = DataCollection(range(100)).stream().map(lambda x: time.sleep(0.02) or x)
+    errors = []
+
+    def close_soon():
+        time.sleep(0.2)
+        try:
+            stream.close()
+        except RuntimeError as error:
+            errors.append(str(error))
+
+    closer = threading.Thread(target=close_soon)
+    closer.start()
+    assert list(stream) == list(range(100))
+    closer.join()
+    assert errors and errors[0].startswith('close() from another thread stops the parallel steps of a stream, '
+                                           'and this one has none')

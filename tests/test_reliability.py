@@ -76,7 +76,7 @@ def test_an_operator_whose_init_fails_raises_once_with_its_name_and_its_actors_g
     log = tmp_path / 'inits'
     dc = DataCollection.range(100).stream().set_parallel(2, 'ray', chunk_size=10)
     iterator = iter(dc.tests_ns.broken_init(init_log=str(log)))
-    with pytest.raises(OSError, match='operator tests-ns/broken-init failed on element #0') as failure:
+    with pytest.raises(OSError, match='operator tests-ns/broken-init: building the operator failed') as failure:
         next(iterator)
     assert 'model file missing' in str(failure.value)
     assert list(iterator) == []          # raised once: the stream is over, not one error per chunk

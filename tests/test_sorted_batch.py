@@ -108,6 +108,30 @@ def test_an_output_that_is_not_one_per_element_is_an_ordinary_value():
     assert totals == [5, 1]
 
 
+@pytest.mark.parametrize('backend', [None, 'thread', 'ray'])
+@pytest.mark.parametrize('wrong', ['fewer', 'more'])
+def test_a_step_returning_another_number_of_results_fails_naming_the_step_and_batch(backend, wrong, request):
+    if backend == 'ray':
+        request.getfixturevalue('ray_cluster')
+    texts = ['a', 'bb', 'ccc', 'dddd', 'e']
+
+    def lengths(batch):
+        out = [len(text) for text in batch]
+        return out[:1] if wrong == 'fewer' else out + [99]
+
+    count = '1 result' if wrong == 'fewer' else '3 results'
+    expected = (rf"map\(lengths\) failed on element #0 \(\['dddd', 'ccc'\]\): ValueError: it returned "
+                rf"{count} for a sorted batch of 2 elements: a step after sorted_batch must return one "
+                rf"result per element")
+    with pytest.raises(ValueError, match=expected):
+        on(backend, texts).sorted_batch(2).map(lengths).flatten().to_list()
+    out = on(backend, texts).safe().sorted_batch(2).map(lengths).flatten().to_list()
+    # each failed batch is one Empty, at the place of its first element; ['e'] alone gets 1 or [1, 99]
+    assert [item.value for item in out[:2]] == [['bb', 'a'], ['dddd', 'ccc']]
+    assert out[2] == 1 if wrong == 'fewer' else out[2].value == ['e']
+    assert len(out) == 3
+
+
 def test_bad_arguments_are_refused_naming_what_to_do():
     dc = DataCollection(['a'])
     with pytest.raises(ValueError, match='window must hold at least one batch'):

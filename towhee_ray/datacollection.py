@@ -14,7 +14,7 @@ import inspect
 import itertools
 import logging
 import reprlib
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Type
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Type
 
 from towhee_ray.backends import Backend, get_backend
 from towhee_ray.backends.options import DEFAULT_NUM_WORKER, check_num_worker, check_option_names
@@ -240,6 +240,8 @@ class DataCollection(SettingsMixin, EntityMixin, SafetyMixin, ProcessingMixin, L
             self._items = frame_rows(iterable) if is_frame(iterable) else list(iterable)
         self._settings = _settings or _Settings()
         self._open_step: Optional[_OpenStep] = None
+        # The backends of the steps this stream runs through (close() from another thread stops them).
+        self._backends: Tuple[Backend, ...] = ()
 
     # -- construction and shape ---------------------------------------------------------
 
@@ -264,7 +266,10 @@ class DataCollection(SettingsMixin, EntityMixin, SafetyMixin, ProcessingMixin, L
             items = iter(items)
         elif isinstance(items, collections.abc.Iterator):
             items = list(items)
-        return DataCollection(items, _settings=settings or self._settings)
+        derived = DataCollection(items, _settings=settings or self._settings)
+        if stream:
+            derived._backends = self._backends
+        return derived
 
     def stream(self) -> 'DataCollection':
         """A lazy, single-pass view: following steps run as elements are pulled.
@@ -295,8 +300,23 @@ class DataCollection(SettingsMixin, EntityMixin, SafetyMixin, ProcessingMixin, L
         return list(self._items)
 
     def close(self) -> None:
-        """Stop a stream early and release the workers of its steps."""
-        _close(self._items)
+        """Stop a stream early and release the workers of its steps.
+
+        From another thread than the one reading the stream (a watchdog, a cancel button),
+        the parallel steps are asked to stop: the reading thread's stream then ends at their
+        next chunk, within about a second, and they release their workers.
+        """
+        try:
+            _close(self._items)
+        except ValueError as error:   # "generator already executing": another thread reads it
+            if not self._backends:
+                raise RuntimeError('close() from another thread stops the parallel steps of a stream, and this '
+                                   'one has none: stop reading it in the thread that reads it (break out of '
+                                   'the loop), or run its steps with set_parallel(...)') from error
+            for backend in self._backends:
+                stop = getattr(backend, 'stop', None)
+                if stop is not None:
+                    stop()
 
     def __repr__(self) -> str:
         """An unstreamed collection shows its elements, as Towhee 0.9 did; a stream says
@@ -370,6 +390,7 @@ class DataCollection(SettingsMixin, EntityMixin, SafetyMixin, ProcessingMixin, L
         result = self._derive(_settle(iter(outputs), step, backend, self._items))
         if backend is not None and result.is_stream:
             result._open_step = _OpenStep(step, fn, operator, parallel, self)
+            result._backends += (backend,)
         return result
 
     def _write(self, sink_step: str, make_sink: Callable[[], Any], recipe: Optional[Callable[[], Any]] = None,

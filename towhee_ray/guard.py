@@ -6,9 +6,10 @@ errors; the DataCollection sees, in input order, either an output, an :class:`Em
 """
 from __future__ import annotations
 
+import inspect
 import pickle
 import traceback
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from towhee_ray.positions import SortedBatch
 
@@ -79,19 +80,82 @@ class _Dropped:
 DROPPED = _Dropped()
 
 
-def _picklable(exception: BaseException) -> BaseException:
+def _round_trips(candidate: Any, exception: BaseException) -> bool:
+    """Whether ``candidate`` pickles and unpickles (with pickle, else cloudpickle, for a class
+    that travels by value) into an exception of ``exception``'s type saying what it says."""
     try:
-        pickle.dumps(exception)
-        return exception
+        expected = str(exception)
     except Exception:
-        pass
-    try:   # an exception class of a user module that travelled by value (see shipping.py)
-        from ray import cloudpickle
-        cloudpickle.dumps(exception)
+        return False
+    for module in (pickle, None):
+        try:
+            if module is None:
+                from ray import cloudpickle as module
+            copy = module.loads(module.dumps(candidate))
+        except Exception:
+            continue
+        try:
+            return type(copy).__qualname__ == type(exception).__qualname__ and expected in str(copy)
+        except Exception:
+            return False
+    return False
+
+
+def _rebuild(cls: type, args: Tuple[Any, ...], state: Optional[Dict[str, Any]]) -> BaseException:
+    """An exception of type ``cls`` with ``args`` and attributes ``state``, made without
+    calling its ``__init__`` (which may take other arguments than the message)."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    if state:
+        error.__dict__.update(state)
+    return error
+
+
+class _Rebuilt:
+    """Pickles as a copy of ``exception`` that is made without its ``__init__``: for an
+    exception class whose ``__init__`` takes other arguments than its message
+    (``MyError(code, detail)``), which pickle would call with the message alone."""
+
+    __slots__ = ('exception',)
+
+    def __init__(self, exception: BaseException) -> None:
+        self.exception = exception
+
+    def __reduce__(self):
+        error = self.exception
+        return _rebuild, (type(error), error.args, dict(getattr(error, '__dict__', None) or {}) or None)
+
+
+def _picklable(exception: BaseException) -> Any:
+    """What to pickle for ``exception`` so that the other process gets it back: itself when
+    it round-trips (same type, same message); else a copy of it made without its
+    ``__init__``, when that round-trips; else a ``RuntimeError`` naming its type and message.
+
+    >>> class CodedError(Exception):
+    ...     def __init__(self, code, detail):
+    ...         super().__init__(f'code {code}: {detail}')
+    >>> from ray import cloudpickle   # as Ray pickles it (the class is defined in this example)
+    >>> copy = cloudpickle.loads(cloudpickle.dumps(_picklable(CodedError(404, 'not found'))))
+    >>> type(copy).__name__, str(copy)
+    ('CodedError', 'code 404: not found')
+    >>> import threading
+    >>> class HoldsLock(Exception):
+    ...     def __init__(self):
+    ...         super().__init__('holds a lock')
+    ...         self.lock = threading.Lock()
+    >>> _picklable(HoldsLock())
+    RuntimeError('HoldsLock: holds a lock (the original exception could not be pickled)')
+    """
+    if _round_trips(exception, exception):
         return exception
+    rebuilt = _Rebuilt(exception)
+    if _round_trips(rebuilt, exception):
+        return rebuilt
+    try:
+        said = str(exception)
     except Exception:
-        return RuntimeError(f'{type(exception).__name__}: {exception} '
-                            f'(the original exception could not be pickled)')
+        said = repr(exception)
+    return RuntimeError(f'{type(exception).__name__}: {said} (the original exception could not be pickled)')
 
 
 class Guarded:
@@ -130,7 +194,10 @@ class Guarded:
         if self.keep_if:
             return value if output else DROPPED
         if value.__class__ is SortedBatch:   # the outputs keep their input positions
-            return value.carry(output)
+            try:
+                return value.carry(output)
+            except ValueError as error:   # not one output per element
+                return self.fail(value, error)
         return output
 
     @property
@@ -149,25 +216,109 @@ class Guarded:
         self.fn, self.safe, self.keep_if = state
 
 
-class _FailedInit:
-    """Stands in for an operator whose ``__init__`` raised: every element fails with it."""
+def travels(exception: BaseException) -> bool:
+    """Whether ``exception`` pickles and unpickles as itself (same type, same message), as
+    it must to be raised in a Ray worker and re-raised in the driver by Ray itself.
 
-    def __init__(self, guard: Guarded, error: BaseException, worker_traceback: str) -> None:
-        self._guard = guard
-        self._error = error
-        self._traceback = worker_traceback
+    >>> travels(ValueError('bad'))
+    True
+    """
+    return _round_trips(exception, exception)
 
-    def __call__(self, value: Any) -> Any:
-        if value.__class__ is Empty:
-            return value
-        if self._guard.safe:
-            return Empty(value, self._error)
-        return Failure(value, self._error, self._traceback)
+
+def is_safe(step: Any) -> bool:
+    """Whether ``step`` (a guarded callable or operator factory, or a sink's writer around
+    one) turns an element's failure into an :class:`Empty` (a ``safe()`` chain).
+
+    >>> is_safe(Guarded(abs, safe=True)), is_safe(abs)
+    (True, False)
+    """
+    for inner in (step, getattr(step, 'call', None), getattr(step, 'operator', None)):
+        if isinstance(inner, (Guarded, GuardedOperator)):
+            return inner.safe
+    return False
+
+
+def unsendable(element: Any, error: BaseException, safe: bool) -> Any:
+    """The outcome in the place of ``element``, which could not be pickled to send it to a
+    worker (``error`` says why): an ``Empty`` passes on as it is (a ``safe()`` chain's
+    failed element holds its input, which may be what cannot travel); else an ``Empty``
+    (``safe``) or a :class:`Failure` of the step, like an element that raised.
+
+    >>> unsendable(3, TypeError('cannot pickle'), safe=True)
+    Empty(value=3, exception=TypeError('cannot pickle'))
+    """
+    if element.__class__ is Empty:
+        return element
+    return Empty(element, error) if safe else Failure(element, error)
+
+
+def _unsendable_output(output: Any, error: BaseException) -> TypeError:
+    kind = type(output).__name__
+    if inspect.isgenerator(output) or inspect.isasyncgen(output) or kind.endswith('iterator'):
+        advice = ('Return a list instead (list(...)), or use flat_map(...) to make one element of '
+                  'each item it gives')
+    else:
+        advice = ("Return something picklable (the data itself: numbers, strings, lists, dicts, "
+                  "arrays; not a lock, an open file or a connection), or run the step with "
+                  "backend='thread'")
+    return TypeError(f'it returned {"an" if kind[0] in "aeiou" else "a"} {kind}, which cannot travel back '
+                     f'from its Ray worker: {type(error).__name__}: {error}. {advice}.')
+
+
+def _out_of_band(buffer: Any) -> None:   # large buffers (arrays) are not copied
+    return None
+
+
+def sendable_outputs(call: Any, inputs: List[Any], outputs: List[Any]) -> List[Any]:
+    """In a worker: ``outputs`` (of ``call`` on ``inputs``, one each), with each output
+    that cannot be pickled, and so cannot travel back to the driver, replaced by the
+    step's failure on its input (an ``Empty`` in a ``safe()`` chain). Pickles the outputs
+    once as a whole (large arrays out of band, not copied), and each output only when
+    that fails.
+
+    >>> import threading
+    >>> sendable_outputs(Guarded(abs, safe=True), [1, 2], [1, (i for i in range(2))])[1].exception
+    TypeError("it returned a generator, which cannot travel back from its Ray worker: TypeError: \
+cannot pickle 'generator' object. Return a list instead (list(...)), or use flat_map(...) to make one \
+element of each item it gives.")
+    """
+    from ray import cloudpickle
+    try:
+        cloudpickle.dumps(outputs, protocol=5, buffer_callback=_out_of_band)
+        return outputs
+    except Exception:
+        pass
+    safe = is_safe(call)
+    checked = list(outputs)
+    for index, output in enumerate(checked):
+        try:
+            cloudpickle.dumps(output, protocol=5, buffer_callback=_out_of_band)
+        except Exception as error:
+            value = inputs[index] if len(inputs) == len(checked) else None
+            checked[index] = unsendable(value, _unsendable_output(output, error), safe)
+    return checked
 
 
 class GuardedOperator:
-    """An operator factory whose instances are guarded; a failing ``__init__`` makes every
-    element fail with that error (the step stops, or its elements become ``Empty``)."""
+    """An operator factory whose instances are guarded. An operator that cannot be built
+    (its ``__init__`` raised: a misspelt argument, a missing model file) fails the step at
+    once, naming it, even in a ``safe()`` chain: no element can run without it, and
+    turning every element into ``Empty`` would hide the mistake (``drop_empty()`` would
+    give nothing).
+
+    >>> class NeedsModel:
+    ...     name = 'my/model'
+    ...     def create(self):
+    ...         raise FileNotFoundError('no such file: model.bin')
+    >>> GuardedOperator(NeedsModel(), safe=True).create()
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: operator my/model: building the operator failed: FileNotFoundError: no such file: \
+model.bin. safe() does not apply: it covers elements that fail, and no element can run without the \
+operator. Check the arguments it was given (a misspelt keyword, a wrong path) and what its __init__ needs \
+(a model file, a package).
+    """
 
     def __init__(self, operator: Any, safe: bool) -> None:
         self.operator = operator
@@ -182,18 +333,50 @@ class GuardedOperator:
         try:
             instance = self.operator.create()
         except Exception as error:
-            return _FailedInit(Guarded(None, self.safe), error, traceback.format_exc())
+            raise build_error(f'operator {self.name}', error)
         return Guarded(instance, self.safe)
+
+
+BUILD_ADVICE = ('safe() does not apply: it covers elements that fail, and no element can run without the '
+                'operator. Check the arguments it was given (a misspelt keyword, a wrong path) and what '
+                'its __init__ needs (a model file, a package).')
+# set on the error of an operator that could not be built, which already says so
+_BUILD_ERROR = '_towhee_ray_build_error'
+
+
+def build_error(step: str, error: BaseException) -> BaseException:
+    """The error of a step whose operator could not be built (its ``__init__`` raised
+    ``error``): the original type, naming the step and what to do."""
+    raised = _same_type(error, f'{step}: building the operator failed: {type(error).__name__}: '
+                               f'{error}. {BUILD_ADVICE}')
+    setattr(raised, _BUILD_ERROR, True)
+    return raised
 
 
 def _same_type(error: BaseException, message: str) -> BaseException:
     """An exception of ``error``'s type saying ``message``, caused by ``error``; ``error``
-    itself, with the message as a note, when its type cannot be built from a message."""
+    itself, with the message as a note, when its type cannot be built faithfully from a
+    message alone (its ``__init__`` takes other arguments, as ``UnicodeDecodeError`` or
+    pymilvus's ``MilvusException(code, message)`` do).
+
+    >>> class CodedError(Exception):
+    ...     def __init__(self, code=1, message=''):
+    ...         super().__init__()
+    ...         self.code, self.message = code, message
+    ...     def __str__(self):
+    ...         return f'(code={self.code}, message={self.message})'
+    >>> raised = _same_type(CodedError(5, 'no such collection'), 'map(f) failed on element #1')
+    >>> str(raised), raised.__notes__
+    ('(code=5, message=no such collection)', ['map(f) failed on element #1'])
+    >>> str(_same_type(KeyError('a'), 'map(f) failed on element #0'))
+    "'map(f) failed on element #0'"
+    """
     try:
         raised = type(error)(message)
+        faithful = raised.args == (message,) and message in str(raised)
     except Exception:
-        raised = None
-    if raised is None or message not in str(raised):
+        faithful = False
+    if not faithful:
         error.add_note(message)
         return error
     if isinstance(error, ImportError):   # `name` says which module was missing
@@ -254,6 +437,8 @@ def load_error(failure: LoadFailure, step: str, what: Optional[str] = None) -> B
     note = f'Traceback in the worker:\n{failure.worker_traceback.rstrip()}'
     if failure.worker_traceback and note not in getattr(error, '__notes__', ()):   # raised again
         error.add_note(note)
+    if failure.stage == 'build' and getattr(error, _BUILD_ERROR, False):   # says so already
+        return error
     if failure.stage == 'build':
         message = f'{step}: building the operator in its Ray actor failed: {type(error).__name__}: {error}'
     else:

@@ -24,8 +24,12 @@ class SortedBatch(list):
     (['ccc', 'a'], (2, 0))
     >>> batch.carry([3, 1]).positions       # one output per element keeps the positions
     (2, 0)
-    >>> batch.carry(4)                      # anything else is an output like any other
+    >>> batch.carry(4)                      # a value that is not a sequence is an output like any other
     4
+    >>> batch.carry([3])                    # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: it returned 1 result for a sorted batch of 2 elements: a step after sorted_batch must ...
     """
 
     __slots__ = ('positions', 'window_start', 'window_size')
@@ -39,14 +43,24 @@ class SortedBatch(list):
 
     def carry(self, output: Any) -> Any:
         """``output`` of a step given this batch: with the positions when it holds one output
-        per element (a list, a tuple, an array of the same length), else unchanged."""
+        per element (a list, a tuple, an array of the same length); unchanged when it is no
+        sequence (a string, a dict, a number: one value for the batch as a whole). A sequence
+        of another length raises ``ValueError``: its outputs cannot be matched to the
+        elements, and flatten() would give them back misplaced."""
         if isinstance(output, (str, bytes, dict)) or not hasattr(output, '__getitem__'):
             return output
         try:
-            if len(output) != len(self):
-                return output
+            length = len(output)
         except TypeError:   # a 0-d array, an object without a length
             return output
+        if length != len(self):
+            results = f'{length} result' + ('' if length == 1 else 's')
+            elements = f'{len(self)} element' + ('' if len(self) == 1 else 's')
+            raise ValueError(
+                f'it returned {results} for a sorted batch of {elements}: a step after sorted_batch must '
+                f'return one result per element, in order (a list, a tuple or an array as long as its '
+                f'batch), so that flatten() can put them back in input order. Return one result per '
+                f'element, or use batch() instead of sorted_batch()')
         return SortedBatch(output, self.positions, self.window_start, self.window_size)
 
     def __reduce__(self):   # crosses to workers and back with its positions

@@ -15,10 +15,12 @@ import abc
 import itertools
 import math
 import operator
+import threading
 import time
 from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Tuple
 
 from towhee_ray.checks import positive_int
+from towhee_ray.guard import Failure
 from towhee_ray.backends.sizes import chunk_bytes as measure_chunk
 
 # Worker time one chunk should take. A Ray task costs its worker ~5 ms besides the work
@@ -258,9 +260,23 @@ class ChunkWorkers(abc.ABC):
     def submit(self, chunk: List[Any]) -> Hashable:
         """Start processing ``chunk``; return a handle for :meth:`wait`/:meth:`result`."""
 
+    def unsendable(self, chunk: List[Any], error: Exception) -> Optional[Tuple[int, Any]]:
+        """:meth:`submit` raised ``error`` for ``chunk``: the index of its first element that
+        cannot be sent to a worker, and the outcome in that element's place (an ``Empty``
+        or a ``Failure``, see guard.unsendable); None when no element is to blame."""
+        return None
+
+    def passed_over(self, count: int) -> None:
+        """``count`` elements, each replaced by its :meth:`unsendable` outcome, were not
+        sent: they count among the step's elements all the same."""
+
     @abc.abstractmethod
     def wait(self, handles: List[Hashable]) -> List[Hashable]:
-        """Block until at least one of ``handles`` is finished; return the finished ones."""
+        """Block until at least one of ``handles`` is finished; return the finished ones
+        (none, once :attr:`stop` is set: within about a second)."""
+
+    #: Set by the backend: when set, :meth:`wait` may return early with nothing finished.
+    stop: Optional[threading.Event] = None
 
     @abc.abstractmethod
     def result(self, handle: Hashable) -> Tuple[List[Any], float, Optional[int]]:
@@ -307,6 +323,11 @@ class _Source:
     def give_back(self, elements: List[Any]) -> None:
         self._returned[:0] = elements
 
+    def stop(self) -> None:
+        """Take no more elements (the step has failed on one)."""
+        self._returned.clear()
+        self._items_left = False
+
     def length_hint(self) -> int:
         return operator.length_hint(self._items) + len(self._returned)
 
@@ -344,7 +365,8 @@ def _pull_chunk(source: _Source, sizer: ChunkSizer, held: int) -> Tuple[List[Any
     return chunk, nbytes
 
 
-def run_in_chunks(workers: ChunkWorkers, items: Iterable[Any], sizer: ChunkSizer) -> Iterator[Any]:
+def run_in_chunks(workers: ChunkWorkers, items: Iterable[Any], sizer: ChunkSizer,
+                  stop: Optional[threading.Event] = None) -> Iterator[Any]:
     """Yield the outputs of ``workers`` over ``items`` in input order.
 
     At most ``workers.capacity`` chunks are running, and at most twice that are running or
@@ -354,7 +376,12 @@ def run_in_chunks(workers: ChunkWorkers, items: Iterable[Any], sizer: ChunkSizer
     chunk's inputs or expected outputs, a finished chunk's outputs, until yielded) stay
     under ``max_bytes_in_flight``, except for one chunk alone. The workers are closed when
     the output is exhausted, closed or garbage-collected. When the input raises, the
-    outputs of every element before the raise are yielded first, then the exception.
+    outputs of every element before the raise are yielded first, then the exception. An
+    element that the workers cannot be sent (:meth:`ChunkWorkers.unsendable`: it cannot be
+    pickled) is replaced, in its place, by its outcome: the elements before it are sent
+    as a chunk of their own, and after a ``Failure`` no more elements are sent. Once
+    ``stop`` is set (from any thread: :meth:`ChunkedBackend.stop`), the output ends at the
+    next chunk, as if the input had.
     """
     source = _Source(items)
     running: Dict[Hashable, Tuple[int, int, int]] = {}   # handle -> (sequence, length, bytes)
@@ -364,15 +391,37 @@ def run_in_chunks(workers: ChunkWorkers, items: Iterable[Any], sizer: ChunkSizer
     try:
         workers.start()
         while True:
+            if stop is not None and stop.is_set():
+                return
             while (not source.drained and len(running) < sizer.in_flight_limit(workers.capacity)
                    and len(running) + len(finished) < 2 * workers.capacity):
                 chunk, nbytes = _pull_chunk(source, sizer, held)
                 if not chunk:
                     break
-                running[workers.submit(chunk)] = (submitted, len(chunk), nbytes)
+                try:
+                    handle = workers.submit(chunk)
+                except Exception as error:   # an element that cannot be sent, or worse
+                    found = workers.unsendable(chunk, error)
+                    if found is None:
+                        raise
+                    index, outcome = found
+                    if index:   # the elements before it go first, as a chunk of their own
+                        source.give_back(chunk[index:])
+                        del chunk[index:]
+                        handle = workers.submit(chunk)
+                    else:   # it takes its place in the order as the outcome of a chunk
+                        if outcome.__class__ is Failure:   # the step stops there: send no more
+                            source.stop()
+                        else:
+                            source.give_back(chunk[1:])
+                        finished[submitted] = ([outcome], 0)
+                        workers.passed_over(1)
+                        submitted += 1
+                        continue
+                running[handle] = (submitted, len(chunk), nbytes)
                 held += nbytes
                 submitted += 1
-                del chunk   # the worker has its own copy; keep none in the driver
+                del chunk, handle   # the worker has its own copy; keep none in the driver
             if yielded in finished:
                 outputs, nbytes = finished.pop(yielded)
                 yielded += 1
@@ -404,11 +453,19 @@ class ChunkedBackend:
         self.chunk_size = check_chunk_size(chunk_size)
         self.bounds = bounds
         self._workers: List[ChunkWorkers] = []
+        self._stop = threading.Event()
 
     def _run(self, workers: ChunkWorkers, items: Iterable[Any]) -> Iterator[Any]:
         self._workers.append(workers)
+        workers.stop = self._stop
         sizer = ChunkSizer(self.num_worker, fixed=self.chunk_size, bounds=self.bounds)
-        return run_in_chunks(workers, items, sizer)
+        return run_in_chunks(workers, items, sizer, self._stop)
+
+    def stop(self) -> None:
+        """End this backend's running maps early, from any thread (a thread that does not
+        iterate them cannot close them: Python forbids closing a running generator); each
+        ends at its next chunk, within about a second, and releases its workers."""
+        self._stop.set()
 
     def close(self) -> None:
         while self._workers:

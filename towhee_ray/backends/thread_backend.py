@@ -15,6 +15,8 @@ from towhee_ray.backends.chunking import ChunkedBackend, ChunkWorkers, timed_map
 
 # Chunks queued per thread beyond the one it runs, so a thread never waits for the driver.
 QUEUED_CHUNKS_PER_WORKER = 1
+# How often a wait for chunks looks whether the stream was stopped from another thread.
+STOP_POLL_SECONDS = 1.0
 
 
 class _ThreadWorkers(ChunkWorkers):
@@ -43,8 +45,11 @@ class _ThreadWorkers(ChunkWorkers):
         return self._pool.submit(self._process, chunk)
 
     def wait(self, handles: List[Hashable]) -> List[Hashable]:
-        done, _ = concurrent.futures.wait(handles, return_when=concurrent.futures.FIRST_COMPLETED)
-        return list(done)
+        while True:
+            done, _ = concurrent.futures.wait(handles, timeout=STOP_POLL_SECONDS,
+                                              return_when=concurrent.futures.FIRST_COMPLETED)
+            if done or (self.stop is not None and self.stop.is_set()):
+                return list(done)
 
     def result(self, handle: Hashable) -> Tuple[List[Any], float, None]:
         return handle.result()

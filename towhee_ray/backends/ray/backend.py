@@ -45,7 +45,7 @@ from towhee_ray.backends.ray.resources import (DEFAULT_MAX_RETRIES, PlacementWat
                                                concurrent_capacity, gpu_share, step_remote_args, unplaced_tasks,
                                                wait_until_placeable, workers_for_gpus)
 from towhee_ray.backends.ray.shipping import Payload
-from towhee_ray.guard import LoadFailure, load_error
+from towhee_ray.guard import LoadFailure, is_safe, load_error, sendable_outputs, unsendable
 
 TASK_REMOTE_ARGS: Dict[str, Any] = {'num_cpus': 1}
 # Chunks queued at each worker beyond the one it runs, so it can start its next chunk
@@ -61,13 +61,15 @@ WAIT_POLL_SECONDS = 1.0
 def _process_chunk(fn: Payload, chunk: List[Any], *after: None) -> Tuple[Any, None]:
     """Returns the outputs (with their timing and size), or the failure to load the step's
     function, and a token; the next chunk of the same worker slot takes the token as an
-    argument, so Ray starts it only once this one is done."""
+    argument, so Ray starts it only once this one is done. An output that cannot be
+    pickled becomes the failure of its element (guard.sendable_outputs)."""
     keep_freed_heap()
     interruptible()
     call, failure = fn.load()
     if failure is not None:
         return failure, None
-    return timed_map(call, chunk, measure_outputs=True), None
+    outputs, seconds, nbytes = timed_map(call, chunk, measure_outputs=True)
+    return (sendable_outputs(call, chunk, outputs), seconds, nbytes), None
 
 
 def _elements(first: int, count: int) -> str:
@@ -94,6 +96,31 @@ class _RayWorkers(ChunkWorkers):
     def _settle(self, chunk: Any) -> None:
         """``chunk``'s reference is ready: set its ``outcome``, send it again, or raise."""
 
+    safe = False   # whether the step's failed elements become Empty (a safe() chain)
+
+    def unsendable(self, chunk: List[Any], error: Exception) -> Optional[Tuple[int, Any]]:
+        """The first element of ``chunk`` that cannot be pickled, so that submitting it
+        raised ``error``, and the outcome in its place (guard.unsendable): a TypeError
+        naming the element's place in the step and what to do. None where every element
+        pickles alone (``error`` had another cause)."""
+        from ray import cloudpickle
+        for index, element in enumerate(chunk):
+            try:
+                cloudpickle.dumps(element, protocol=5, buffer_callback=lambda buffer: None)
+            except Exception as cause:
+                position = self._submitted + index
+                problem = TypeError(
+                    f'element #{position} cannot be pickled, so it cannot be sent to a Ray worker: '
+                    f'{type(cause).__name__}: {cause}. Give the step elements that pickle (the data '
+                    f'itself, a path or a URL; not a lock, an open file or a connection, which each '
+                    f"worker must open itself), or run it with backend='thread'.")
+                problem.__cause__ = cause
+                return index, unsendable(element, problem, self.safe)
+        return None
+
+    def passed_over(self, count: int) -> None:
+        self._submitted += count   # they take their places among the step's elements
+
     def wait(self, handles: List[Hashable]) -> List[Hashable]:
         while True:
             # a handle without a reference waits in the driver for an actor (pool.py)
@@ -109,6 +136,8 @@ class _RayWorkers(ChunkWorkers):
                 self._watch.progress()
             elif self._watch is not None:
                 self._watch.waiting()
+            if not ready and self.stop is not None and self.stop.is_set():
+                return []
             for ref in ready:
                 self._settle(by_ref[ref])
             done = [handle for handle in handles if handle.outcome is not None]
@@ -141,9 +170,11 @@ class _TaskWorkers(_RayWorkers):
     that costs most when chunks are short (large elements cut by bytes). The function goes
     to the object store once. Ray itself retries a task whose worker died."""
 
-    def __init__(self, fn: Payload, num_worker: int, step: str, remote_args: Dict[str, Any]) -> None:
+    def __init__(self, fn: Payload, num_worker: int, step: str, remote_args: Dict[str, Any],
+                 safe: bool = False) -> None:
         self.capacity = num_worker * (1 + QUEUED_CHUNKS_PER_WORKER)
         self.step = step
+        self.safe = safe
         self.max_retries = remote_args['max_retries']
         self._fn = fn
         self._fn_ref: Optional[ray.ObjectRef] = None
@@ -167,9 +198,9 @@ class _TaskWorkers(_RayWorkers):
     def submit(self, chunk: List[Any]) -> Hashable:
         slot = min(range(len(self._unfinished)), key=self._unfinished.__getitem__)
         handle = _Chunk(_elements(self._submitted, len(chunk)), next(self._sends), slot)
-        self._submitted += len(chunk)
         with ray_calls(self.step):
             handle.ref, token = self._remote.remote(self._fn_ref, chunk, *self._last_token[slot])
+        self._submitted += len(chunk)
         if self._chained:
             self._last_token[slot] = (token,)
         self._in_flight[handle.ref] = handle
@@ -207,9 +238,10 @@ class _ActorWorkers(_RayWorkers):
     in submission order. A dead actor is replaced and its chunks re-run (pool.py)."""
 
     def __init__(self, operator: Payload, num_worker: int, step: str,
-                 remote_args: Dict[str, Any], max_retries: int) -> None:
+                 remote_args: Dict[str, Any], max_retries: int, safe: bool = False) -> None:
         self.capacity = num_worker * (1 + QUEUED_CHUNKS_PER_WORKER)
         self.step = step
+        self.safe = safe
         self._pool = ActorPool(operator, step, num_worker, remote_args, max_retries, unit='chunks')
         self._submitted = 0   # elements so far: chunks are submitted in input order
 
@@ -218,8 +250,8 @@ class _ActorWorkers(_RayWorkers):
 
     def submit(self, chunk: List[Any]) -> Hashable:
         call = PoolCall('process', (chunk,), _elements(self._submitted, len(chunk)))
-        self._submitted += len(chunk)
         self._pool.submit(call)
+        self._submitted += len(chunk)
         return call
 
     def _settle(self, call: PoolCall) -> None:
@@ -285,7 +317,7 @@ class RayBackend(ChunkedBackend, Backend):
         step = names.function_step(fn)
         payload = Payload(fn, step)
         remote_args = step_remote_args(TASK_REMOTE_ARGS, actor=False, **self.step_options)
-        return self._run(_TaskWorkers(payload, self.num_worker, step, remote_args), items)
+        return self._run(_TaskWorkers(payload, self.num_worker, step, remote_args, is_safe(fn)), items)
 
     def map_operator(self, operator: OperatorFactory, items: Iterable[Any]) -> Iterator[Any]:
         step = names.operator_step(operator.name)
@@ -294,4 +326,5 @@ class RayBackend(ChunkedBackend, Backend):
         remote_args = step_remote_args(ACTOR_REMOTE_ARGS, actor=True, **self.step_options)
         max_retries = self.step_options['max_retries']
         max_retries = DEFAULT_MAX_RETRIES if max_retries is None else max_retries
-        return self._run(_ActorWorkers(payload, self.num_worker, step, remote_args, max_retries), items)
+        return self._run(_ActorWorkers(payload, self.num_worker, step, remote_args, max_retries,
+                                       is_safe(operator)), items)

@@ -19,7 +19,7 @@ import ray
 from ray import exceptions as ray_errors
 
 from towhee_ray.backends.base import WorkerError
-from towhee_ray.guard import LoadFailure, load_error
+from towhee_ray.guard import LoadFailure, _same_type, load_error
 
 # Ray's errors that mean a call's worker process (or its node) died; a step's own errors
 # never arrive as exceptions (guard.py turns them into values).
@@ -68,11 +68,24 @@ def running_when_died(noticed: Call, in_flight: Iterable[Call]) -> Call:
 
 def unloadable_arguments(error: BaseException) -> Optional[BaseException]:
     """The exception a worker raised while unpickling a call's arguments (the elements of a
-    chunk, a ``ray_op`` call's arguments), which Ray reports as a ``RaySystemError``; None
-    for any other error (Ray's own system errors carry a message, not an exception)."""
-    if not isinstance(error, ray_errors.RaySystemError):
+    chunk, a ``ray_op`` call's arguments), which Ray reports as a ``RayTaskError`` of a
+    ``RaySystemError``; None for any other error (Ray's own system errors carry a message,
+    not an exception, and a result that this process could not unpickle is a bare
+    ``RaySystemError``: see :func:`unloadable_result`)."""
+    if not isinstance(error, ray_errors.RaySystemError) or not isinstance(error, ray_errors.RayTaskError):
         return None
     original = getattr(getattr(error, 'cause', None) or error, 'client_exc', None)
+    return original if isinstance(original, Exception) else None
+
+
+def unloadable_result(error: BaseException) -> Optional[BaseException]:
+    """The exception this process raised while unpickling the result of a call that ran
+    (its worker pickled it, but it cannot be rebuilt here: a class of a module only the
+    workers can import, a ``__reduce__`` that fails), which Ray reports as a bare
+    ``RaySystemError``; None for any other error."""
+    if not isinstance(error, ray_errors.RaySystemError) or isinstance(error, ray_errors.RayTaskError):
+        return None
+    original = getattr(error, 'client_exc', None)
     return original if isinstance(original, Exception) else None
 
 
@@ -127,7 +140,7 @@ def fetch(ref: Any, step: str, what: Union[str, Callable[[], str]]) -> Any:
     """The value behind ``ref``, the result of a call of ``step`` that ran ``what`` (e.g.
     ``elements #10-#19``, or a function saying it). Arguments the worker could not
     unpickle (a module it cannot import) raise the original error at once, naming the
-    step, ``what`` and what to do.
+    step, ``what`` and what to do; so does a result that this process cannot unpickle.
     A :class:`~towhee_ray.guard.LoadFailure` (the worker could not load the step itself)
     comes back as a value, and one of :data:`WORKER_DIED` is raised as it is: the caller
     knows whether to remember the one and to run the call again after the other."""
@@ -136,7 +149,26 @@ def fetch(ref: Any, step: str, what: Union[str, Callable[[], str]]) -> Any:
             return ray.get(ref)
     except ray_errors.RaySystemError as error:
         original = unloadable_arguments(error)
+        if original is not None:
+            what = what() if callable(what) else what
+            raise load_error(LoadFailure(original, ''), step, f'{step}: {what}')
+        original = unloadable_result(error)
         if original is None:
             raise
         what = what() if callable(what) else what
-        raise load_error(LoadFailure(original, ''), step, f'{step}: {what}')
+        raise result_error(original, step, what) from error
+
+
+def result_error(original: BaseException, step: str, what: str) -> BaseException:
+    """The error for the result of ``what`` that its worker pickled but this process could
+    not unpickle (``original``): its type, naming the step and what to do.
+
+    >>> error = result_error(ModuleNotFoundError("No module named 'lib'"), 'map(f)', 'elements #0-#9')
+    >>> type(error).__name__, str(error).split(' came back')[0]
+    ('ModuleNotFoundError', 'map(f): the results of elements #0-#9')
+    """
+    message = (f'{step}: the results of {what} came back from their Ray worker but cannot be unpickled '
+               f'in this process: {type(original).__name__}: {original}. Return what this process can '
+               f'rebuild: plain data (numbers, strings, lists, dicts, arrays), or objects of classes '
+               f'that it can import.')
+    return _same_type(original, message)

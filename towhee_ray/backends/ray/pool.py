@@ -53,7 +53,7 @@ from towhee_ray.backends.ray.faults import (WORKER_DIED, died_error, fetch, out_
                                             unfinished_on_worker)
 from towhee_ray.backends.ray.heap import keep_freed_heap
 from towhee_ray.backends.ray.shipping import Payload
-from towhee_ray.guard import Failure, LoadFailure, load_error
+from towhee_ray.guard import Failure, LoadFailure, load_error, sendable_outputs, travels
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class PoolCall:
     and how many ``rows`` (a batch of rows of a ``ray_op`` has more than one)."""
 
     __slots__ = ('method', 'args', '_what', 'rows', 'sent', 'slot', 'generation', 'ref', 'deaths',
-                 'doubtful', 'suspect', 'alone', 'outcome')
+                 'doubtful', 'suspect', 'alone', 'outcome', 'unsent')
 
     def __init__(self, method: str, args: Tuple[Any, ...], what: Union[str, Callable[[], str]],
                  rows: int = 1) -> None:
@@ -98,6 +98,7 @@ class PoolCall:
         self.suspect = False    # it was unfinished on an actor that died: it runs alone
         self.alone = False      # sent to an actor that takes no other call until it answers
         self.outcome: Any = None   # for the pool's user: the result, once settled
+        self.unsent: Optional[Exception] = None   # why it could not be sent (see _release)
 
     @property
     def what(self) -> str:
@@ -137,18 +138,27 @@ class _OperatorActor:
                 self._failure = LoadFailure(error, traceback.format_exc(), stage='build')
 
     def process(self, chunk: List[Any]) -> Any:
-        """A ``ray`` step's chunk: its outputs, their timing and size (see timed_map)."""
+        """A ``ray`` step's chunk: its outputs, their timing and size (see timed_map); an
+        output that cannot be pickled becomes its element's failure (guard.sendable_outputs)."""
         if self._failure is not None:
             return self._failure
         self._calls += len(chunk)
-        return timed_map(self._operator, chunk, measure_outputs=True)
+        outputs, seconds, nbytes = timed_map(self._operator, chunk, measure_outputs=True)
+        return sendable_outputs(self._operator, chunk, outputs), seconds, nbytes
 
     def call(self, args: Tuple[Any, ...], kws: Dict[str, Any]) -> Any:
-        """One ``ray_op`` call; the operator's own error reaches the caller through Ray."""
+        """One ``ray_op`` call; the operator's own error reaches the caller through Ray, or,
+        where Ray could not rebuild it in the driver (its ``__init__`` takes other arguments
+        than its message), as a :class:`~towhee_ray.guard.Failure` that the pool raises."""
         if self._failure is not None:
             return self._failure
         self._calls += 1
-        return self._operator(*args, **kws)
+        try:
+            return self._operator(*args, **kws)
+        except Exception as error:
+            if travels(error):
+                raise
+            return Failure(None, error, traceback.format_exc())
 
     def call_batch(self, rows: List[Tuple[Tuple[Any, ...], Dict[str, Any]]]) -> Any:
         """Rows of ``ray_op`` calls (each its arguments), in one operator call that takes
@@ -296,11 +306,14 @@ class ActorPool:
 
     def submit(self, call: PoolCall) -> None:
         """Send ``call`` to the actor with the fewest unfinished calls; returns at once
-        (``call.ref`` is Ray's reference to its outcome, for :meth:`settle`)."""
+        (``call.ref`` is Ray's reference to its outcome, for :meth:`settle`). Raises a
+        ``TypeError`` naming the call where its arguments cannot be pickled."""
         with self._lock:
             self._check_usable()
             self._start()
             self._send(call)
+            if call.unsent is not None:
+                raise call.unsent
 
     def _send(self, call: PoolCall) -> None:   # under the lock
         """Queue ``call`` behind the calls held in the driver, and send what the actors
@@ -317,11 +330,27 @@ class ActorPool:
             slot = self._slots.least_busy()
             if slot is None:
                 break
-            self._dispatch(self._held[0], slot)
-            self._held.popleft()
+            call = self._held.popleft()
+            try:
+                self._dispatch(call, slot)
+            except Exception as error:   # its arguments cannot be pickled: raised to its caller
+                call.unsent = self._unsent_error(call, error)
             sent = True
         if sent:
             self._released.notify_all()
+
+    def _unsent_error(self, call: PoolCall, error: Exception) -> Exception:
+        """The error for ``call``, whose sending raised ``error``: a ``TypeError`` naming it
+        and what to do where its arguments cannot be pickled, else ``error`` itself."""
+        if not isinstance(error, TypeError) or 'serialize' not in str(error):
+            return error
+        reason = (str(error.__cause__ or '').strip().splitlines() or [''])[-1] or str(error).splitlines()[0]
+        unsent = TypeError(
+            f'{self.step}: {call.what} cannot be pickled, so it cannot be sent to a Ray actor: {reason}. '
+            f'Pass data that pickles (the data itself, a path or a URL; not a lock, an open file or a '
+            f'connection, which the operator must open itself).')
+        unsent.__cause__ = error
+        return unsent
 
     def _dispatch(self, call: PoolCall, slot: int) -> None:   # under the lock
         slots = self._slots
@@ -343,6 +372,8 @@ class ActorPool:
         actor died."""
         with self._lock:
             while call.ref is None:   # held in the driver until an actor takes it
+                if call.unsent is not None:
+                    raise call.unsent
                 if self._closed:
                     raise RuntimeError(f'{self.step} was closed while {call.what} was waiting for an actor')
                 with ray_calls(self.step):   # Ray gone: a WorkerError that says so
@@ -362,6 +393,11 @@ class ActorPool:
         if outcome.__class__ is LoadFailure:
             self._failure = outcome
             raise load_error(outcome, self.step)
+        if outcome.__class__ is Failure:   # an error of a call that Ray could not carry as it is
+            error = outcome.exception
+            error.add_note(f'{self.step} raised this in its Ray actor on {call.what}.\nTraceback in the '
+                           f'worker:\n{outcome.worker_traceback.rstrip()}')
+            raise error
         return outcome
 
     def _died(self, call: PoolCall, error: BaseException) -> None:   # under the lock
