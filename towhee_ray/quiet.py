@@ -1,4 +1,5 @@
-"""The one warning of Towhee's import that a user can do nothing about, filtered exactly.
+"""Warnings a user can do nothing about, filtered exactly: Towhee's import's, and
+pymilvus's deprecations of the calls towhee_ray makes (:func:`quiet_pymilvus`).
 
 Towhee 1.1.3's operator loader imports ``pkg_resources``, which setuptools deprecates with a
 ``UserWarning`` at import time. Python prints it once per process: in the driver, and again
@@ -10,8 +11,10 @@ Towhee, in the driver and in its workers, and when any code imports Towhee's loa
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
+from typing import Iterator
 
 PKG_RESOURCES_MESSAGE = 'pkg_resources is deprecated as an API'
 # The module the warning is attributed to: Towhee's first import of pkg_resources, reached
@@ -40,3 +43,27 @@ def quiet_towhee() -> None:
     if _FILTER not in warnings.filters:
         warnings.filterwarnings(_FILTER[0], message=_FILTER[1].pattern, category=UserWarning,
                                 module=_FILTER[3].pattern)
+
+
+# What pymilvus 2.6 says of every ORM call (a FutureWarning), and of other calls it deprecates.
+ORM_MESSAGE = r'.*ORM-style PyMilvus API'
+
+
+@contextlib.contextmanager
+def quiet_pymilvus() -> Iterator[None]:
+    """Around the pymilvus calls towhee_ray makes for the user (into the ORM ``Collection``
+    a Towhee 0.9 script passed, or a client): pymilvus's deprecation warnings ignored, as
+    they are about towhee_ray's calls, not the user's; other warnings still show.
+
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter('always')
+    ...     with quiet_pymilvus():
+    ...         warnings.warn('`Collection.flush` is an ORM-style PyMilvus API', FutureWarning)
+    ...         warnings.warn('something else', FutureWarning)
+    >>> [str(warning.message) for warning in caught]
+    ['something else']
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', DeprecationWarning)
+        warnings.filterwarnings('ignore', message=ORM_MESSAGE, category=FutureWarning)
+        yield

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import warnings
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Set
 
+from towhee_ray.quiet import quiet_pymilvus
 from towhee_ray.sinks.checks import as_vector, checked_key, checked_vector, dimension_error, plain, shown
 from towhee_ray.sinks.milvus_connection import CALL_TIMEOUT_SECONDS, call_timeout, connect, is_lite_path
 
@@ -94,8 +94,7 @@ class Target:
         """Around the calls a job makes: the ORM's deprecation warnings silenced, and a call
         that failed because this process's Milvus Lite server died said to be that."""
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore', DeprecationWarning)
+            with quiet_pymilvus():
                 yield
         except Exception as error:
             from towhee_ray.sinks import lite_server
@@ -116,8 +115,7 @@ class Target:
 
     def fields(self) -> List[Field]:
         if self.orm is not None:
-            with warnings.catch_warnings():   # the ORM warns on every call
-                warnings.simplefilter('ignore', DeprecationWarning)
+            with quiet_pymilvus():   # the ORM warns on every call
                 return [Field(f.name, f.dtype, _dim(f.params), f.is_primary, bool(f.auto_id),
                               bool(getattr(f, 'nullable', False)
                                    or getattr(f, 'default_value', None) is not None),
@@ -160,8 +158,7 @@ class Target:
 
     def load(self) -> None:
         if not self._loaded:
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore', DeprecationWarning)
+            with quiet_pymilvus():
                 self.orm.load(timeout=self.timeout) if self.orm is not None else \
                     self.client.load_collection(self.name, timeout=self.timeout)
             self._loaded = True
@@ -197,8 +194,7 @@ class Target:
         if vector is None:
             raise TypeError(f'a search query is a vector (a 1-D numeric array or list), got {type(query).__name__}')
         self.load()
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', DeprecationWarning)
+        with quiet_pymilvus():
             if self.orm is not None:
                 hits = self.orm.search([vector], anns_field, search_params, limit=limit, output_fields=output_fields,
                                        timeout=self.timeout)

@@ -14,10 +14,10 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import warnings
 from typing import Any, Dict, Optional, Tuple
 
 from towhee_ray.extras import require
+from towhee_ray.quiet import quiet_pymilvus
 
 #: How long to wait for a Milvus server before ``ConnectionError``. pymilvus alone waits
 #: 10 s for a server that accepts connections and never answers (measured against a
@@ -130,8 +130,7 @@ def _client(uri: str, token: str, timeout: float, lite: Optional[str] = None) ->
     from pymilvus import MilvusClient
     from pymilvus.exceptions import MilvusException
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', DeprecationWarning)
+        with quiet_pymilvus():
             return MilvusClient(uri=uri, token=token or '', timeout=timeout,
                                 grpc_options=LITE_GRPC_OPTIONS if lite else {})
     except MilvusException as error:
