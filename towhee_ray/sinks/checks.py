@@ -171,7 +171,8 @@ def dimension_error(field: str, got: int, holder: str, dimension: int, where: Op
 def vector_matrix(batch: 'Batch', field: str, dimension: int, dtype: Any, key_field: Optional[str],
                   holder: str) -> np.ndarray:
     """The vectors of ``field`` in ``batch`` as a ``(len(batch), dimension)`` matrix of
-    ``dtype``; each row checked by :func:`checked_vector` and :func:`dimension_error`.
+    ``dtype``; a bad row is named by :func:`checked_vector` or :func:`dimension_error`
+    (finiteness is checked once on the whole matrix, not row by row).
 
     >>> from towhee_ray.sinks.base import Batch
     >>> batch = Batch([{'id': 1, 'v': [1, 2]}, {'id': 2, 'v': [3, 4, 5]}], first=10)
@@ -181,12 +182,18 @@ def vector_matrix(batch: 'Batch', field: str, dimension: int, dtype: Any, key_fi
     """
     matrix = np.empty((len(batch), dimension), dtype=dtype)
     for index, value in enumerate(batch.column(field)):
-        try:
-            vector = checked_vector(value, field)
-        except (TypeError, ValueError):   # the same error, now naming the row (only a bad row is named)
-            checked_vector(value, field, batch.where(index, key_field))
-            raise
-        if vector.shape[0] != dimension:
+        vector = as_vector(value)
+        if vector is None or vector.shape[0] != dimension:   # named only here: only a bad row is named
+            _check_finite(matrix[:index], field, batch, key_field)   # an earlier bad row comes first
+            vector = checked_vector(value, field, batch.where(index, key_field))
             raise dimension_error(field, vector.shape[0], holder, dimension, batch.where(index, key_field))
         matrix[index] = vector
+    _check_finite(matrix, field, batch, key_field)
     return matrix
+
+
+def _check_finite(matrix: np.ndarray, field: str, batch: 'Batch', key_field: Optional[str]) -> None:
+    """:func:`checked_vector`'s error for the first row of ``matrix`` that is not finite."""
+    if matrix.dtype.kind == 'f' and not np.isfinite(matrix).all():
+        index = int(np.flatnonzero(~np.isfinite(matrix).all(axis=1))[0])
+        checked_vector(matrix[index], field, batch.where(index, key_field))
