@@ -1,4 +1,5 @@
-"""Checks of the sizes and counts a user passes, with one wording everywhere.
+"""Checks of the sizes and counts a user passes, with one wording everywhere; and how a
+value is shown in an error (:func:`shown`).
 
 ``num_worker``, ``chunk_size``, ``batch(size)``, ``max_batch_size``, a sink's ``batch``:
 each is a positive integer, and each wrong value is refused the same way, naming the
@@ -45,3 +46,16 @@ def positive_int(value: Any, name: str, meaning: Optional[str] = None, *,
         alternative = f' or None {none}' if none is not None else ''
         raise ValueError(f'{name} must be a positive integer{what}{alternative}, got {value!r}')
     return value
+
+
+def shown(value: Any, width: int = 40, kind: bool = False) -> str:
+    """A short ``repr`` for error messages; with ``kind``, its type after it.
+
+    >>> shown('x' * 50, width=10)
+    "'xxxxxx..."
+    >>> shown(5, kind=True)
+    '5 (int)'
+    """
+    text = repr(value)
+    text = text if len(text) <= width else text[:width - 3] + '...'
+    return f'{text} ({type(value).__name__})' if kind else text

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 from towhee_ray.backends import Backend, get_backend
 from towhee_ray.backends.options import DEFAULT_NUM_WORKER, check_num_worker, check_option_names
+from towhee_ray.checks import shown
 from towhee_ray.collection import (DisplayMixin, EntityMixin, FaissMixin, ListMixin, MilvusMixin,
                                    ParquetMixin, ProcessingMixin, ResumeMixin, SafetyMixin, SettingsMixin,
                                    SourcesMixin)
@@ -206,6 +207,16 @@ def _runas_function(args: Sequence[Any], kws: Dict[str, Any]) -> Callable[..., A
     return args[0] if args else kws['func']
 
 
+def _elements_of(iterable: Any) -> Iterator[Any]:
+    """``iter(iterable)``, or an error saying what DataCollection takes."""
+    try:
+        return iter(iterable)
+    except TypeError:
+        raise TypeError(f'DataCollection takes the elements as an iterable (a list, a generator, a range, '
+                        f'a pandas DataFrame), got {shown(iterable, kind=True)}; for one element, '
+                        f'DataCollection([element])') from None
+
+
 class DataCollection(SettingsMixin, EntityMixin, SafetyMixin, ProcessingMixin, ListMixin,
                      SourcesMixin, ResumeMixin, MilvusMixin, ParquetMixin, FaissMixin, DisplayMixin):
     """A chain of steps over a sequence or a stream, run serially or on a backend.
@@ -236,8 +247,10 @@ class DataCollection(SettingsMixin, EntityMixin, SafetyMixin, ProcessingMixin, L
             self._items: Iterable[Any] = iterable
         elif isinstance(iterable, (list, tuple, range)):
             self._items = iterable
-        else:   # a pandas DataFrame gives its rows (as entities), not its column names
-            self._items = frame_rows(iterable) if is_frame(iterable) else list(iterable)
+        elif is_frame(iterable):   # a pandas DataFrame gives its rows (as entities), not its column names
+            self._items = frame_rows(iterable)
+        else:
+            self._items = list(_elements_of(iterable))
         self._settings = _settings or _Settings()
         self._open_step: Optional[_OpenStep] = None
         # The backends of the steps this stream runs through (close() from another thread stops them).
@@ -473,18 +486,31 @@ class DataCollection(SettingsMixin, EntityMixin, SafetyMixin, ProcessingMixin, L
         return self._run(f'{step}({_callable_name(getattr(fn, "fn", fn))})', Guarded(fn, self._settings.safe),
                          parallel=parallel)
 
-    def map(self, *fns: Callable[[Any], Any]) -> Any:
+    @column_method
+    def map(self, *fns: Callable[[Any], Any], columns: Any = None) -> Any:
         """Apply ``fn`` to every element; with several functions, the same as ``mmap``.
 
         A ``towhee.ops.<ns>.<name>(...)`` object runs as an operator step; a Towhee
         pipeline (``pipe...output(...)``) gives each element's ``p(element).to_list()``,
-        built once per worker.
+        built once per worker. On rows, ``map['a', 'b'](fn)`` writes ``fn(row's a)`` into
+        field ``b`` (as Towhee 1.x's ``pipe.map('a', 'b', fn)`` and Towhee 0.9's
+        ``runas_op['a', 'b'](func=fn)`` do); ``map[('a', 'b'), 'c'](fn)`` calls ``fn(a, b)``.
 
         >>> DataCollection([1, 2]).map(lambda x: -x).to_list()
         [-1, -2]
         >>> [b.to_list() for b in DataCollection([1, 2]).map(str, float)]
         [['1', '2'], [1.0, 2.0]]
+        >>> DataCollection['a']([1, 2]).map['a', 'b'](lambda a: -a).as_raw().to_list()
+        [(1, -1), (2, -2)]
         """
+        if columns is not None:
+            if len(fns) != 1:
+                raise TypeError(f'map{list(columns) if isinstance(columns, tuple) else [columns]}(fn) takes one '
+                                f'function, got {len(fns)}')
+            if is_towhee_pipeline(fns[0]):
+                raise TypeError("map['a', 'b'] does not take a Towhee pipeline: its inputs are the element. "
+                                "Make the pipeline's input the row, or map a function of the field")
+            return self._apply('map', fns[0], columns=Columns.parse(columns))
         if len(fns) == 1:
             return self._apply('map', fns[0])
         if not fns:

@@ -216,16 +216,6 @@ class Guarded:
         self.fn, self.safe, self.keep_if = state
 
 
-def travels(exception: BaseException) -> bool:
-    """Whether ``exception`` pickles and unpickles as itself (same type, same message), as
-    it must to be raised in a Ray worker and re-raised in the driver by Ray itself.
-
-    >>> travels(ValueError('bad'))
-    True
-    """
-    return _round_trips(exception, exception)
-
-
 def is_safe(step: Any) -> bool:
     """Whether ``step`` (a guarded callable or operator factory, or a sink's writer around
     one) turns an element's failure into an :class:`Empty` (a ``safe()`` chain).
@@ -370,7 +360,7 @@ def _same_type(error: BaseException, message: str) -> BaseException:
     ('(code=5, message=no such collection)', ['map(f) failed on element #1'])
     >>> str(_same_type(KeyError('a'), 'map(f) failed on element #0'))
     "'map(f) failed on element #0'"
-    """
+"""
     try:
         raised = type(error)(message)
         faithful = raised.args == (message,) and message in str(raised)
@@ -392,8 +382,13 @@ def step_error(failure: Failure, step: str, position: int) -> BaseException:
     value = repr(failure.value)
     if len(value) > 80:
         value = value[:77] + '...'
+    # a KeyError shows its argument as a repr: a sentence is shown as it is (else it would be
+    # quoted twice in this message), a missing key quoted
+    said = error
+    if type(error) is KeyError and len(error.args) == 1 and ' ' in str(error.args[0]):
+        said = error.args[0]
     message = (f'{step} failed on element #{position} ({value}): '
-               f'{type(error).__name__}: {error}')
+               f'{type(error).__name__}: {said}')
     if failure.worker_traceback:
         error.add_note(f'Traceback in the worker:\n{failure.worker_traceback.rstrip()}')
     return _same_type(error, message)

@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import inspect
 import itertools
 import logging
 import threading
@@ -77,7 +78,7 @@ from towhee_ray.backends.options import DEFAULT_NUM_WORKER, check_num_worker
 from towhee_ray.backends.ray.batching import DEFAULT_BATCH_WAIT_TIMEOUT_S, check_batching, describe_call
 from towhee_ray.backends.ray.names import ray_op_step
 from towhee_ray.backends.ray.resources import DEFAULT_MAX_RETRIES
-from towhee_ray.checks import positive_int
+from towhee_ray.checks import positive_int, shown
 from towhee_ray.guard import Empty, Failure, Guarded, step_error
 from towhee_ray.operators import OperatorSpec, spec_from_towhee_op
 from towhee_ray.quiet import quiet_towhee
@@ -150,9 +151,39 @@ def _recipe_for(op: Any) -> _Recipe:
                         "DataCollection(inputs).set_parallel(num_worker=N, backend='ray').map(p)")
     if callable(op):
         name = getattr(op, '__name__', None) or getattr(getattr(op, 'func', None), '__name__', None)
-        return _Recipe(op, name or type(op).__name__, {})
+        name = name or type(op).__name__
+        _check_factory(op, name)
+        return _Recipe(op, name, {})
     raise TypeError(f'ray_op needs a towhee.ops.<namespace>.<name>(...) operator or a zero-argument '
                     f'factory that builds one (e.g. functools.partial(MyOperator, k=3)), got {op!r}')
+
+
+def _check_factory(factory: Callable[..., Any], name: str) -> None:
+    """Refuse a callable that cannot be called with no arguments: ``ray_op`` calls it so in
+    each actor to build the operator, and a plain function that takes the row is a common
+    slip (``ray_op(embed)`` for ``ray_op(lambda: embed)``).
+
+    >>> def embed(text):
+    ...     return [0.0]
+    >>> _check_factory(embed, 'embed')  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    TypeError: ray_op(embed): ... and embed needs text; for a function that takes a row, give a ...
+    """
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):   # a builtin without a signature: let the actor try
+        return
+    needed = [parameter.name for parameter in parameters if parameter.default is parameter.empty
+              and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)]
+    if not needed:
+        return
+    if inspect.isclass(factory):
+        advice = f'give its init arguments: ray_op(functools.partial({name}, {needed[0]}=...))'
+    else:
+        advice = f'for a function that takes a row, give a factory that returns it: ray_op(lambda: {name})'
+    raise TypeError(f'{ray_op_step(name)}: ray_op calls what it is given with no arguments, in each actor, '
+                    f'to build the operator, and {name} needs {", ".join(needed)}; {advice}.')
 
 
 class _Settings:
@@ -446,12 +477,15 @@ class _PipelineRunner:
     def __init__(self, pipeline: Any, safe: bool) -> None:
         self._pipeline = pipeline
         self._guard = Guarded(self._one, safe)
-        self._multi_input = len(pipeline.dag_repr.dag_dict['_input']['inputs']) > 1
+        self._inputs = pipeline.dag_repr.dag_dict['_input']['inputs']
 
     def _one(self, element: Any) -> List[Any]:
-        if self._multi_input and isinstance(element, tuple):
-            return self._pipeline(*element).to_list()
-        return self._pipeline(element).to_list()
+        if len(self._inputs) == 1:
+            return self._pipeline(element).to_list()
+        if not isinstance(element, tuple) or len(element) != len(self._inputs):
+            raise TypeError(f'this pipeline takes {len(self._inputs)} inputs ({", ".join(self._inputs)}): '
+                            f'give each element as a tuple of as many values, got {shown(element, kind=True)}')
+        return self._pipeline(*element).to_list()
 
     def __call__(self, elements: List[Any]) -> List[Any]:
         todo = [i for i, element in enumerate(elements) if element.__class__ is not Empty]

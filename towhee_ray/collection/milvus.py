@@ -25,7 +25,8 @@ class MilvusMixin:
                   index_params: Optional[Dict[str, Any]] = None, writers: str = 'auto',
                   columns: Any = None) -> Any:
         """Write the subscript's fields of every row into a Milvus collection; returns a
-        :class:`~towhee_ray.sinks.WriteResult` (``insert_count``: rows written).
+        :class:`~towhee_ray.sinks.WriteResult` (``insert_count``: rows written; a key that
+        comes again in a later batch is written, and counted, again).
 
         ``collection`` is a pymilvus ``Collection`` (Towhee 0.9's form) or a name with
         ``uri`` (a Milvus Lite file path, or ``'http://host:19530'`` with ``token``). A

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 import random
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from towhee_ray.checks import positive_int
+from towhee_ray.checks import positive_int, shown
 from towhee_ray.collection.columns import Columns
 from towhee_ray.rows import fields_of, is_entity, with_fields
 from towhee_ray.guard import Empty, Failure, Guarded, step_error
@@ -50,13 +51,32 @@ def _sorted_batches(items: Iterable[Any], size: int, key: Callable[[Any], Any],
         if not elements:
             return
         costs = [_cost(key, element, start + index) for index, element in enumerate(elements)]
-        order = sorted(range(len(elements)), key=costs.__getitem__, reverse=True)
+        try:
+            order = sorted(range(len(elements)), key=costs.__getitem__, reverse=True)
+        except TypeError as error:
+            raise _unordered(key, elements, costs, start, error) from error
         for first in range(0, len(order), size):
             chosen = order[first:first + size]
             yield SortedBatch([elements[i] for i in chosen], tuple(start + i for i in chosen),
                               start, len(elements))
         start += len(elements)
         del elements, costs, order
+
+
+def _unordered(key: Callable[[Any], Any], elements: List[Any], costs: List[Any], start: int,
+               error: TypeError) -> TypeError:
+    """The error for a window whose costs cannot be sorted, naming the first element whose
+    cost is not a number.
+
+    >>> str(_unordered(len, ['a', 'b'], [1, None], 10, TypeError('...')))[:81]
+    'sorted_batch(key=len): element #11 costs None (NoneType), which cannot be ordered'
+    """
+    name = getattr(key, '__name__', None) or type(key).__name__
+    index = next((index for index, cost in enumerate(costs)
+                  if not isinstance(cost, numbers.Real) and elements[index].__class__ is not Empty), 0)
+    return TypeError(f'sorted_batch(key={name}): element #{start + index} costs {shown(costs[index], kind=True)}, '
+                     f'which cannot be ordered with the others ({error}); key must give each element a '
+                     f'number (len, or how many tokens it has). The element: {shown(elements[index], 80)}')
 
 
 def _cost(key: Callable[[Any], Any], element: Any, position: int) -> Any:
@@ -120,7 +140,7 @@ def flatten_values(items: Iterable[Any]) -> Iterator[Any]:
     iteration would give its field names) asks for the fields to flatten. The elements of
     sorted batches (``sorted_batch``) come back in input order."""
     order = InputOrder()
-    for item in items:
+    for position, item in enumerate(items):
         kind = item.__class__
         if kind is SortedBatch:
             yield from order.add(item)
@@ -135,7 +155,13 @@ def flatten_values(items: Iterable[Any]) -> Iterator[Any]:
                             "flatten('field')")
         else:
             yield from order.flush()
-            yield from item
+            try:
+                elements = iter(item)
+            except TypeError:
+                raise TypeError(f'flatten(): element #{position} is {shown(item, kind=True)}, which holds no '
+                                f'elements; flatten() takes elements that are lists (what batch() or a step '
+                                f'returning lists makes)') from None
+            yield from elements
     yield from order.flush()
 
 

@@ -14,21 +14,13 @@ from typing import TYPE_CHECKING, Any, Container, Iterable, Optional, Set, Tuple
 
 import numpy as np
 
+from towhee_ray.checks import shown
+
 if TYPE_CHECKING:   # base.py imports this module
     from towhee_ray.sinks.base import Batch
 
 #: numpy kinds that make a vector: bool, signed and unsigned integers, floats.
 NUMERIC_KINDS = 'biuf'
-
-
-def shown(value: Any, width: int = 40) -> str:
-    """A short ``repr`` for error messages.
-
-    >>> shown('x' * 50, width=10)
-    "'xxxxxx..."
-    """
-    text = repr(value)
-    return text if len(text) <= width else text[:width - 3] + '...'
 
 
 def plain(value: Any) -> Any:

@@ -40,7 +40,8 @@ import numpy as np
 from towhee_ray.checks import positive_int
 from towhee_ray.extras import require
 from towhee_ray.sinks.base import Batch, Sink, WriteResult
-from towhee_ray.sinks.checks import checked_key, checked_vector, keys_held, shown, vector_matrix
+from towhee_ray.checks import shown
+from towhee_ray.sinks.checks import checked_key, checked_vector, keys_held, vector_matrix
 from towhee_ray.sinks.locks import WriteLock, lock_file_for
 
 logger = logging.getLogger(__name__)

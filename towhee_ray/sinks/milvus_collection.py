@@ -13,7 +13,8 @@ import dataclasses
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Set
 
 from towhee_ray.quiet import quiet_pymilvus
-from towhee_ray.sinks.checks import as_vector, checked_key, checked_vector, dimension_error, plain, shown
+from towhee_ray.checks import shown
+from towhee_ray.sinks.checks import as_vector, checked_key, checked_vector, dimension_error, plain
 from towhee_ray.sinks.milvus_connection import CALL_TIMEOUT_SECONDS, call_timeout, connect, is_lite_path
 
 #: VARCHAR length of string keys and scalars created from the first rows: Milvus's

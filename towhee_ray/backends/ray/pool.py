@@ -53,7 +53,8 @@ from towhee_ray.backends.ray.faults import (WORKER_DIED, died_error, fetch, out_
                                             unfinished_on_worker)
 from towhee_ray.backends.ray.heap import keep_freed_heap
 from towhee_ray.backends.ray.shipping import Payload
-from towhee_ray.guard import Failure, LoadFailure, load_error, sendable_outputs, travels
+from towhee_ray.checks import shown
+from towhee_ray.guard import Failure, LoadFailure, load_error, sendable_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +137,13 @@ class _OperatorActor:
                 self._operator = factory.create()
             except Exception as error:
                 self._failure = LoadFailure(error, traceback.format_exc(), stage='build')
+            else:
+                if not callable(self._operator):   # ray_op(lambda x=1: ...): not a factory
+                    self._failure = LoadFailure(TypeError(
+                        f'the factory returned {shown(self._operator, kind=True)}, which cannot be called. Give an operator '
+                        f'(towhee.ops.<namespace>.<name>(...)) or a zero-argument factory that returns '
+                        f'one (a class, functools.partial(MyOperator, k=3), lambda: my_function)'), '',
+                        stage='build')
 
     def process(self, chunk: List[Any]) -> Any:
         """A ``ray`` step's chunk: its outputs, their timing and size (see timed_map); an
@@ -147,17 +155,15 @@ class _OperatorActor:
         return sendable_outputs(self._operator, chunk, outputs), seconds, nbytes
 
     def call(self, args: Tuple[Any, ...], kws: Dict[str, Any]) -> Any:
-        """One ``ray_op`` call; the operator's own error reaches the caller through Ray, or,
-        where Ray could not rebuild it in the driver (its ``__init__`` takes other arguments
-        than its message), as a :class:`~towhee_ray.guard.Failure` that the pool raises."""
+        """One ``ray_op`` call; the operator's own error comes back as a
+        :class:`~towhee_ray.guard.Failure`, which the pool raises as the operator's own
+        exception type, naming the ``ray_op`` and the call (not as Ray's ``RayTaskError``)."""
         if self._failure is not None:
             return self._failure
         self._calls += 1
         try:
             return self._operator(*args, **kws)
         except Exception as error:
-            if travels(error):
-                raise
             return Failure(None, error, traceback.format_exc())
 
     def call_batch(self, rows: List[Tuple[Tuple[Any, ...], Dict[str, Any]]]) -> Any:
