@@ -80,6 +80,12 @@ def test_ray_op_refuses_an_operator_class_without_its_init_arguments():
         op.close()
 
 
+def test_ray_op_refuses_an_operator_object_pointing_to_its_class():
+    with pytest.raises(TypeError, match=r'Rejects needs x; give its class and init arguments instead, '
+                                        r'functools.partial\(Rejects, ...\), so that each actor builds its own'):
+        ray_op(Rejects())
+
+
 def test_ray_op_whose_factory_returns_no_operator_fails_its_first_call_saying_so():
     op = ray_op(lambda k=1: k + 1, num_worker=1)   # a factory with defaults: it builds 2
     try:

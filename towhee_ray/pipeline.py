@@ -180,8 +180,11 @@ def _check_factory(factory: Callable[..., Any], name: str) -> None:
         return
     if inspect.isclass(factory):
         advice = f'give its init arguments: ray_op(functools.partial({name}, {needed[0]}=...))'
-    else:
+    elif inspect.isfunction(factory) or inspect.ismethod(factory) or inspect.isbuiltin(factory):
         advice = f'for a function that takes a row, give a factory that returns it: ray_op(lambda: {name})'
+    else:   # an operator object built here: each actor should build its own
+        advice = (f'give its class and init arguments instead, functools.partial({name}, ...), so that '
+                  f'each actor builds its own')
     raise TypeError(f'{ray_op_step(name)}: ray_op calls what it is given with no arguments, in each actor, '
                     f'to build the operator, and {name} needs {", ".join(needed)}; {advice}.')
 
