@@ -505,8 +505,8 @@ class DataCollection(SettingsMixin, EntityMixin, SafetyMixin, ProcessingMixin, L
         """
         if columns is not None:
             if len(fns) != 1:
-                raise TypeError(f'map{list(columns) if isinstance(columns, tuple) else [columns]}(fn) takes one '
-                                f'function, got {len(fns)}')
+                fields = list(columns) if isinstance(columns, tuple) else [columns]
+                raise TypeError(f'map{fields}(fn) takes one function, got {len(fns)}')
             if is_towhee_pipeline(fns[0]):
                 raise TypeError("map['a', 'b'] does not take a Towhee pipeline: its inputs are the element. "
                                 "Make the pipeline's input the row, or map a function of the field")

@@ -486,8 +486,9 @@ class _PipelineRunner:
         if len(self._inputs) == 1:
             return self._pipeline(element).to_list()
         if not isinstance(element, tuple) or len(element) != len(self._inputs):
-            raise TypeError(f'this pipeline takes {len(self._inputs)} inputs ({", ".join(self._inputs)}): '
-                            f'give each element as a tuple of as many values, got {shown(element, kind=True)}')
+            inputs = ', '.join(self._inputs)
+            raise TypeError(f'this pipeline takes {len(self._inputs)} inputs ({inputs}): give each element '
+                            f'as a tuple of as many values, got {shown(element, kind=True)}')
         return self._pipeline(*element).to_list()
 
     def __call__(self, elements: List[Any]) -> List[Any]:

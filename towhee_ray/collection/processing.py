@@ -74,7 +74,8 @@ def _unordered(key: Callable[[Any], Any], elements: List[Any], costs: List[Any],
     name = getattr(key, '__name__', None) or type(key).__name__
     index = next((index for index, cost in enumerate(costs)
                   if not isinstance(cost, numbers.Real) and elements[index].__class__ is not Empty), 0)
-    return TypeError(f'sorted_batch(key={name}): element #{start + index} costs {shown(costs[index], kind=True)}, '
+    cost = shown(costs[index], kind=True)
+    return TypeError(f'sorted_batch(key={name}): element #{start + index} costs {cost}, '
                      f'which cannot be ordered with the others ({error}); key must give each element a '
                      f'number (len, or how many tokens it has). The element: {shown(elements[index], 80)}')
 

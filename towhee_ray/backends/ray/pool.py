@@ -139,8 +139,9 @@ class _OperatorActor:
                 self._failure = LoadFailure(error, traceback.format_exc(), stage='build')
             else:
                 if not callable(self._operator):   # ray_op(lambda x=1: ...): not a factory
+                    built = shown(self._operator, kind=True)
                     self._failure = LoadFailure(TypeError(
-                        f'the factory returned {shown(self._operator, kind=True)}, which cannot be called. Give an operator '
+                        f'the factory returned {built}, which cannot be called. Give an operator '
                         f'(towhee.ops.<namespace>.<name>(...)) or a zero-argument factory that returns '
                         f'one (a class, functools.partial(MyOperator, k=3), lambda: my_function)'), '',
                         stage='build')
