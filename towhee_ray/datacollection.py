@@ -247,8 +247,8 @@ class DataCollection(SettingsMixin, EntityMixin, SafetyMixin, ProcessingMixin, L
             self._items: Iterable[Any] = iterable
         elif isinstance(iterable, (list, tuple, range)):
             self._items = iterable
-        elif is_frame(iterable):   # a pandas DataFrame gives its rows (as entities), not its column names
-            self._items = frame_rows(iterable)
+        elif is_frame(iterable):   # its rows (as entities), not its column names; unstreamed, as from_df
+            self._items = list(frame_rows(iterable))
         else:
             self._items = list(_elements_of(iterable))
         self._settings = _settings or _Settings()

@@ -28,12 +28,21 @@ def _names(part: Any, where: str) -> Tuple[str, ...]:
 
 
 def field_names(key: Any) -> Tuple[str, ...]:
-    """The names of a subscript that lists fields, as ``select['a', 'b']``.
+    """The names of a subscript that lists fields, as ``select['a', 'b']``; a name given
+    twice is refused (its second value would silently replace the first).
 
     >>> field_names('a'), field_names(('a', 'b'))
     (('a',), ('a', 'b'))
+    >>> field_names(('a', 'b', 'a'))
+    Traceback (most recent call last):
+    ...
+    ValueError: the field 'a' is named twice in ('a', 'b', 'a'); give each field once
     """
-    return _names(key, 'the subscript')
+    names = _names(key, 'the subscript')
+    twice = next((name for index, name in enumerate(names) if name in names[:index]), None)
+    if twice is not None:
+        raise ValueError(f'the field {twice!r} is named twice in {names!r}; give each field once')
+    return names
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,24 +8,49 @@ the row's position, as any step does (or becomes ``Empty`` in a ``safe()`` chain
 """
 from __future__ import annotations
 
+import functools
 import json
-from typing import Any, Callable, Collection, Dict, Iterable, Optional, Sequence
+from typing import Any, Callable, Collection, Dict, Iterable, Iterator, Optional, Sequence
 
+from towhee_ray.checks import shown
 from towhee_ray.collection.columns import Columns, column_method, field_names
 from towhee_ray.guard import Guarded
-from towhee_ray.rows import fields_of, make_entity, with_fields
+from towhee_ray.rows import fields_of, is_entity, make_entity, with_fields
 
 
 def _as_entity(schema: Optional[Sequence[str]]) -> Callable[[Any], Any]:
     def convert(value: Any) -> Any:
         if schema is None:
             return make_entity(dict(fields_of(value) if not isinstance(value, dict) else value))
+        if len(schema) > 1 and (isinstance(value, (str, bytes, dict)) or _is_row(value)):
+            raise TypeError(f'{len(schema)} fields {list(schema)} take a tuple of {len(schema)} values, got '
+                            f'{shown(value, kind=True)}, which would be split into its '
+                            f'{"keys" if isinstance(value, dict) or _is_row(value) else "characters"}')
         values = (value,) if len(schema) == 1 else tuple(value)
         if len(values) != len(schema):
             raise ValueError(f'the value has {len(values)} parts for the {len(schema)} fields '
                              f'of the schema {list(schema)}')
         return make_entity(dict(zip(schema, values)))
     return convert
+
+
+def _missing(value: Any, na: Collection[Any]) -> bool:
+    """Whether ``value`` is one of ``na``, or NaN; a container or an array never is."""
+    if isinstance(value, (list, tuple, dict, set)) or hasattr(value, 'shape') and getattr(value, 'ndim', 0):
+        return False
+    try:
+        if value != value:   # NaN: float, numpy or pandas' own
+            return True
+    except (TypeError, ValueError):   # pandas' NA has no truth value: missing
+        return True
+    try:
+        return value in na
+    except (TypeError, ValueError):
+        return False
+
+
+def _is_row(value: Any) -> bool:
+    return isinstance(value, dict) or is_entity(value)
 
 
 def _as_raw(row: Any) -> Any:
@@ -42,12 +67,36 @@ def _select(names: Sequence[str]) -> Callable[[Any], Any]:
     return select
 
 
-def _combined(rows: Iterable[Any]) -> Any:
-    rows = list(rows)
-    fields: Dict[str, Any] = {}
-    for row in rows:
-        fields.update(fields_of(row))
-    return with_fields(rows[0], fields)
+def _combined_rows(collections: Sequence[Iterable[Any]]) -> Iterator[Any]:
+    """Rows with the fields of the rows at one position in each collection, as long as the
+    shortest (as ``zip``, and as Towhee 0.9's examples use it); an error where two of them
+    have a field of the same name, rather than losing one of the values."""
+    for position, rows in enumerate(zip(*collections)):
+        fields: Dict[str, Any] = {}
+        for index, row in enumerate(rows):
+            own = fields_of(row)
+            same = next((name for name in own if name in fields), None)
+            if same is not None:
+                raise ValueError(f'combine: row #{position} of collection #{index} has a field {same!r}, as '
+                                 f'an earlier collection does; rename one of them first (rename({same}=...))')
+            fields.update(own)
+        yield with_fields(rows[0], fields)
+
+
+class _ClassOnly:
+    """A classmethod that refuses to be called on an instance (whose own rows it would
+    leave out): ``DataCollection.combine(a, b)``, not ``a.combine(b)``."""
+
+    def __init__(self, method: Callable[..., Any]) -> None:
+        self.method = method
+        functools.update_wrapper(self, method)
+
+    def __get__(self, instance: Any, owner: type) -> Any:
+        if instance is not None:
+            name = self.method.__name__
+            raise TypeError(f'{name} is called on the class with every collection: '
+                            f'DataCollection.{name}(a, b), not a.{name}(b)')
+        return functools.partial(self.method, owner)
 
 
 class EntityMixin:
@@ -68,7 +117,11 @@ class EntityMixin:
         >>> DataCollection([1, 2]).as_entity(schema=['a']).as_str().to_list()
         ["{'a': 1}", "{'a': 2}"]
         """
-        schema = None if schema is None else field_names(tuple(schema))
+        if isinstance(schema, (set, frozenset)):
+            raise TypeError(f'as_entity(schema=...) needs the field names in order (a list or a tuple), got '
+                            f'a set: {schema!r}')
+        if schema is not None:   # one name is one field, not its characters
+            schema = field_names(schema if isinstance(schema, str) else tuple(schema))
         return self._convert('as_entity', _as_entity(schema))
 
     def as_raw(self) -> 'EntityMixin':
@@ -127,11 +180,22 @@ class EntityMixin:
         >>> DataCollection['a', 'b']([(0, 1)]).rename(column={'a': 'A', 'b': 'B'})
         [<Entity dict_keys(['A', 'B'])>]
         """
+        if column is not None and not isinstance(column, dict):
+            raise TypeError(f"rename takes the old and new names as a dict, rename(column={{'old': 'new'}}), "
+                            f"or as keywords, rename(old='new'); got {column!r}")
         mapping = {**(column or {}), **names}
+        targets = list(mapping.values())
+        twice = next((name for index, name in enumerate(targets) if name in targets[:index]), None)
+        if twice is not None:
+            raise ValueError(f'rename({mapping}): two fields would be named {twice!r}; one would be lost')
 
         def rename(row: Any) -> Any:
             fields = fields_of(row)
             Columns(tuple(mapping)).read(row)   # a missing field is an error naming it
+            clash = next((name for name in targets if name in fields and name not in mapping), None)
+            if clash is not None:
+                raise ValueError(f'the row already has a field {clash!r}, which the rename would replace; '
+                                 f'rename or drop that field first (select)')
             renamed = {mapping.get(name, name): value for name, value in fields.items()}
             return with_fields(row, renamed, drop=fields)
         return self._convert(f'rename({mapping})', rename)
@@ -154,14 +218,19 @@ class EntityMixin:
         return self._convert('replace', replace)
 
     def dropna(self, na: Collection[Any] = ('', None)) -> 'EntityMixin':
-        """Drop the rows with a field whose value is in ``na`` (default: empty string, None).
+        """Drop the rows with a field whose value is in ``na`` (default: empty string, None),
+        or is NaN (as pandas gives for a missing number); ``na`` may be one value. A
+        vector, list or dict is never missing.
 
         >>> from towhee_ray import DataCollection
-        >>> DataCollection['a', 'b']([(0, 1), (1, ''), (2, None)]).dropna().as_raw()
+        >>> DataCollection['a', 'b']([(0, 1), (1, ''), (2, None), (3, float('nan'))]).dropna().as_raw()
         [(0, 1)]
+        >>> DataCollection['a']([['x'], 'NA', 'N']).dropna(na='NA').as_raw()
+        [['x'], 'N']
         """
+        values = (na,) if isinstance(na, str) or not isinstance(na, Collection) else na
         return self._convert('dropna', lambda row: not any(
-            value in na for value in fields_of(row).values()), keep_if=True)
+            _missing(value, values) for value in fields_of(row).values()), keep_if=True)
 
     def fill_entity(self, _DefaultKVs: Optional[Dict[str, Any]] = None,  # noqa: N803 (0.9's names)
                     _ReplaceNoneValue: bool = False, **defaults: Any) -> 'EntityMixin':
@@ -210,9 +279,10 @@ class EntityMixin:
         """
         return self
 
-    @classmethod
+    @_ClassOnly
     def combine(cls, *collections: Iterable[Any]) -> 'EntityMixin':
-        """Rows with the fields of the rows at the same position in each collection.
+        """Rows with the fields of the rows at the same position in each collection, as many
+        as the shortest has (as ``zip``); collections with a field in common are an error.
 
         >>> import towhee_ray
         >>> a, b = towhee_ray.range['a'](1, 4), towhee_ray.range['b'](5, 8)
@@ -221,4 +291,4 @@ class EntityMixin:
         """
         if not collections:
             raise TypeError('combine() needs at least one collection')
-        return cls(_combined(rows) for rows in zip(*collections))
+        return cls(_combined_rows(collections))

@@ -5,6 +5,8 @@ after the last one.
 """
 from __future__ import annotations
 
+import codecs
+import contextlib
 import csv
 import glob as globbing
 import json
@@ -36,21 +38,64 @@ def _glob_paths(patterns: tuple) -> Iterator[str]:
         yield from sorted(globbing.iglob(str(pattern), recursive=True))
 
 
-def _csv_rows(path: PathLike, encoding: str) -> Iterator[Any]:
-    with open(path, newline='', encoding=encoding) as file:
-        for line in csv.DictReader(file):
-            yield make_entity(line)
+@contextlib.contextmanager
+def _decoding(method: str, path: Path, encoding: str) -> Iterator[None]:
+    """A file that is not in ``encoding`` is named, with what to do."""
+    try:
+        yield
+    except UnicodeDecodeError as error:
+        raise ValueError(f'{method}: {path} is not {encoding} text ({error}); give its encoding, e.g. '
+                         f"{method}(path, encoding='latin-1')") from error
 
 
-def _json_rows(path: PathLike, encoding: str) -> Iterator[Any]:
-    with open(path, encoding=encoding) as file:
+def _csv_rows(path: Path, encoding: str) -> Iterator[Any]:
+    with open(path, newline='', encoding=encoding) as file, _decoding('read_csv', path, encoding):
+        reader = csv.reader(file)
+        header = next(reader, None)
+        if header is None:
+            return
+        twice = next((name for index, name in enumerate(header) if name in header[:index]), None)
+        if twice is not None:
+            raise ValueError(f'read_csv: {path} names the column {twice!r} twice in its header line; '
+                             f'each column needs its own name')
+        for values in reader:
+            if len(values) != len(header):
+                if not values:   # a blank line
+                    continue
+                raise ValueError(f'read_csv: {path}, line {reader.line_num}: {len(values)} values for the '
+                                 f'{len(header)} columns of the header; check the line (a missing comma, '
+                                 f'or an unclosed quote before it)')
+            yield make_entity(dict(zip(header, values)))
+
+
+def _json_rows(path: Path, encoding: str) -> Iterator[Any]:
+    with open(path, encoding=encoding) as file, _decoding('read_json', path, encoding):
         for number, line in enumerate(file, 1):
             if line.strip():
                 try:
-                    yield make_entity(json.loads(line))
+                    value = json.loads(line)
                 except json.JSONDecodeError as error:
                     raise ValueError(f'{path}, line {number}: not a JSON object ({error}); '
                                      f'read_json reads JSON lines, one object per line') from error
+                if not isinstance(value, dict):
+                    raise ValueError(f'{path}, line {number}: a JSON {type(value).__name__}, not an object; '
+                                     f'read_json reads JSON lines, one object per line')
+                yield make_entity(value)
+
+
+def _file(method: str, path: PathLike, encoding: str) -> Path:
+    """``path`` made absolute now (a stream reads it later, maybe from another working
+    directory); an error where it is no file, or ``encoding`` is unknown."""
+    resolved = Path(path).expanduser().absolute()
+    if resolved.is_dir():
+        raise IsADirectoryError(f'{method}: {str(path)!r} is a folder; give a file')
+    if not resolved.is_file():
+        raise FileNotFoundError(f'{method}: no file {str(path)!r}')
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise LookupError(f'{method}: unknown encoding {encoding!r}; e.g. utf-8, latin-1') from None
+    return resolved
 
 
 def _is_row(row: Any) -> bool:
@@ -94,16 +139,12 @@ class SourcesMixin:
         """A lazy stream of entity rows, one per line of a CSV file with a header line
         (values are strings).
         """
-        if not Path(csv_path).is_file():
-            raise FileNotFoundError(f'read_csv: no file {str(csv_path)!r}')
-        return cls(_csv_rows(csv_path, encoding))
+        return cls(_csv_rows(_file('read_csv', csv_path, encoding), encoding))
 
     @classmethod
     def read_json(cls, json_path: PathLike, encoding: str = 'utf-8') -> 'SourcesMixin':
         """A lazy stream of entity rows, one per line of a JSON-lines file."""
-        if not Path(json_path).is_file():
-            raise FileNotFoundError(f'read_json: no file {str(json_path)!r}')
-        return cls(_json_rows(json_path, encoding))
+        return cls(_json_rows(_file('read_json', json_path, encoding), encoding))
 
     @classmethod
     def from_df(cls, dataframe: Any, as_stream: bool = False) -> 'SourcesMixin':
