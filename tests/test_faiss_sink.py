@@ -171,8 +171,10 @@ def test_to_faiss_needs_exactly_two_fields(tmp_path):
         rows.to_faiss(findex=tmp_path / 'index.bin')
     with pytest.raises(TypeError, match=r"two fields, the key and the vector.*got \['vec'\]"):
         rows.to_faiss['vec'](tmp_path / 'index.bin')
-    with pytest.raises(TypeError, match=r"got \['id', 'vec', 'id'\]"):
-        rows.to_faiss['id', 'vec', 'id'](tmp_path / 'index.bin')
+    with pytest.raises(TypeError, match=r"got \['id', 'vec', 'text'\]"):
+        rows.to_faiss['id', 'vec', 'text'](tmp_path / 'index.bin')
+    with pytest.raises(ValueError, match=r"the field 'id' is named twice"):
+        rows.to_faiss['id', 'id'](tmp_path / 'index.bin')
     assert not (tmp_path / 'index.bin').exists()
 
 
