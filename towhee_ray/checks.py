@@ -1,5 +1,6 @@
 """Checks of the sizes and counts a user passes, with one wording everywhere; and how a
-value is shown in an error (:func:`shown`).
+value is shown in an error (:func:`shown`), and which name is given twice
+(:func:`first_repeated`).
 
 ``num_worker``, ``chunk_size``, ``batch(size)``, ``max_batch_size``, a sink's ``batch``:
 each is a positive integer, and each wrong value is refused the same way, naming the
@@ -12,7 +13,7 @@ not a batch of one.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 
 def positive_int(value: Any, name: str, meaning: Optional[str] = None, *,
@@ -46,6 +47,15 @@ def positive_int(value: Any, name: str, meaning: Optional[str] = None, *,
         alternative = f' or None {none}' if none is not None else ''
         raise ValueError(f'{name} must be a positive integer{what}{alternative}, got {value!r}')
     return value
+
+
+def first_repeated(names: Sequence[Any]) -> Optional[Any]:
+    """The first name of ``names`` that an earlier one repeats; None where each is once.
+
+    >>> first_repeated(['a', 'b', 'a', 'b']), first_repeated(['a', 'b'])
+    ('a', None)
+    """
+    return next((name for index, name in enumerate(names) if name in names[:index]), None)
 
 
 def shown(value: Any, width: int = 40, kind: bool = False) -> str:

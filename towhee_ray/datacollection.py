@@ -26,7 +26,7 @@ from towhee_ray.collection.columns import ColumnCall, ColumnOperator, Columns, c
 from towhee_ray.collection.compat import missing_method_error
 from towhee_ray.collection.processing import flatten_values
 from towhee_ray.collection.sources import frame_rows, is_frame
-from towhee_ray.guard import DROPPED, Failure, Guarded, GuardedOperator, step_error
+from towhee_ray.guard import DROPPED, Failure, Guarded, GuardedOperator, callable_name, step_error
 from towhee_ray.operators import OperatorNotFoundError, OperatorSpec, resolve_operator, spec_from_towhee_op
 from towhee_ray.pipeline import is_towhee_pipeline, map_pipeline
 from towhee_ray.progress import with_progress
@@ -103,10 +103,6 @@ def _sees_local_files(parallel: Parallel) -> bool:
         cluster.connect()
         return cluster.one_host()
     return False
-
-
-def _callable_name(fn: Any) -> str:
-    return getattr(fn, '__name__', None) or type(fn).__name__
 
 
 def _close(iterator: Any) -> None:
@@ -483,7 +479,7 @@ class DataCollection(SettingsMixin, EntityMixin, SafetyMixin, ProcessingMixin, L
             return self._apply_operator(spec, parallel, columns)
         if columns is not None:   # the fields are read and written in the worker
             step, fn = f'{step}{columns}', ColumnCall(fn, columns)
-        return self._run(f'{step}({_callable_name(getattr(fn, "fn", fn))})', Guarded(fn, self._settings.safe),
+        return self._run(f'{step}({callable_name(getattr(fn, "fn", fn))})', Guarded(fn, self._settings.safe),
                          parallel=parallel)
 
     @column_method
@@ -531,11 +527,11 @@ class DataCollection(SettingsMixin, EntityMixin, SafetyMixin, ProcessingMixin, L
         """
         if not callable(fn):
             raise TypeError(f'filter needs a callable, got {fn!r}')
-        step = f'filter({_callable_name(fn)})'
+        step = f'filter({callable_name(fn)})'
         if columns is not None:
             names = (columns,) if isinstance(columns, str) else columns
             columns = Columns(field_names(sum(((n,) if isinstance(n, str) else tuple(n) for n in names), ())))
-            step, fn = f'filter{columns}({_callable_name(fn)})', ColumnCall(fn, columns, result_only=True)
+            step, fn = f'filter{columns}({callable_name(fn)})', ColumnCall(fn, columns, result_only=True)
         kept = self._run(step, Guarded(fn, self._settings.safe, keep_if=True))
         return kept.drop_empty() if drop_empty else kept
 

@@ -158,6 +158,16 @@ def _picklable(exception: BaseException) -> Any:
     return RuntimeError(f'{type(exception).__name__}: {said} (the original exception could not be pickled)')
 
 
+def callable_name(fn: Any) -> str:
+    """How a step names the function it runs: its ``__name__``, else its type's.
+
+    >>> import functools
+    >>> callable_name(len), callable_name(functools.partial(len))
+    ('len', 'partial')
+    """
+    return getattr(fn, '__name__', None) or type(fn).__name__
+
+
 class Guarded:
     """Wraps a step's callable: ``Empty`` inputs pass through, exceptions become values.
 
@@ -181,8 +191,7 @@ class Guarded:
     @property
     def name(self) -> str:
         """The step, for logs and for naming the backend's workers: ``map(parse_row)``."""
-        function = getattr(self.fn, '__name__', None) or type(self.fn).__name__
-        return f'{"filter" if self.keep_if else "map"}({function})'
+        return f'{"filter" if self.keep_if else "map"}({callable_name(self.fn)})'
 
     def __call__(self, value: Any) -> Any:
         if value.__class__ is Empty:
@@ -360,7 +369,7 @@ def _same_type(error: BaseException, message: str) -> BaseException:
     ('(code=5, message=no such collection)', ['map(f) failed on element #1'])
     >>> str(_same_type(KeyError('a'), 'map(f) failed on element #0'))
     "'map(f) failed on element #0'"
-"""
+    """
     try:
         raised = type(error)(message)
         faithful = raised.args == (message,) and message in str(raised)

@@ -41,6 +41,11 @@ def is_entity(row: Any) -> bool:
     return module is not None and isinstance(row, module.Entity)
 
 
+def is_row(value: Any) -> bool:
+    """Whether ``value`` is a row: an entity or a dict."""
+    return isinstance(value, dict) or is_entity(value)
+
+
 def _row_type_error(row: Any, wanted: str) -> TypeError:
     shown = repr(row)
     shown = shown if len(shown) <= 60 else shown[:57] + '...'

@@ -16,6 +16,7 @@ import dataclasses
 import functools
 from typing import Any, Callable, Tuple
 
+from towhee_ray.checks import first_repeated
 from towhee_ray.rows import fields_of, with_fields
 
 
@@ -39,7 +40,7 @@ def field_names(key: Any) -> Tuple[str, ...]:
     ValueError: the field 'a' is named twice in ('a', 'b', 'a'); give each field once
     """
     names = _names(key, 'the subscript')
-    twice = next((name for index, name in enumerate(names) if name in names[:index]), None)
+    twice = first_repeated(names)
     if twice is not None:
         raise ValueError(f'the field {twice!r} is named twice in {names!r}; give each field once')
     return names

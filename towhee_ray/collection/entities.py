@@ -12,20 +12,20 @@ import functools
 import json
 from typing import Any, Callable, Collection, Dict, Iterable, Iterator, Optional, Sequence
 
-from towhee_ray.checks import shown
+from towhee_ray.checks import first_repeated, shown
 from towhee_ray.collection.columns import Columns, column_method, field_names
 from towhee_ray.guard import Guarded
-from towhee_ray.rows import fields_of, is_entity, make_entity, with_fields
+from towhee_ray.rows import fields_of, is_row, make_entity, with_fields
 
 
 def _as_entity(schema: Optional[Sequence[str]]) -> Callable[[Any], Any]:
     def convert(value: Any) -> Any:
         if schema is None:
             return make_entity(dict(fields_of(value) if not isinstance(value, dict) else value))
-        if len(schema) > 1 and (isinstance(value, (str, bytes, dict)) or _is_row(value)):
+        if len(schema) > 1 and (isinstance(value, (str, bytes)) or is_row(value)):
             raise TypeError(f'{len(schema)} fields {list(schema)} take a tuple of {len(schema)} values, got '
                             f'{shown(value, kind=True)}, which would be split into its '
-                            f'{"keys" if isinstance(value, dict) or _is_row(value) else "characters"}')
+                            f'{"keys" if is_row(value) else "characters"}')
         values = (value,) if len(schema) == 1 else tuple(value)
         if len(values) != len(schema):
             raise ValueError(f'the value has {len(values)} parts for the {len(schema)} fields '
@@ -47,10 +47,6 @@ def _missing(value: Any, na: Collection[Any]) -> bool:
         return value in na
     except (TypeError, ValueError):
         return False
-
-
-def _is_row(value: Any) -> bool:
-    return isinstance(value, dict) or is_entity(value)
 
 
 def _as_raw(row: Any) -> Any:
@@ -185,7 +181,7 @@ class EntityMixin:
                             f"or as keywords, rename(old='new'); got {column!r}")
         mapping = {**(column or {}), **names}
         targets = list(mapping.values())
-        twice = next((name for index, name in enumerate(targets) if name in targets[:index]), None)
+        twice = first_repeated(targets)
         if twice is not None:
             raise ValueError(f'rename({mapping}): two fields would be named {twice!r}; one would be lost')
 

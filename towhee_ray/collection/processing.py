@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, 
 from towhee_ray.checks import positive_int, shown
 from towhee_ray.collection.columns import Columns
 from towhee_ray.rows import fields_of, is_entity, with_fields
-from towhee_ray.guard import Empty, Failure, Guarded, step_error
+from towhee_ray.guard import Empty, Failure, Guarded, callable_name, step_error
 from towhee_ray.positions import InputOrder, SortedBatch
 
 # sorted_batch's default window, in batches. Over the demo corpus (1,277 passages of CPython's
@@ -71,7 +71,7 @@ def _unordered(key: Callable[[Any], Any], elements: List[Any], costs: List[Any],
     >>> str(_unordered(len, ['a', 'b'], [1, None], 10, TypeError('...')))[:81]
     'sorted_batch(key=len): element #11 costs None (NoneType), which cannot be ordered'
     """
-    name = getattr(key, '__name__', None) or type(key).__name__
+    name = callable_name(key)
     index = next((index for index, cost in enumerate(costs)
                   if not isinstance(cost, numbers.Real) and elements[index].__class__ is not Empty), 0)
     cost = shown(costs[index], kind=True)
@@ -86,8 +86,8 @@ def _cost(key: Callable[[Any], Any], element: Any, position: int) -> Any:
     try:
         return key(element)
     except Exception as error:
-        name = getattr(key, '__name__', None) or type(key).__name__
-        raise step_error(Failure(element, error), f'sorted_batch(key={name})', position) from error
+        step = f'sorted_batch(key={callable_name(key)})'
+        raise step_error(Failure(element, error), step, position) from error
 
 
 def _windows(items: Iterable[Any], size: int, step: int, drop_head: bool,

@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Union
 
+from towhee_ray.checks import first_repeated
 from towhee_ray.collection.columns import field_names
-from towhee_ray.rows import fields_of, is_entity, make_entity
+from towhee_ray.rows import fields_of, is_row, make_entity
 from towhee_ray.extras import require
 
 PathLike = Union[str, Path]
@@ -54,7 +55,7 @@ def _csv_rows(path: Path, encoding: str) -> Iterator[Any]:
         header = next(reader, None)
         if header is None:
             return
-        twice = next((name for index, name in enumerate(header) if name in header[:index]), None)
+        twice = first_repeated(header)
         if twice is not None:
             raise ValueError(f'read_csv: {path} names the column {twice!r} twice in its header line; '
                              f'each column needs its own name')
@@ -96,10 +97,6 @@ def _file(method: str, path: PathLike, encoding: str) -> Path:
     except LookupError:
         raise LookupError(f'{method}: unknown encoding {encoding!r}; e.g. utf-8, latin-1') from None
     return resolved
-
-
-def _is_row(row: Any) -> bool:
-    return isinstance(row, dict) or is_entity(row)
 
 
 class SourcesMixin:
@@ -169,7 +166,7 @@ class SourcesMixin:
         with open(csv_path, 'w', newline='', encoding=encoding) as file:
             writer: Any = None
             for row in self._items:
-                if _is_row(row):
+                if is_row(row):
                     if writer is None:
                         writer = csv.DictWriter(file, fieldnames=list(fields_of(row)))
                         writer.writeheader()
@@ -189,6 +186,6 @@ class SourcesMixin:
         """
         pandas = require('pandas', 'to_df()/from_df()', 'pip install pandas')
         rows = list(self._items)
-        if rows and all(_is_row(row) for row in rows):
+        if rows and all(is_row(row) for row in rows):
             return pandas.DataFrame([dict(fields_of(row)) for row in rows])
         return pandas.DataFrame(rows)
