@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import itertools
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 
 from towhee_ray.rows import fields_of, is_entity
 from towhee_ray.guard import Empty
@@ -22,6 +22,12 @@ MAX_ITEMS = 3
 
 
 def _text(value: str) -> str:
+    r"""``value`` on one line (line breaks and tabs shown escaped), at most ``MAX_TEXT`` long.
+
+    >>> _text('a\nb\tc')
+    'a\\nb\\tc'
+    """
+    value = value.replace('\r', '\\r').replace('\n', '\\n').replace('\t', '\\t')
     return value if len(value) <= MAX_TEXT else value[:MAX_TEXT - 3] + '...'
 
 
@@ -63,24 +69,58 @@ def _items(values: Sequence[Any], total: int) -> str:
     return '[' + ', '.join(shown + (['...'] if total > MAX_ITEMS else [])) + ']'
 
 
-def table(elements: List[Any], header: Optional[Sequence[str]] = None) -> Tuple[List[str], List[List[Any]]]:
-    """The header and the rows of cells (raw values) of a table of ``elements``: one column
-    per field of entity or dict rows, else one per element; ``header`` labels the columns
-    (as in Towhee 0.9), it does not choose them.
+class Table(NamedTuple):
+    """A table of elements: its column ``labels`` (the header), the ``fields`` the columns
+    show (none for plain elements) and the ``rows`` of cells (raw values)."""
+    labels: List[str]
+    fields: List[str]
+    rows: List[List[Any]]
+
+
+def table(elements: List[Any], header: Optional[Sequence[str]] = None) -> Table:
+    """The table of ``elements``: one column per field of entity or dict rows, else one per
+    element; ``header`` labels the columns (as in Towhee 0.9), it does not choose them.
 
     >>> from towhee_ray import Entity
     >>> table([Entity(a=1, b='x')], header=['A', 'B'])
-    (['A', 'B'], [[1, 'x']])
+    Table(labels=['A', 'B'], fields=['a', 'b'], rows=[[1, 'x']])
     """
     if elements and all(isinstance(e, dict) or is_entity(e) for e in elements):
         fields = list(dict.fromkeys(name for e in elements for name in fields_of(e)))
         rows = [[fields_of(e).get(name, '') for name in fields] for e in elements]
-        return list(header or fields), rows
-    return list(header or []), [[e] for e in elements]
+    else:
+        fields, rows = [], [[e] for e in elements]
+    if header is None:
+        return Table(fields, fields, rows)
+    labels = [header] if isinstance(header, str) else list(header)
+    if rows and len(labels) != len(rows[0]):
+        plural = 's' if len(labels) != 1 else ''
+        names = f' ({", ".join(map(repr, fields))})' if fields else ''
+        raise ValueError(f'header={labels} names {len(labels)} column{plural} and the table has '
+                         f'{len(rows[0])}{names}: give one name per column, or leave header out to use '
+                         f'the field names')
+    return Table(labels, fields, rows)
 
 
-def plain_table(elements: List[Any], header: Optional[Sequence[str]] = None, tablefmt: str = 'plain') -> str:
-    """A text table (``tabulate``'s ``plain`` or ``grid`` format).
+def _cells(shown: Table, formatter: Optional[Dict[str, Callable[[Any], str]]],
+           default: Callable[[Any], str]) -> List[List[str]]:
+    """The cells' texts: ``formatter[name](value)`` in a column ``formatter`` names (by its
+    field or its label), else ``default(value)``; a formatter for no column is an error."""
+    formatter = formatter or {}
+    width = len(shown.rows[0]) if shown.rows else 0
+    fields, labels = shown.fields or [None] * width, shown.labels or [None] * width
+    unknown = [name for name in formatter if name not in fields and name not in labels]
+    if unknown and shown.rows:
+        raise ValueError(f'formatter names {unknown[0]!r}, which is not a column of the table (its columns: '
+                         f'{", ".join(map(repr, shown.fields or shown.labels)) or "one, unnamed"})')
+    chosen = [formatter.get(field, formatter.get(label, default)) for field, label in zip(fields, labels)]
+    return [[format_cell(cell) for format_cell, cell in zip(chosen, row)] for row in shown.rows]
+
+
+def plain_table(elements: List[Any], header: Optional[Sequence[str]] = None, tablefmt: str = 'plain',
+                formatter: Optional[Dict[str, Callable[[Any], str]]] = None) -> str:
+    """A text table (``tabulate``'s ``plain`` or ``grid`` format); ``formatter`` maps a field
+    to a function giving its cell's text.
 
     >>> from towhee_ray import Entity
     >>> print(plain_table([Entity(a=1, b='x'), Entity(a=2, b='y' * 80)]))
@@ -89,8 +129,8 @@ def plain_table(elements: List[Any], header: Optional[Sequence[str]] = None, tab
       2  yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy...
     """
     from tabulate import tabulate   # a dependency of Towhee
-    names, rows = table(elements, header)
-    return tabulate([[brief(cell) for cell in row] for row in rows], headers=names, tablefmt=tablefmt)
+    shown = table(elements, header)
+    return tabulate(_cells(shown, formatter, brief), headers=shown.labels, tablefmt=tablefmt)
 
 
 def html_table(elements: List[Any], header: Optional[Sequence[str]] = None,
@@ -100,11 +140,10 @@ def html_table(elements: List[Any], header: Optional[Sequence[str]] = None,
     >>> html_table([{'a': '<b>'}])
     '<table><tr><th>a</th></tr><tr><td>&lt;b&gt;</td></tr></table>'
     """
-    formatter = formatter or {}
-    names, rows = table(elements, header)
-    cells = [[formatter[name](cell) if name in formatter else html.escape(brief(cell))
-              for name, cell in zip(names or [''] * len(row), row)] for row in rows]
-    lines = ['<tr>' + ''.join(f'<th>{html.escape(n)}</th>' for n in names) + '</tr>'] if names else []
+    shown = table(elements, header)
+    cells = _cells(shown, formatter, lambda cell: html.escape(brief(cell)))
+    head = ''.join(f'<th>{html.escape(label)}</th>' for label in shown.labels)
+    lines = [f'<tr>{head}</tr>'] if shown.labels else []
     lines += ['<tr>' + ''.join(f'<td>{c}</td>' for c in row) + '</tr>' for row in cells]
     caption = f'<caption>{html.escape(footer)}</caption>' if footer else ''
     return f'<table>{caption}{"".join(lines)}</table>'
@@ -128,11 +167,14 @@ def _display_html(table: str) -> None:
 class DisplayMixin:
     """``show()`` and the notebook table."""
 
-    def show(self, limit: int = 5, header: Optional[Sequence[str]] = None, tablefmt: Optional[str] = None,
+    def show(self, limit: Optional[int] = 5, header: Optional[Sequence[str]] = None,
+             tablefmt: Optional[str] = None,
              formatter: Optional[Dict[str, Callable[[Any], str]]] = None) -> None:
-        """Show the first ``limit`` elements as a table (all if ``limit`` is negative): in
-        a notebook as HTML, in a terminal as text (``tablefmt`` ``'plain'``, ``'grid'`` or
-        ``'html'`` chooses). On a stream it reads, and so consumes, those elements.
+        """Show the first ``limit`` elements as a table (all if ``limit`` is None or
+        negative): in a notebook as HTML, in a terminal as text (``tablefmt`` ``'plain'``,
+        ``'grid'`` or ``'html'`` chooses). ``header`` names the columns, one name each;
+        ``formatter`` maps a field to a function giving its cell (HTML in HTML tables). On a
+        stream it reads, and so consumes, those elements.
 
         >>> from towhee_ray import DataCollection
         >>> DataCollection['path', 'size']([('a.jpg', 10), ('b.jpg', 20)]).show()
@@ -143,14 +185,17 @@ class DisplayMixin:
         tablefmt = tablefmt or ('html' if in_notebook() else 'plain')
         if tablefmt not in ('plain', 'grid', 'html'):
             raise ValueError(f"show(tablefmt=...) supports 'plain', 'grid' and 'html', got {tablefmt!r}")
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)):
+            raise TypeError(f'show(limit=...) takes a number of elements, or None for all; got '
+                            f'{limit!r}')
         elements = self._first(limit)
         if tablefmt == 'html':
             _display_html(html_table(elements, header, formatter))
         else:
-            sys.stdout.write(plain_table(elements, header, tablefmt) + '\n')
+            sys.stdout.write(plain_table(elements, header, tablefmt, formatter) + '\n')
 
-    def _first(self, limit: int) -> List[Any]:
-        return list(self._items if limit < 0 else itertools.islice(self._items, limit))
+    def _first(self, limit: Optional[int]) -> List[Any]:
+        return list(self._items if limit is None or limit < 0 else itertools.islice(self._items, limit))
 
     def _repr_html_(self) -> Optional[str]:
         """The table a notebook shows for an unstreamed collection (a stream is not read)."""

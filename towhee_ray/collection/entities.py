@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from typing import Any, Callable, Collection, Dict, Iterable, Iterator, Optional, Sequence
 
 from towhee_ray.checks import first_repeated, shown
@@ -54,6 +55,26 @@ def _as_raw(row: Any) -> Any:
     return values[0] if len(values) == 1 else values
 
 
+def _jsonable(value: Any) -> Any:
+    """``value`` with what JSON cannot hold made JSON: numpy arrays and numbers as lists and
+    numbers, NaN and infinities as None, tuples as lists.
+
+    >>> import numpy
+    >>> _jsonable({'a': (numpy.float32(0.5), float('inf')), 'b': numpy.array([1, 2])})
+    {'a': [0.5, None], 'b': [1, 2]}
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    tolist = getattr(value, 'tolist', None)   # numpy arrays and scalars
+    if tolist is not None and hasattr(value, 'dtype'):
+        return _jsonable(tolist())
+    return value
+
+
 def _select(names: Sequence[str]) -> Callable[[Any], Any]:
     columns = Columns(tuple(names))
 
@@ -70,6 +91,10 @@ def _combined_rows(collections: Sequence[Iterable[Any]]) -> Iterator[Any]:
     for position, rows in enumerate(zip(*collections)):
         fields: Dict[str, Any] = {}
         for index, row in enumerate(rows):
+            if not is_row(row):
+                raise TypeError(f'combine joins the fields of entity rows: row #{position} of collection '
+                                f'#{index} is {shown(row, kind=True)}; make entity rows first, e.g. '
+                                f"DataCollection['a']([1, 2]) or .as_entity(schema=['a'])")
             own = fields_of(row)
             same = next((name for name in own if name in fields), None)
             if same is not None:
@@ -130,13 +155,16 @@ class EntityMixin:
         return self._convert('as_raw', _as_raw)
 
     def as_json(self) -> 'EntityMixin':
-        """Each row as a JSON object string.
+        """Each row as a JSON object string: numpy vectors and numbers become JSON lists and
+        numbers, NaN and infinities ``null`` (as pandas' ``to_json``; JSON has no NaN).
 
+        >>> import numpy
         >>> from towhee_ray import DataCollection, Entity
-        >>> DataCollection([Entity(x=1)]).as_json()
-        ['{"x": 1}']
+        >>> DataCollection([Entity(x=1, v=numpy.arange(2.0), y=float('nan'))]).as_json()
+        ['{"x": 1, "v": [0.0, 1.0], "y": null}']
         """
-        return self._convert('as_json', lambda row: json.dumps(fields_of(row)))
+        return self._convert('as_json', lambda row: json.dumps(_jsonable(dict(fields_of(row))),
+                                                               allow_nan=False))
 
     def parse_json(self) -> 'EntityMixin':
         """Entity rows from JSON object strings.
@@ -165,7 +193,11 @@ class EntityMixin:
         [(0, 1)]
         >>> DataCollection['a', 'b', 'c']([(0, 1, 2)]).select('c').as_raw()
         [2]
+
+        A list of names is the same: ``select(['a', 'b'])``.
         """
+        if columns is None and len(names) == 1 and isinstance(names[0], (list, tuple)):
+            names = tuple(names[0])   # select(['a', 'b']), as pandas takes it
         names = field_names(columns if columns is not None else names)
         return self._convert(f'select{list(names)}', _select(names))
 
@@ -203,6 +235,10 @@ class EntityMixin:
         >>> DataCollection['num'](range(3)).replace(num={0: 10, 1: 11}).as_raw()
         [10, 11, 2]
         """
+        for name, mapping in replacements.items():
+            if not isinstance(mapping, dict):
+                raise TypeError(f'replace({name}=...) takes a dict from old value to new value, e.g. '
+                                f'replace({name}={{0: 10, 1: 11}}); got {shown(mapping, kind=True)}')
         columns = Columns(tuple(replacements)) if replacements else None
 
         def replace(row: Any) -> Any:

@@ -69,8 +69,11 @@ class ParquetMixin:
         """A lazy stream of entity rows from Parquet files: a file, a folder of
         ``.parquet`` files (what ``to_parquet`` writes) or a glob pattern; read row group
         by row group, fixed-size list columns as numpy vectors. ``columns`` reads only
-        those. No file there is a ``FileNotFoundError`` at once.
+        those (a name, or a list of names). No file there is a ``FileNotFoundError``, a file
+        that is not Parquet a ``ValueError`` and a missing column a ``KeyError``, at once.
         """
         # Imported here: numpy and pyarrow load when a chain reads Parquet, not with towhee_ray.
-        from towhee_ray.collection.parquet_reader import parquet_files, read_rows
-        return cls(read_rows(parquet_files(path_or_glob), columns))
+        from towhee_ray.collection.parquet_reader import check_files, parquet_files, read_columns, read_rows
+        names, files = read_columns(columns), parquet_files(path_or_glob)
+        check_files(files, names)
+        return cls(read_rows(files, names))

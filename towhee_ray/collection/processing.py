@@ -352,7 +352,12 @@ class ProcessingMixin:
         if isinstance(index, (str, tuple)):
             raise TypeError(f"dc[{index!r}]: a column subscript goes on a step (dc.ns.op['in', "
                             f"'out'](...)) or on the class: DataCollection['a'](iterable)")
-        return self._items[index]
+        try:
+            return self._items[index]
+        except IndexError:
+            size = len(self._items)
+            within = f'indices 0 to {size - 1}, or -1 to -{size} from the end' if size else 'no index'
+            raise IndexError(f'dc[{index}]: the collection has {size} elements ({within})') from None
 
     def __add__(self, other: Iterable[Any]) -> 'ProcessingMixin':
         """The elements of this collection, then those of ``other``.

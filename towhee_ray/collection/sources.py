@@ -10,11 +10,12 @@ import contextlib
 import csv
 import glob as globbing
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Union
 
-from towhee_ray.checks import first_repeated
+from towhee_ray.checks import first_repeated, shown
 from towhee_ray.collection.columns import field_names
 from towhee_ray.rows import fields_of, is_row, make_entity
 from towhee_ray.extras import require
@@ -84,6 +85,54 @@ def _json_rows(path: Path, encoding: str) -> Iterator[Any]:
                 yield make_entity(value)
 
 
+def _write_csv(file: Any, rows: Iterable[Any]) -> None:
+    """CSV lines of ``rows`` into ``file``: entity rows under a header line of the first
+    row's fields, or plain values; a row of the other kind, or with other fields, is an error."""
+    writer: Any = None
+    fields: Any = None
+    for position, row in enumerate(rows):
+        if writer is None:
+            fields = list(fields_of(row)) if is_row(row) else None
+            writer = csv.writer(file) if fields is None else csv.DictWriter(file, fieldnames=fields)
+            if fields is not None:
+                writer.writeheader()
+        if is_row(row) != (fields is not None):
+            raise TypeError(f'to_csv: row #{position} is {shown(row, kind=True)} and row #0 '
+                            f'{"an entity row" if fields is not None else "a plain value"}: a CSV file holds '
+                            f'entity rows (under a header line of their fields) or plain values, not both; '
+                            f'make them one kind first (as_entity(schema=[...]) or as_raw())')
+        if fields is None:
+            writer.writerow(row if isinstance(row, (list, tuple)) else [row])
+            continue
+        own = fields_of(row)
+        if set(own) != set(fields):
+            raise ValueError(f'to_csv: row #{position} has the fields {list(own)}, row #0 {fields}: the file '
+                             f'has one header line, so every row needs the same fields; give them the same '
+                             f'fields first (select, fill_entity)')
+        writer.writerow(own)
+
+
+def _new_file(method: str, path: PathLike, encoding: str) -> Path:
+    """Where ``method`` writes ``path``; an error, before anything is written, where it is
+    a folder, its folder does not exist or ``encoding`` is unknown."""
+    resolved = Path(path).expanduser().absolute()
+    if resolved.is_dir():
+        raise IsADirectoryError(f'{method}: {str(path)!r} is a folder; give a file path, e.g. '
+                                f'{str(resolved / "rows.csv")!r}')
+    if not resolved.parent.is_dir():
+        raise FileNotFoundError(f'{method}: the folder {str(resolved.parent)!r} does not exist; create it '
+                                f'first, or give a path in a folder that exists')
+    _known_encoding(method, encoding)
+    return resolved
+
+
+def _known_encoding(method: str, encoding: str) -> None:
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise LookupError(f'{method}: unknown encoding {encoding!r}; e.g. utf-8, latin-1') from None
+
+
 def _file(method: str, path: PathLike, encoding: str) -> Path:
     """``path`` made absolute now (a stream reads it later, maybe from another working
     directory); an error where it is no file, or ``encoding`` is unknown."""
@@ -92,10 +141,7 @@ def _file(method: str, path: PathLike, encoding: str) -> Path:
         raise IsADirectoryError(f'{method}: {str(path)!r} is a folder; give a file')
     if not resolved.is_file():
         raise FileNotFoundError(f'{method}: no file {str(path)!r}')
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise LookupError(f'{method}: unknown encoding {encoding!r}; e.g. utf-8, latin-1') from None
+    _known_encoding(method, encoding)
     return resolved
 
 
@@ -116,7 +162,8 @@ class SourcesMixin:
     @classmethod
     def from_glob(cls, *patterns: PathLike) -> 'SourcesMixin':
         """A lazy stream of the paths matching the patterns (sorted per pattern; ``**``
-        matches directories recursively). No match at all is a ``FileNotFoundError``.
+        matches directories recursively; ``~`` is the home folder; a list of patterns is the
+        same as the patterns). No match at all is a ``FileNotFoundError``.
 
         >>> import tempfile, pathlib
         >>> from towhee_ray import DataCollection
@@ -125,10 +172,13 @@ class SourcesMixin:
         >>> [pathlib.Path(p).name for p in DataCollection.from_glob(folder / '*.txt')]
         ['a.txt', 'b.txt']
         """
+        # A list of patterns is the same as the patterns; ~ is the home folder.
+        patterns = tuple(os.path.expanduser(str(pattern)) for given in patterns
+                         for pattern in (given if isinstance(given, (list, tuple)) else (given,)))
         if not patterns:
             raise TypeError("from_glob() needs at least one pattern, e.g. from_glob('images/*.jpg')")
-        if not any(next(globbing.iglob(str(p), recursive=True), None) for p in patterns):
-            raise FileNotFoundError(f'no file matches {[str(p) for p in patterns]}')
+        if not any(next(globbing.iglob(p, recursive=True), None) for p in patterns):
+            raise FileNotFoundError(f'no file matches {list(patterns)}')
         return cls(_glob_paths(patterns))
 
     @classmethod
@@ -162,18 +212,26 @@ class SourcesMixin:
     def to_csv(self, csv_path: PathLike, encoding: str = 'utf-8-sig') -> None:
         """Write the rows to a CSV file: entity or dict rows with a header line of their
         fields, other elements (tuples, lists, values) as lines of values.
+
+        The file is in place when every row is written. A row that does not fit (a plain
+        value among entity rows, a row with other fields) is an error naming it, and leaves
+        an earlier file at ``csv_path`` as it was.
+
+        >>> import pathlib, tempfile
+        >>> from towhee_ray import DataCollection
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / 'rows.csv'
+        >>> DataCollection['a', 'b']([(1, 'x'), (2, 'y')]).to_csv(path)
+        >>> DataCollection.read_csv(path).as_raw().to_list()
+        [('1', 'x'), ('2', 'y')]
         """
-        with open(csv_path, 'w', newline='', encoding=encoding) as file:
-            writer: Any = None
-            for row in self._items:
-                if is_row(row):
-                    if writer is None:
-                        writer = csv.DictWriter(file, fieldnames=list(fields_of(row)))
-                        writer.writeheader()
-                    writer.writerow(fields_of(row))
-                else:
-                    writer = writer or csv.writer(file)
-                    writer.writerow(row if isinstance(row, (list, tuple)) else [row])
+        target = _new_file('to_csv', csv_path, encoding)
+        temporary = target.with_name(f'.{target.name}.{os.getpid()}.part')
+        try:
+            with open(temporary, 'w', newline='', encoding=encoding) as file:
+                _write_csv(file, self._items)
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
 
     def to_df(self) -> Any:
         """The rows as a pandas DataFrame, fields as columns (runs a stream to its end).
