@@ -1,6 +1,7 @@
 """to_faiss, as Towhee 0.9's: real Faiss, a real local Ray, re-runs, jobs at once and bad input."""
 import json
 import re
+import shutil
 import subprocess
 import sys
 import zlib
@@ -102,14 +103,32 @@ def test_existing_keys_reads_the_index_file_before_any_write(tmp_path):
 
 def test_a_key_value_file_ahead_of_its_index_is_trimmed(tmp_path, caplog):
     # A job killed between the two renames of a save: the key-value file names an id the
-    # index does not hold. That row is not "already there", and is written again.
+    # index does not hold, and the save is left beside the index. Here that save is not
+    # one the next run can put in place (not the index the key-value file names), so the
+    # row is not "already there", and is written again.
     findex = tmp_path / 'index.bin'
     embedded(['a', 'b']).to_faiss['id', 'vec'](findex)
     (tmp_path / 'index_kv.bin').write_text(json.dumps({'0': 'a', '1': 'b', '2': 'c'}))
+    shutil.copy(findex, tmp_path / '.index.bin.123.tmp')
     assert FaissSink(['id', 'vec'], findex).existing_keys(['a', 'c']) == {'a'}
     assert 'names 1 ids its index lacks' in caplog.text
     result = embedded(['c']).to_faiss['id', 'vec'](findex)
     assert result.insert_count == 1 and keys_of(findex) == {'0': 'a', '1': 'b', '2': 'c'}
+    assert sorted(path.name for path in tmp_path.iterdir()) == ['index.bin', 'index_kv.bin']
+
+
+def test_the_key_value_file_of_a_larger_index_is_refused(tmp_path):
+    # No unfinished save explains the extra ids: the key-value file is another index's,
+    # whose names would be given to this index's vectors.
+    embedded(['x', 'y', 'z']).to_faiss['id', 'vec'](tmp_path / 'large.bin')
+    findex = tmp_path / 'small.bin'
+    embedded(['a']).to_faiss['id', 'vec'](findex)
+    (tmp_path / 'small_kv.bin').write_bytes((tmp_path / 'large_kv.bin').read_bytes())
+    with pytest.raises(ValueError, match=r'small_kv.bin names 2 ids more than .*small.bin.* holds, and '
+                                         r'no save of the index was left unfinished .* do not belong together'):
+        embedded(['b']).to_faiss['id', 'vec'](findex)
+    assert keys_of(findex) == {'0': 'x', '1': 'y', '2': 'z'}   # both files as they were
+    assert faiss.read_index(str(findex)).ntotal == 1
 
 
 def test_an_index_object_is_filled_in_place(tmp_path):

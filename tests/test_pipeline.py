@@ -116,9 +116,15 @@ def test_ray_op_in_flat_map_filter_and_window_steps():
 def test_ray_op_passes_the_operators_error_to_the_pipeline():
     def fail(x):
         raise ValueError(f'bad element {x}')
-    op = ray_op(functools.partial(lambda: fail))
-    with pytest.raises(RuntimeError, match='bad element 7'):
+
+    def make_failing():
+        return fail
+    op = ray_op(make_failing)
+    # Towhee names the node after the callable's type, which ray_op names after its step.
+    with pytest.raises(RuntimeError, match=r'Node-ray_op\([^)]*make_failing\)-0 runs failed, error msg: '
+                                           r'bad element 7'):
         pipe.input('x').map('x', 'y', op).output('y')(7)
+    assert isinstance(op, RayOp) and type(op) is type(ray_op(make_failing))
     op.close()
 
 

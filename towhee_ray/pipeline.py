@@ -261,7 +261,19 @@ def _rebuild(pool_id: int, settings: _Settings) -> 'RayOp':
 
 
 class RayOp:
-    """A callable that runs an operator in a pool of Ray actors (see :func:`ray_op`)."""
+    """A callable that runs an operator in a pool of Ray actors (see :func:`ray_op`).
+
+    Each is an instance of a subclass named after its step, because Towhee names a
+    pipeline's node after its function's type: errors then read
+    ``Node-ray_op(towhee/text-split)-0 runs failed``, not ``Node-RayOp-0``.
+
+    >>> from towhee import ops
+    >>> type(ray_op(ops.towhee.text_split(max_words=2))).__name__
+    'ray_op(towhee/text-split)'
+    """
+
+    def __new__(cls, settings: _Settings, *args: Any, **kws: Any) -> 'RayOp':
+        return super().__new__(_named_kind(settings.step) if cls is RayOp else cls)
 
     def __init__(self, settings: _Settings, served: _Served, pool_id: Optional[int] = None,
                  owner: bool = True) -> None:
@@ -336,6 +348,12 @@ class RayOp:
         batches = (f', batches of up to {self._settings.max_batch_size}'
                    if self._settings.max_batch_size else '')
         return f'<{self.__name__} on {self._settings.num_worker} Ray actors{batches}>'
+
+
+@functools.lru_cache(maxsize=None)
+def _named_kind(step: str) -> type:
+    """The subclass of :class:`RayOp` named ``step`` (one per step name)."""
+    return type(step, (RayOp,), {'__module__': __name__, '__qualname__': step, '__doc__': RayOp.__doc__})
 
 
 def ray_op(op: Any, num_worker: Optional[int] = None, *, num_cpus: Optional[float] = None,

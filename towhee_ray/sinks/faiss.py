@@ -236,14 +236,17 @@ class FaissSink(Sink):
             problem = None
         except _NotKeyValue as error:
             stored, problem = None, error
+        # A save a killed job left unfinished is what explains a key-value file ahead of its index.
+        unfinished_save = self.path is not None and bool(_temporaries_of(self.path))
         if to_write:
             self._finish_killed_save(stored)
             for made in (self.path, self.kv_file):
                 for temporary in _temporaries_of(made) if made else ():
                     temporary.unlink(missing_ok=True)   # of killed jobs: this job holds the lock
-        self._load_keys(stored, problem)
+        self._load_keys(stored, problem, unfinished_save)
 
-    def _load_keys(self, stored: Optional[Dict[int, str]], problem: Optional[_NotKeyValue]) -> None:
+    def _load_keys(self, stored: Optional[Dict[int, str]], problem: Optional[_NotKeyValue],
+                   unfinished_save: bool = False) -> None:
         """The keys the index holds, from its ids and the key-value file (``stored``, or the
         ``problem`` that makes it no key-value file); or why the key-value file must not be
         written, should str keys come."""
@@ -271,7 +274,7 @@ class FaissSink(Sink):
             if len(ids):
                 self._key_type, self._key_origin = int, f'{self.describe()} holds int keys'
             return
-        self._load_string_keys(ids, stored)
+        self._load_string_keys(ids, stored, unfinished_save)
 
     def _read_index(self, path: Path) -> Any:
         try:
@@ -367,7 +370,7 @@ class FaissSink(Sink):
         if self.path.exists():
             self.index = self._read_index(self.path)
 
-    def _load_string_keys(self, ids: np.ndarray, stored: Dict[int, str]) -> None:
+    def _load_string_keys(self, ids: np.ndarray, stored: Dict[int, str], unfinished_save: bool) -> None:
         present = set(ids.tolist())
         unnamed = len(present) - sum(1 for faiss_id in stored if faiss_id in present)
         if unnamed:
@@ -375,6 +378,11 @@ class FaissSink(Sink):
                              f'for: the two files do not belong together; give kv_file= the key-value '
                              f'file of this index, or write to a new index file')
         ahead = len(stored) - len(present)
+        if ahead and not unfinished_save:
+            raise ValueError(f'{self.kv_file} names {ahead} ids more than {self.describe()} holds, and no '
+                             f'save of the index was left unfinished (a job killed between its two saves '
+                             f'leaves one beside it): the two files do not belong together. Give kv_file= '
+                             f'the key-value file of this index, or write to a new index file')
         if ahead:
             logger.warning('%s names %d ids its index lacks (a job killed between the two saves); '
                            'those rows will be written again', self.kv_file, ahead)
