@@ -68,6 +68,14 @@ def test_string_keys_and_01_fingerprints_go_in_as_float_vectors(db):
     np.testing.assert_array_equal(stored(db, 'mols', ('smiles', 'fp'))[0]['fp'], bits[0].astype(np.float32))
 
 
+def test_bytes_fingerprints_go_in_as_01_float_vectors(db):
+    rows = DataCollection['id', 'fp'](([0, b'\x0f'], [1, b'\xf0']))
+    result = rows.to_milvus['id', 'fp'](collection='fp', uri=db)
+    assert (result.insert_count, result.details['created']) == (2, True)
+    got = stored(db, 'fp', ('id', 'fp'))
+    assert [list(row['fp']) for row in got] == [[0, 0, 0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0, 0, 0]]
+
+
 def test_a_key_is_never_held_twice_upsert_replaces_and_skip_keeps(db):
     first = DataCollection['id', 'vec', 'tag']([(i, unit(i), 'first') for i in range(6)])
     again = DataCollection['id', 'vec', 'tag']([(i, unit(i), 'again') for i in range(3, 9)] + [(8, unit(8), 'last')])
@@ -296,7 +304,15 @@ def test_a_vector_that_is_not_finite_names_the_row_and_keeps_what_came_before(db
      r"row #1 \(id=1\): field 'n' is 1.5 \(float\), but the collection's field is INT64, which holds int"),
     ([{'id': 2**70, 'vec': unit(0)}], ValueError,
      r"row #0 \(id=1180591620717411303424\).*field 'id' is 1180591620717411303424, out of its range.*INT64"),
-], ids=['none-first', 'none-later', 'str-then-int', 'int-then-float', 'key-past-int64'])
+    ([{'id': 0, 'vec': unit(0), 'm': {'a': 1}}, {'id': 1, 'vec': unit(1), 'm': None}], ValueError,
+     r"row #1 \(id=1\): field 'm' is None, and the collection's field JSON holds no nulls"),
+    ([{'id': 0, 'vec': unit(0), 'tags': [1, 2, 3]}], TypeError,
+     r"row #0 \(id=0\): fields 'vec' and 'tags' are both vectors.*one vector field: leave 'tags' out of "
+     r"to_milvus\[...\], or make it JSON first"),
+    ([{'id': float('nan'), 'vec': unit(0)}], ValueError,
+     r"row #0 \(id=nan\): the key 'id' is NaN, which equals no key.*every re-run would write the row again"),
+], ids=['none-first', 'none-later', 'str-then-int', 'int-then-float', 'key-past-int64', 'json-none',
+        'second-vector', 'nan-key'])
 def test_a_scalar_the_collection_cannot_hold_names_the_row_and_what_the_field_holds(db, rows, error, message):
     with pytest.raises(error, match=message):
         DataCollection(rows).to_milvus[tuple(rows[0])](collection='scalars', uri=db)
@@ -370,3 +386,59 @@ def test_a_lite_file_held_by_another_process_is_a_connection_error_saying_so(tmp
 def test_a_lite_file_is_never_opened_in_a_ray_worker(db, ray_cluster):
     with pytest.raises(RuntimeError, match='cannot be opened in a Ray worker'):
         DataCollection([1]).set_parallel(1, 'ray').map(lambda _: connect(db)).to_list()
+
+
+def test_a_bad_metric_type_or_index_params_is_refused_before_anything_runs(db):
+    rows = DataCollection['id', 'vec']([(0, unit(0)), (1, unit(1))])
+    with pytest.raises(ValueError, match=r"metric_type is 'COSINE', 'IP' or 'L2' .*got 'BAD'"):
+        rows.to_milvus['id', 'vec'](collection='bm', uri=db, metric_type='BAD')
+    with pytest.raises(ValueError, match=r"index_params\['metric_type'\] is 'COSINE', .*got 'HAMMING'"):
+        rows.to_milvus['id', 'vec'](collection='bm', uri=db, index_params={'metric_type': 'HAMMING'})
+    with pytest.raises(TypeError, match='index_params is a dict'):
+        rows.to_milvus['id', 'vec'](collection='bm', uri=db, index_params='HNSW')
+    assert 'bm' not in connect(db).list_collections()
+    assert rows.to_milvus['id', 'vec'](collection='bm', uri=db, metric_type='l2').insert_count == 2
+    assert connect(db).describe_index('bm', 'vec')['metric_type'] == 'L2'
+
+
+def test_fields_go_by_position_only_where_no_name_of_the_collection_says_otherwise(db):
+    first = DataCollection['id', 'vec', 'title', 'body']([(0, unit(0), 'T0', 'B0')])
+    first.to_milvus['id', 'vec', 'title', 'body'](collection='sw', uri=db)
+    swapped = DataCollection['id', 'vec', 'body', 'titles']([(1, unit(1), 'B1', 'T1')])
+    with pytest.raises(ValueError, match=r"'sw' at .* has no field 'titles' \(its fields: "
+                                         r"\['id', 'vec', 'title', 'body'\]\)"):
+        swapped.to_milvus['id', 'vec', 'body', 'titles'](collection='sw', uri=db)
+    renamed = DataCollection['key', 'emb', 't', 'b']([(2, unit(2), 'T2', 'B2')])   # none is the collection's
+    assert renamed.to_milvus['key', 'emb', 't', 'b'](collection='sw', uri=db).insert_count == 1
+    assert [(row['id'], row['title'], row['body']) for row in stored(db, 'sw', ('id', 'title', 'body'))] == \
+        [(0, 'T0', 'B0'), (2, 'T2', 'B2')]
+
+
+@pytest.mark.filterwarnings('error::RuntimeWarning')   # numpy's overflow warning stays in
+def test_a_vector_beyond_float32_range_names_the_row_and_a_collection_left_empty_is_dropped(db):
+    big = np.array([1e39, 0, 0, 0, 0, 0, 0, 1.0])
+    message = (r"row #{} \(id={}\): field 'vec' holds 1 value that is not a finite number "
+               r"\(1e\+39 at index 0 is out of float32 range")
+    with pytest.raises(ValueError, match=message.format(2, 2)):
+        DataCollection([{'id': i, 'vec': unit(i) if i != 2 else big} for i in range(4)]) \
+            .to_milvus['id', 'vec'](collection='big', uri=db)
+    assert [row['id'] for row in stored(db, 'big')] == [0, 1]
+    with pytest.raises(ValueError, match=message.format(0, 0)) as error:
+        DataCollection([{'id': 0, 'vec': big}]).to_milvus['id', 'vec'](collection='new', uri=db)
+    assert 'was created by this job and held no row: it was dropped again' in ''.join(error.value.__notes__)
+    assert 'new' not in connect(db).list_collections()
+
+
+def test_a_lite_path_may_be_a_path_object_or_start_with_a_tilde(tmp_path, monkeypatch):
+    monkeypatch.setenv('HOME', str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    rows = DataCollection([{'id': 1, 'vec': unit(1)}])
+    try:
+        assert rows.to_milvus['id', 'vec'](collection='c', uri=tmp_path / 'p.db').insert_count == 1
+        result = rows.to_milvus['id', 'vec'](collection='c', uri='~/t.db')
+        assert result.insert_count == 1 and str(tmp_path / 't.db') in result.destination
+        assert sorted(os.listdir(tmp_path)) == ['p.db', 't.db']      # no './~' folder
+        assert [row['id'] for row in stored(str(tmp_path / 't.db'), 'c')] == [1]
+    finally:
+        lite_server.release(str(tmp_path / 'p.db'))
+        lite_server.release(str(tmp_path / 't.db'))

@@ -53,6 +53,7 @@ def test_ray_workers_write_the_rows_they_make_and_the_driver_writes_none(milvus_
     result = chain.to_milvus['id', 'vec', 'text', 'pid'](collection=collection, uri=milvus_server, batch=25)
     assert result.insert_count == 300 and result.details['writers'] == 'workers'
     assert result.details['created'] is True and result.details['skipped'] == 0
+    assert 300 // 25 <= result.batches <= 300 // 25 + 300 // 40 + 1   # each chunk in batches of 25
     assert driver_writes.call_count == 0          # no row was written from this process
     rows = stored(milvus_server, collection, ('id', 'vec', 'text', 'pid'))
     assert [row['id'] for row in rows] == list(range(300))
@@ -82,8 +83,26 @@ def test_operator_actors_and_threads_write_too_and_a_key_is_never_held_twice(mil
     again = (DataCollection['id']((i for i in range(3, 9))).set_parallel(2, backend='thread')
              .runas_op['id', 'vec'](func=unit))
     result = again.to_milvus['id', 'vec'](collection=collection, uri=milvus_server, on_existing='skip')
-    assert (result.insert_count, result.details['skipped'], result.details['writers']) == (3, 3, 'workers')
+    assert (result.insert_count, result.details['skipped']) == (3, 3)
+    assert 'writers' not in result.details        # with on_existing='skip' the driver writes
     assert [row['id'] for row in stored(milvus_server, collection)] == list(range(9))
+
+
+def make_repeated(i):
+    return {'id': i % 20, 'vec': unit(i), 'src': i}
+
+
+def test_skip_after_ray_workers_stores_each_key_once_written_from_the_driver(milvus_server, collection):
+    chain = DataCollection.range(40).stream().set_parallel(2, backend='ray', chunk_size=20).map(make_repeated)
+    result = chain.to_milvus['id', 'vec', 'src'](collection=collection, uri=milvus_server, on_existing='skip',
+                                                 batch=20)
+    assert 'writers' not in result.details and result.insert_count == 20 and result.details['skipped'] == 20
+    rows = stored(milvus_server, collection, ('id', 'src'))
+    assert [(row['id'], row['src']) for row in rows] == [(i, i) for i in range(20)]    # the first of each key
+    again = DataCollection.range(40).stream().set_parallel(2, backend='ray', chunk_size=20).map(make_repeated)
+    with pytest.raises(ValueError, match=r"writers='workers'.*with on_existing='skip' the driver writes"):
+        again.to_milvus['id', 'vec', 'src'](collection=collection, uri=milvus_server, on_existing='skip',
+                                            writers='workers')
 
 
 @pytest.mark.timeout(600)   # a model loading in an actor on a loaded machine
@@ -162,6 +181,35 @@ def test_a_batch_the_server_refuses_whole_is_named_as_a_batch_from_workers_and_t
         DataCollection(rows).to_milvus['id', 'vec', 'meta'](collection=collection, uri=milvus_server, batch=4)
     assert 'to_milvus refused rows #4-#7 (one batch) as a whole' in ''.join(error.value.__notes__)
     assert [row['id'] for row in stored(milvus_server, collection)] == list(range(4))
+
+
+def test_bad_index_options_and_values_only_a_server_would_refuse_are_named_and_leave_no_collection(
+        milvus_server, collection):
+    client = connect(milvus_server)
+    rows = DataCollection['id', 'vec']([(0, unit(0)), (1, unit(1))])
+    with pytest.raises(ValueError, match=r"metric_type is 'COSINE', 'IP' or 'L2' .*got 'BAD'"):
+        rows.to_milvus['id', 'vec'](collection=collection, uri=milvus_server, metric_type='BAD')
+    assert not client.has_collection(collection)
+    with pytest.raises(ValueError, match=r"cannot index the vector field 'vec' of .*HNSW.*the collection "
+                                         r"this job created was dropped again: fix metric_type= or "
+                                         r"index_params="):
+        rows.to_milvus['id', 'vec'](collection=collection, uri=milvus_server,
+                                    index_params={'index_type': 'HNSW', 'params': {'M': -3}})
+    assert not client.has_collection(collection)
+    with pytest.raises(ValueError, match=r"row #1 \(id=1\): field 'vec' holds 1 value that is not a "
+                                         r"finite number \(1e\+39 at index 0 is out of float32 range"):
+        DataCollection([{'id': 0, 'vec': unit(0)}, {'id': 1, 'vec': np.array([1e39] + [0.0] * (DIM - 1))}]) \
+            .to_milvus['id', 'vec'](collection=collection, uri=milvus_server)
+    with pytest.raises(ValueError, match=r"row #1 \(id=1\): field 'm' is None, and the collection's "
+                                         r"field JSON holds no nulls"):
+        DataCollection([{'id': 0, 'vec': unit(0), 'm': {'a': 1}}, {'id': 1, 'vec': unit(1), 'm': None}]) \
+            .to_milvus['id', 'vec', 'm'](collection=collection + '_json', uri=milvus_server)
+    with pytest.raises(TypeError, match=r"row #0 \(id=0\): fields 'vec' and 'tags' are both vectors"):
+        DataCollection([{'id': 0, 'vec': unit(0), 'tags': [1, 2]}]) \
+            .to_milvus['id', 'vec', 'tags'](collection=collection + '_tags', uri=milvus_server)
+    assert not client.has_collection(collection + '_tags')
+    assert [row['id'] for row in stored(milvus_server, collection)] == [0]
+    client.close()
 
 
 def test_a_bad_call_releases_the_chains_actors(milvus_server, alive_actors):

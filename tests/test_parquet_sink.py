@@ -11,7 +11,7 @@ import pytest
 
 import towhee_ray
 from towhee_ray import DataCollection
-from towhee_ray.sinks.base import Batch
+from towhee_ray.sinks.base import Batch, WriteResult
 from towhee_ray.sinks.parquet import LOCK_FILE, UNCHECKED_MARKER, ParquetSink
 
 DIMENSION = 8
@@ -289,17 +289,22 @@ def test_workers_writing_the_same_key_store_it_once_and_count_it_once(ray_cluste
     assert sorted(row.id for row in DataCollection.read_parquet(folder)) == list(range(102))
 
 
-def test_a_job_killed_before_checking_its_workers_keys_has_the_next_job_check_the_folder(tmp_path, caplog):
-    folder = tmp_path / 'out'
-    # What such a job leaves: two workers' parts holding keys 3 and 4 twice, and the marker.
-    batches = [Batch([{'id': key, 'vec': embed(key)} for key in keys]) for keys in ([1, 2, 3, 4], [3, 4, 5])]
-    sinks = [ParquetSink(['id', 'vec'], folder, key='id') for _ in batches]
-    for sink, batch in zip(sinks, batches):   # both started before either wrote, as workers do
+def workers_wrote(sinks, batches):
+    """Each sink writes its batch as a worker's does, all started before any wrote."""
+    for sink, batch in zip(sinks, batches):
         sink.in_worker()
         sink.on_write_start(batch)
     for sink, batch in zip(sinks, batches):
         sink.write(batch)
         sink.on_chunk_complete()
+
+
+def test_a_job_killed_before_checking_its_workers_keys_has_the_next_job_check_the_folder(tmp_path, caplog):
+    folder = tmp_path / 'out'
+    # What such a job leaves: two workers' parts holding keys 3 and 4 twice, and the marker.
+    batches = [Batch([{'id': key, 'vec': embed(key)} for key in keys]) for keys in ([1, 2, 3, 4], [3, 4, 5])]
+    sinks = [ParquetSink(['id', 'vec'], folder, key='id') for _ in batches]
+    workers_wrote(sinks, batches)
     (folder / UNCHECKED_MARKER).write_text('pid 1\n')
     assert len(DataCollection.read_parquet(folder).to_list()) == 7
     result = DataCollection['id']([5, 6]).runas_op['id', 'vec'](func=embed).to_parquet(folder, key='id')
@@ -360,3 +365,157 @@ def test_a_vector_that_is_not_finite_is_refused_naming_the_row(tmp_path):
     with pytest.raises(ValueError, match=r"row #1 \(id=1\): field 'vec' holds 1 value that is not a finite number "
                                          r"\(inf at index 1\)"):
         rows.to_parquet(tmp_path / 'out')
+
+
+# -- values pyarrow would change without a word, options, parts --------------------------------
+
+def test_a_float_into_an_integer_column_is_refused_and_a_schema_must_be_the_folders(tmp_path):
+    folder = tmp_path / 'out'
+    with pytest.raises(TypeError, match=r"row #1 \(id=1\): field 'n' is np.float64\(1.7\) \(float64\), but "
+                                        r"its Parquet column holds int64 \(typed from the first row\); give "
+                                        r"every row the same type"):
+        DataCollection['id', 'n']([(0, 5), (1, np.float64(1.7))]).to_parquet(folder, batch=1)
+    with pytest.raises(TypeError, match=r"row #0 \(id=2\): field 'n' is 0.75 \(float\), but its Parquet "
+                                        r"column holds int64 \(as in part-00000.parquet\)"):
+        DataCollection['id', 'n']([(2, 0.75)]).to_parquet(folder, key='id')
+    with pytest.raises(TypeError, match=r"row #0 \(id=3\): field 'n' is True \(bool\)"):
+        DataCollection['id', 'n']([(3, True)]).to_parquet(folder, key='id')
+    schema = pyarrow.schema([('id', pyarrow.int64()), ('n', pyarrow.float64())])
+    with pytest.raises(ValueError, match=r"schema= gives 'n' the type double, and the parts of .* hold int64 "
+                                         r"\(as in part-00000.parquet\).*give schema= the folder's types"):
+        DataCollection['id', 'n']([(2, 0.75)]).to_parquet(folder, key='id', schema=schema)
+    assert towhee_ray.read_parquet(folder).as_raw().to_list() == [(0, 5)]
+    # a float column takes ints as they are
+    DataCollection['id', 'n']([(0, 0.5), (1, 2)]).to_parquet(tmp_path / 'floats', batch=1)
+    assert towhee_ray.read_parquet(tmp_path / 'floats').as_raw().to_list() == [(0, 0.5), (1, 2.0)]
+
+
+def test_a_dict_with_a_key_its_struct_column_lacks_is_refused_naming_the_row_and_the_key(tmp_path):
+    rows = DataCollection['id', 'meta']([(0, {'a': 1}), (1, {'a': 2, 'b': 3}), (2, {'b': 4})])
+    with pytest.raises(ValueError, match=r"row #1 \(id=1\): field 'meta' is \{'a': 2, 'b': 3\}, with the "
+                                         r"key 'b', which its struct has no field for; its Parquet column "
+                                         r"holds struct<a: int64> \(typed from the first row\); the first "
+                                         r"batch types"):
+        rows.to_parquet(tmp_path / 'out', batch=1)
+    assert towhee_ray.read_parquet(tmp_path / 'out').as_raw().to_list() == [(0, {'a': 1})]
+    rows.to_parquet(tmp_path / 'whole')   # one batch: its column has every key
+    assert [row.meta for row in towhee_ray.read_parquet(tmp_path / 'whole')] == [
+        {'a': 1, 'b': None}, {'a': 2, 'b': 3}, {'a': None, 'b': 4}]
+
+
+def score_row(key):
+    return {'id': key, 'vec': np.full(4, key, np.float32), 'score': key if key < 20 else key + .5}
+
+
+def test_workers_typing_a_column_differently_fail_the_job_leaving_the_folder_as_before(ray_cluster,
+                                                                                      tmp_path):
+    folder = tmp_path / 'out'
+    DataCollection['id', 'vec', 'score']([(100, np.zeros(4), 1.5)]).to_parquet(folder, key='id')
+
+    def chain():
+        return DataCollection.range(40).stream().set_parallel(2, backend='ray', chunk_size=20).map(score_row)
+
+    # Which worker types which part is Ray's choice: parts that disagree fail the job and
+    # are removed; one worker typing both chunks from ints refuses the floats; from floats
+    # it stores the ints as floats. The folder is always one readable dataset.
+    other = tmp_path / 'other'
+    try:
+        chain().to_parquet(other, key='id')
+    except (TypeError, ValueError) as error:
+        assert re.search(r"the parts of .*other type the column 'score' differently: (int64|double) in "
+                         r"part-\d{5}-[0-9a-f]{8}.parquet, (double|int64) in .*The 2 parts this job wrote "
+                         r"\(40 rows\) are removed.*give schema=pyarrow.schema|field 'score' is \d+\.5 "
+                         r"\(float\), but its Parquet column holds int64", str(error)), error
+    if other.exists():
+        assert len(pandas.read_parquet(other)) <= 40
+    # the sinks of two workers, each typing its own parts: the end of the job checks them
+    sinks = [ParquetSink(['id', 'score'], tmp_path / 'two') for _ in range(2)]
+    driver = ParquetSink(['id', 'score'], tmp_path / 'two')
+    driver.on_write_start(Batch([]))
+    batches = [Batch([{'id': index, 'score': score} for index, score in enumerate(scores)])
+               for scores in ([1, 2], [2.5, 3.5])]
+    workers_wrote(sinks, batches)
+    with pytest.raises(ValueError, match=r"type the column 'score' differently: (int64|double) in "
+                                         r"part-00000-[0-9a-f]{8}.parquet, (double|int64) in .*The 2 parts "
+                                         r"this job wrote \(4 rows\) are removed"):
+        driver.on_write_complete(WriteResult(insert_count=4))
+    assert not (tmp_path / 'two').exists()
+    schema = pyarrow.schema([('id', pyarrow.int64()), ('vec', pyarrow.list_(pyarrow.float32(), 4)),
+                             ('score', pyarrow.float64())])
+    result = chain().to_parquet(tmp_path / 'given', key='id', schema=schema)
+    assert result.insert_count == 40 and result.details['writers'] == 'workers'
+    assert sorted(pandas.read_parquet(tmp_path / 'given').score)[18:22] == [18.0, 19.0, 20.5, 21.5]
+    # a folder whose parts disagree already (an older job's) is refused before anything is written
+    int_scores = pq.read_schema(folder / 'part-00000.parquet').set(2, pyarrow.field('score', pyarrow.int64()))
+    older = pyarrow.table({'id': [7], 'vec': [[0.0] * 4], 'score': [1]}, schema=int_scores)
+    pq.write_table(older, folder / 'part-00009.parquet')
+    with pytest.raises(ValueError, match=r"type the column 'score' differently: double in "
+                                         r"part-00000.parquet, int64 in part-00009.parquet.*move the parts "
+                                         r"of one of them out"):
+        DataCollection['id', 'vec', 'score']([(8, np.zeros(4), 1.0)]).to_parquet(folder, key='id')
+
+
+def test_a_bad_compression_or_schema_is_refused_before_anything_runs(tmp_path):
+    ran = []
+
+    def rows():
+        ran.append(1)
+        yield (0, np.ones(2))
+
+    with pytest.raises(ValueError, match=r"compression='bogus' is not one a Parquet writer takes.*"
+                                         r"give 'snappy'"):
+        DataCollection['id', 'vec'](rows()).to_parquet(tmp_path / 'out', compression='bogus')
+    with pytest.raises(TypeError, match=r"schema= is a pyarrow schema, e.g. pyarrow.schema\(.*got "
+                                        r"\{'id': 'int64'\} \(dict\)"):
+        DataCollection['id', 'vec'](rows()).to_parquet(tmp_path / 'out', schema={'id': 'int64'})
+    assert not ran and not (tmp_path / 'out').exists()
+    DataCollection['id', 'vec']([(0, np.ones(2))]).to_parquet(tmp_path / 'out', compression='zstd')
+    metadata = pq.ParquetFile(tmp_path / 'out' / 'part-00000.parquet').metadata
+    assert metadata.row_group(0).column(0).compression == 'ZSTD'
+
+
+def test_an_integer_beyond_int64_is_out_of_range_and_numpy_integers_type_the_column_int64(tmp_path):
+    with pytest.raises(ValueError, match=r"row #0 \(id=9223372036854775808\): field 'id' is "
+                                         r"9223372036854775808, out of int64 range "
+                                         r"\(-9223372036854775808..9223372036854775807\)"):
+        DataCollection['id', 'v']([(2 ** 63, 1), (-1, 2)]).to_parquet(tmp_path / 'big', key='id', batch=1)
+    rows = DataCollection['id', 'v']([(np.int32(1), np.uint8(3)), (3_000_000_000, 300)])
+    assert rows.to_parquet(tmp_path / 'out', key='id', batch=1).insert_count == 2
+    assert pq.read_schema(tmp_path / 'out' / 'part-00000.parquet').field('id').type == pyarrow.int64()
+    assert towhee_ray.read_parquet(tmp_path / 'out').as_raw().to_list() == [(1, 3), (3_000_000_000, 300)]
+
+
+def test_a_batch_longer_than_rows_per_file_is_split_across_parts(tmp_path):
+    result = passages(range(100)).to_parquet(tmp_path / 'out', rows_per_file=30)
+    assert [pq.ParquetFile(path).metadata.num_rows for path in result.details['files']] == [30, 30, 30, 10]
+    assert result.insert_count == 100
+    assert [row.id for row in DataCollection.read_parquet(tmp_path / 'out')] == list(range(100))
+
+
+def test_a_path_under_home_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+    monkeypatch.chdir(tmp_path)
+    result = passages(range(3)).to_parquet('~/out')
+    assert result.destination == str(tmp_path / 'home' / 'out')
+    assert [row.id for row in DataCollection.read_parquet(tmp_path / 'home' / 'out')] == [0, 1, 2]
+    assert not (tmp_path / '~').exists()
+
+
+def test_lists_of_numbers_are_stored_as_lists_as_given_and_only_numpy_vectors_are_checked(tmp_path):
+    rows = DataCollection['id', 'vec']([(0, [.1, .2, .3]), (1, [float('nan'), .2]), (2, [])])
+    rows.to_parquet(tmp_path / 'out')
+    assert pq.read_schema(tmp_path / 'out' / 'part-00000.parquet').field('vec').type == pyarrow.list_(
+        pyarrow.float64())
+    back = [row.vec for row in DataCollection.read_parquet(tmp_path / 'out')]
+    assert back[0] == [.1, .2, .3] and np.isnan(back[1][0]) and back[2] == []
+
+
+def test_a_vector_value_beyond_float32_range_is_named_as_such(tmp_path):
+    rows = DataCollection['id', 'vec']([(0, np.array([1.0, 2.0])), (1, np.array([1e39, 0.0]))])
+    with pytest.raises(ValueError, match=r"row #1 \(id=1\): field 'vec' holds 1 value that is not a finite "
+                                         r"number \(1e\+39 at index 0 is out of float32 range"):
+        rows.to_parquet(tmp_path / 'out')
+    with pytest.raises(TypeError, match=r"row #1 \(id=1\): field 'vec' is a vector of float64, but its "
+                                        r"Parquet column holds fixed_size_list<item: int64>\[2\]"):
+        ints = DataCollection['id', 'vec']([(0, np.array([1, 2])), (1, np.array([1.5, 2.0]))])
+        ints.to_parquet(tmp_path / 'ints')

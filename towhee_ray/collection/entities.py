@@ -160,7 +160,7 @@ class EntityMixin:
 
         >>> import numpy
         >>> from towhee_ray import DataCollection, Entity
-        >>> DataCollection([Entity(x=1, v=numpy.arange(2.0), y=float('nan'))]).as_json()
+        >>> DataCollection([Entity(x=1, v=numpy.arange(2.0), y=float('nan'))]).as_json().to_list()
         ['{"x": 1, "v": [0.0, 1.0], "y": null}']
         """
         return self._convert('as_json', lambda row: json.dumps(_jsonable(dict(fields_of(row))),

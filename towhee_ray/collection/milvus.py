@@ -40,6 +40,8 @@ class MilvusMixin:
         last step when it is parallel (each writes the rows it makes; the driver counts
         markers: ``details['writers'] == 'workers'``), else the driver; ``'workers'``
         insists (an error when they cannot), ``'driver'`` writes from the driver always.
+        With ``on_existing='skip'`` the driver writes: workers cannot look a key up and
+        insert it in one step, so two given the same key would both store it.
 
         >>> import tempfile, os, numpy as np
         >>> from towhee_ray import DataCollection
@@ -59,9 +61,17 @@ class MilvusMixin:
         options = dict(uri=uri, token=token, batch_size=batch, on_existing=on_existing,
                        metric_type=metric_type, index_params=index_params)
         # Workers write into a server; Milvus Lite has one writer, the driver's own server.
-        to_server = isinstance(collection, str) and uri and not is_lite_path(str(uri))
+        # With on_existing='skip' the driver writes: workers cannot look a key up and insert
+        # it as one step, so two of them given the same key would both store it.
+        to_server = isinstance(collection, str) and uri and not is_lite_path(uri)
+        no_workers = ('workers write into a Milvus server given by name and uri= '
+                      "('http://host:19530'); a Milvus Lite file has one writer, the "
+                      "driver's, and a pymilvus Collection object stays in the driver")
+        if on_existing == 'skip':
+            to_server = False
+            no_workers = ("with on_existing='skip' the driver writes (workers cannot look a key up and "
+                          'insert it in one step: two would store the same key twice); use '
+                          "on_existing='upsert' for workers to write")
         return self._write('to_milvus', lambda: MilvusSink(fields, collection, **options),
                            (lambda: SinkRecipe(MilvusSink, fields, (collection,), options)) if to_server else None,
-                           writers, no_workers='workers write into a Milvus server given by name and uri= '
-                                               "('http://host:19530'); a Milvus Lite file has one writer, the "
-                                               "driver's, and a pymilvus Collection object stays in the driver")
+                           writers, no_workers=no_workers)

@@ -27,8 +27,10 @@ class ParquetMixin:
 
         One column per field: those of the first row, or the subscript's
         (``to_parquet['id', 'vec'](path)``). Numpy vectors become fixed-size lists (floats
-        as float32); the other types come from the first rows (or ``schema=``, a pyarrow
-        schema). Each ``batch`` of rows (1000) is a row group; a part file closes every
+        as float32; a Python list is stored as a list, unchecked); the other types come from the
+        first batch (or ``schema=``, a pyarrow schema), and a value its column would store
+        changed (a float in an integer column) is an error naming the row. ``path`` may start
+        with ``~``. Each ``batch`` of rows (1000) is a row group; a part file closes every
         ``rows_per_file`` rows (100,000). A folder with parts gets new ones beside them. With
         ``key='id'``, rows whose key the folder already holds are skipped. Returns what was
         written: ``insert_count``, and in ``details`` the ``files`` written and the rows

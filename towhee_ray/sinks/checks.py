@@ -51,12 +51,19 @@ def checked_key(value: Any, field: str, kinds: Optional[Tuple[type, ...]], rule:
     >>> checked_key(None, 'id', None, '', 'row #2')
     Traceback (most recent call last):
     ValueError: row #2: the key 'id' is None; every row needs a key (to find it again, and to resume by)
+    >>> checked_key(float('nan'), 'id', None, '', 'row #3')  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: row #3: the key 'id' is NaN, which equals no key, itself included: ...
     """
     key = plain(value)
     prefix = f'{where}: ' if where else ''
     if key is None:
         raise ValueError(f'{prefix}the key {field!r} is None; every row needs a key (to find it again, '
                          f'and to resume by)')
+    if isinstance(key, float) and key != key:
+        raise ValueError(f'{prefix}the key {field!r} is NaN, which equals no key, itself included: it could '
+                         f'never be found again, and every re-run would write the row again; give the row '
+                         f'a key, or drop such rows first (filter(...))')
     if isinstance(key, bool) or (kinds is not None and not isinstance(key, kinds)):
         raise TypeError(f'{prefix}the key {field!r} is {shown(key)} ({type(key).__name__}); {rule}')
     try:
@@ -148,6 +155,27 @@ def checked_vector(value: Any, field: str, where: Optional[str] = None) -> np.nd
     return vector
 
 
+def float_vector(vector: np.ndarray, dtype: Any, field: str, where: Optional[str] = None) -> np.ndarray:
+    """``vector`` (finite: :func:`checked_vector`) as ``dtype``; a value beyond that type's
+    range, which the cast would make infinite, is :func:`checked_vector`'s error, saying so.
+
+    >>> float_vector(np.array([0.5, 1e39]), 'float32', 'v', 'row #2')  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: row #2: field 'v' holds 1 value that is not a finite number (1e+39 at index 1 is out of ...
+    """
+    with np.errstate(over='ignore', invalid='ignore'):
+        cast = vector.astype(dtype, copy=False)
+    if cast is not vector and cast.dtype.kind == 'f' and not np.isfinite(cast).all():
+        bad = np.flatnonzero(~np.isfinite(cast))
+        values = 'value that is' if len(bad) == 1 else 'values that are'
+        prefix = f'{where}: ' if where else ''
+        raise ValueError(f'{prefix}field {field!r} holds {len(bad)} {values} not a finite number '
+                         f'({vector[bad[0]]} at index {bad[0]} is out of {cast.dtype} range, '
+                         f'±{np.finfo(cast.dtype).max:.3g}); a vector must be finite to be stored and '
+                         f'searched: scale it first, or drop such rows first (filter(...))')
+    return cast
+
+
 def dimension_error(field: str, got: int, holder: str, dimension: int, where: Optional[str] = None) -> ValueError:
     """The error of a vector whose length is not its destination's (``holder``: "the
     collection", "the index (...)", "the Parquet column (...)").
@@ -171,6 +199,10 @@ def vector_matrix(batch: 'Batch', field: str, dimension: int, dtype: Any, key_fi
     >>> vector_matrix(batch, 'v', 2, 'float32', 'id', 'the index')  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ValueError: row #11 (id=2): field 'v' has 3 dimensions, the index holds 2; every vector of a sink ...
+    >>> batch = Batch([{'id': 1, 'v': [1.0, 2.0]}, {'id': 2, 'v': [3.0, -1e39]}], first=0)
+    >>> vector_matrix(batch, 'v', 2, 'float32', 'id', 'the index')  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: row #1 (id=2): field 'v' holds 1 value that is not a finite number (-1e+39 at index 1 ...
     """
     matrix = np.empty((len(batch), dimension), dtype=dtype)
     for index, value in enumerate(batch.column(field)):
@@ -179,13 +211,18 @@ def vector_matrix(batch: 'Batch', field: str, dimension: int, dtype: Any, key_fi
             _check_finite(matrix[:index], field, batch, key_field)   # an earlier bad row comes first
             vector = checked_vector(value, field, batch.where(index, key_field))
             raise dimension_error(field, vector.shape[0], holder, dimension, batch.where(index, key_field))
-        matrix[index] = vector
+        with np.errstate(over='ignore', invalid='ignore'):   # a value past dtype's range: named below
+            matrix[index] = vector
     _check_finite(matrix, field, batch, key_field)
     return matrix
 
 
 def _check_finite(matrix: np.ndarray, field: str, batch: 'Batch', key_field: Optional[str]) -> None:
-    """:func:`checked_vector`'s error for the first row of ``matrix`` that is not finite."""
+    """:func:`checked_vector`'s error for the first row of ``matrix`` that is not finite: the
+    row's own value, or (:func:`float_vector`) one that ``matrix``'s type cannot hold."""
     if matrix.dtype.kind == 'f' and not np.isfinite(matrix).all():
         index = int(np.flatnonzero(~np.isfinite(matrix).all(axis=1))[0])
-        checked_vector(matrix[index], field, batch.where(index, key_field))
+        where = batch.where(index, key_field)
+        vector = checked_vector(batch.rows[index][field], field, where)
+        float_vector(vector, matrix.dtype, field, where)
+        checked_vector(matrix[index], field, where)   # not reached: the cast made it infinite

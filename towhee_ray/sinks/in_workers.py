@@ -32,6 +32,9 @@ from towhee_ray.sinks.base import Batch, Sink, WriteResult, row_fields
 WRITTEN = 1
 #: The marker of a row whose key the sink held already and left as it was.
 SKIPPED = 0
+#: Added to the marker of the first row of each batch a worker's sink wrote (the driver
+#: counts them as ``WriteResult.batches``).
+BATCH = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +162,8 @@ def _write(sink: Sink, rows: List[Dict[str, Any]], row_inputs: List[Any]) -> Tup
             outcome.extend([WRITTEN] * (index - start))
             return outcome, _failure(row_inputs[index], error)
         skipped = set(sink.last_skipped_rows)
-        outcome.extend(SKIPPED if index in skipped else WRITTEN for index in range(len(batch.rows)))
+        outcome.extend((SKIPPED if index in skipped else WRITTEN) + (BATCH if index == 0 else 0)
+                       for index in range(len(batch.rows)))
     return outcome, None
 
 
@@ -198,7 +202,8 @@ class WriteAfterOperator:
 def collect(markers: Iterable[Any], sink: Sink) -> WriteResult:
     """Run a chain whose last step writes in its workers to its end, in the driver: count
     its markers, then complete ``sink`` (a Milvus flush) as the driver's own writes would.
-    ``details['writers']`` says who wrote: ``'workers'``."""
+    ``details['writers']`` says who wrote: ``'workers'``; ``batches`` counts the batches
+    the workers wrote."""
     result = WriteResult(destination=sink.describe(), details={'writers': 'workers'})
     existed = _exists(sink)
     skipped = 0
@@ -207,10 +212,13 @@ def collect(markers: Iterable[Any], sink: Sink) -> WriteResult:
         sink.on_write_start(Batch([]))   # open what exists, before any worker runs
         sink.on_workers_start()
         for marker in iterator:
-            if marker == WRITTEN:
+            marker = marker if isinstance(marker, int) else SKIPPED
+            if marker & WRITTEN:
                 result.insert_count += 1
             else:
                 skipped += 1
+            if marker & BATCH:
+                result.batches += 1
     except BaseException as error:
         sink.on_write_failed(error)
         raise

@@ -194,7 +194,7 @@ _lock = threading.Lock()
 
 
 def _key(path: str) -> str:
-    return os.path.realpath(os.path.abspath(path))
+    return os.path.realpath(os.path.abspath(os.path.expanduser(os.fspath(path))))
 
 
 def _check_path(path: str, key: str) -> None:

@@ -13,8 +13,8 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from towhee_ray.sinks.base import Batch, Sink, WriteResult
 from towhee_ray.sinks.checks import plain_keys
-from towhee_ray.sinks.milvus_collection import Field, Target, fields_from_row, value_for
-from towhee_ray.sinks.milvus_connection import CONNECT_TIMEOUT_SECONDS, connect
+from towhee_ray.sinks.milvus_collection import FLOAT_METRICS, Field, Target, fields_from_row, value_for
+from towhee_ray.sinks.milvus_connection import CONNECT_TIMEOUT_SECONDS, connect, normal_uri
 
 __all__ = ['CONNECT_TIMEOUT_SECONDS', 'DEFAULT_BATCH_SIZE', 'MilvusSink', 'connect']
 
@@ -60,15 +60,19 @@ class MilvusSink(Sink):
         if on_existing not in ('upsert', 'skip'):
             raise ValueError(f"on_existing is 'upsert' or 'skip', got {on_existing!r}")
         self.on_existing = on_existing
-        self.metric_type = metric_type
-        self.index_params = index_params
-        self._collection, self._uri, self._token, self._client = collection, uri, token, client
+        self.metric_type, self.index_params = _checked_index(metric_type, index_params)
+        self._collection, self._uri, self._token, self._client = collection, normal_uri(uri), token, client
         self._target: Optional[Target] = None
         self._schema: Dict[str, Field] = {}
         self.skipped = 0
         #: the keys of the last batch that were stored already (``on_existing='skip'``)
         self.last_skipped_rows: List[int] = []
         self.created = False
+        self._written = 0
+        self._worker = False
+
+    def in_worker(self) -> None:
+        self._worker = True
 
     @property
     def target(self) -> Target:
@@ -87,33 +91,32 @@ class MilvusSink(Sink):
             if not batch.rows:
                 return
             fields = fields_from_row(batch.rows[0], self.fields, batch.where(0, self.key_field))
-            try:
-                target.create(fields, self.metric_type, self.index_params)
-            except Exception:
-                if not target.exists():
-                    raise
-                # another worker of the same job created it first: write into that one
-                logger.info('%s was created by another writer meanwhile', target)
-            else:
+            if target.create(fields, self.metric_type, self.index_params):
                 self.created = True
                 logger.info('created %s with fields %s', target, list(self.fields))
+            else:   # another worker of the same job created it first: write into that one
+                logger.info('%s was created by another writer meanwhile', target)
         self._schema = self._check_schema(target.fields())
 
     def _check_schema(self, fields: List[Field]) -> Dict[str, Field]:
         """The collection's field for each of the row's: by name, or, as Towhee 0.9's
-        to_milvus inserted, by position when the names differ and the counts agree."""
+        to_milvus inserted, by position when the names differ and the counts agree, and
+        every name the collection has is at its field's position (a field is never written
+        into another one of a name the rows also have)."""
         by_name = {field.name: field for field in fields}
         writable = [field for field in fields if not field.auto_id]
         if all(name in by_name for name in self.fields):
             schema = {name: by_name[name] for name in self.fields}
-        elif len(self.fields) == len(writable):
+        elif len(self.fields) == len(writable) and all(
+                name == field.name for name, field in zip(self.fields, writable) if name in by_name):
             schema = dict(zip(self.fields, writable))
             logger.info('writing %s into the fields %s of %s, by position', list(self.fields),
                         [field.name for field in writable], self.target)
         else:
             unknown = next(name for name in self.fields if name not in by_name)
             raise ValueError(f'{self.target} has no field {unknown!r} (its fields: {list(by_name)}); name its '
-                             f'fields in to_milvus[...], or all {len(writable)} of them in their order')
+                             f'fields in to_milvus[...] (by position only when every name it has is at '
+                             f'its place: all {len(writable)} of them, in their order)')
         written = {field.name for field in schema.values()}
         lacking = [field.name for field in fields
                    if field.name not in written and not (field.auto_id or field.optional)]
@@ -144,6 +147,7 @@ class MilvusSink(Sink):
     def write(self, batch: Batch) -> int:
         rows, error = self._convert(batch)
         written = self._put(rows) if rows else 0
+        self._written += written
         if error is not None:
             if written:
                 error.add_note(f'the {written} rows before it in its batch were written, as were all earlier batches')
@@ -175,6 +179,17 @@ class MilvusSink(Sink):
         return result
 
     def on_write_failed(self, error: BaseException) -> None:
+        # a collection this job created and wrote nothing into goes again (a worker never
+        # drops one: another worker may be writing into it)
+        if self.created and not self._written and not self._worker and self._target is not None:
+            try:
+                if self._target.drop_if_empty():
+                    error.add_note(f'{self.target} was created by this job and held no row: it was '
+                                   f'dropped again')
+                    self.created = False
+            except Exception as drop_error:   # noqa: BLE001 - the job's own error is the one to raise
+                error.add_note(f'{self.target} was created by this job; dropping it again failed: '
+                               f'{drop_error}')
         self.close()
 
     def existing_keys(self, keys: Sequence[Any]) -> Set[Any]:
@@ -188,3 +203,34 @@ class MilvusSink(Sink):
         if self._target is not None:
             self._target.close()
             self._target = None
+
+
+def _checked_index(metric_type: Any, index_params: Any) -> Tuple[str, Optional[Dict[str, Any]]]:
+    """``metric_type`` (upper case) and ``index_params`` of a collection to_milvus creates,
+    or an error saying what they may be, before anything runs (Milvus says it only once
+    the collection exists).
+
+    >>> _checked_index('l2', None)
+    ('L2', None)
+    >>> _checked_index('BAD', None)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: metric_type is 'COSINE', 'IP' or 'L2' (a FLOAT_VECTOR field's metrics), got 'BAD'; ...
+    """
+    if index_params is not None and not isinstance(index_params, dict):
+        raise TypeError(f"index_params is a dict (e.g. {{'index_type': 'HNSW', 'params': {{'M': 16}}}}), "
+                        f'got {type(index_params).__name__}')
+    options = dict(index_params or {})
+    given = options.get('metric_type')
+    for name, value in (('metric_type', metric_type), ("index_params['metric_type']", given)):
+        if (value is not None or name == 'metric_type') and \
+                (not isinstance(value, str) or value.upper() not in FLOAT_METRICS):
+            raise ValueError(f"{name} is 'COSINE', 'IP' or 'L2' (a FLOAT_VECTOR field's metrics), got "
+                             f'{value!r}; to_milvus creates a FLOAT_VECTOR field (for another field or '
+                             f'metric, create the collection yourself first)')
+    if 'metric_type' in options:
+        options['metric_type'] = options['metric_type'].upper()
+    index_type = options.get('index_type', 'AUTOINDEX')
+    if not isinstance(index_type, str) or not index_type:
+        raise ValueError(f"index_params['index_type'] is the name of a Milvus index (e.g. 'AUTOINDEX', "
+                         f"'HNSW', 'IVF_FLAT'), got {index_type!r}")
+    return metric_type.upper(), (options if index_params is not None else None)

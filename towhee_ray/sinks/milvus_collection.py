@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Set
 
 from towhee_ray.quiet import quiet_pymilvus
 from towhee_ray.checks import shown
-from towhee_ray.sinks.checks import as_vector, checked_key, checked_vector, dimension_error, plain
-from towhee_ray.sinks.milvus_connection import CALL_TIMEOUT_SECONDS, call_timeout, connect, is_lite_path
+from towhee_ray.sinks.checks import (as_vector, checked_key, checked_vector, dimension_error, float_vector,
+                                     plain)
+from towhee_ray.sinks.milvus_connection import (CALL_TIMEOUT_SECONDS, call_timeout, connect, is_lite_path,
+                                                normal_uri)
+
+#: The metrics of the FLOAT_VECTOR field a collection to_milvus creates has.
+FLOAT_METRICS = ('COSINE', 'IP', 'L2')
+
+logger = logging.getLogger(__name__)
 
 #: VARCHAR length of string keys and scalars created from the first rows: Milvus's
 #: largest, so a later longer value cannot fail a job that started well.
@@ -68,6 +76,7 @@ class Target:
 
     def __init__(self, collection: Any, uri: Optional[str] = None, token: str = '',
                  client: Any = None) -> None:
+        uri = normal_uri(uri)
         if isinstance(collection, str):
             if client is None and not uri:
                 raise TypeError(f'collection {collection!r} is a name: say where it is with uri= '
@@ -129,8 +138,12 @@ class Target:
                       _max_length(f.get('params', {})))
                 for f in described['fields']]
 
-    def create(self, fields: Sequence[Field], metric_type: str, index_params: Optional[Dict[str, Any]]) -> None:
-        """Create the collection with these fields and an index on its vector field."""
+    def create(self, fields: Sequence[Field], metric_type: str,
+               index_params: Optional[Dict[str, Any]]) -> bool:
+        """Create the collection with these fields and an index on its vector field; False
+        when another writer created it meanwhile. A collection created here whose index
+        cannot be made is dropped again (nothing was written into it), and the error says
+        why; an index-less collection would take rows that no search can find."""
         from pymilvus import DataType
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
         vector = None
@@ -149,13 +162,43 @@ class Target:
         options = dict(index_params or {'index_type': 'AUTOINDEX'})
         options.setdefault('metric_type', metric_type)
         params.add_index(vector, **options)
-        self.client.create_collection(self.name, schema=schema, timeout=self.timeout)
-        # sync=False: waiting for the index asks Milvus Lite for a timestamp it does not
-        # serve (an error logged by its gRPC server); an index on an empty collection is
-        # ready at once anyway.
-        self.client.create_index(self.name, params, sync=False, timeout=self.timeout)
-        self.client.load_collection(self.name, timeout=self.timeout)
+        try:
+            with self._calls():
+                self.client.create_collection(self.name, schema=schema, timeout=self.timeout)
+        except Exception:
+            if self.exists():   # another writer of the same job created it first: use that one
+                return False
+            raise
+        try:
+            with quiet_pymilvus():
+                # sync=False: waiting for the index asks Milvus Lite for a timestamp it does
+                # not serve (an error logged by its gRPC server); an index on an empty
+                # collection is ready at once anyway.
+                self.client.create_index(self.name, params, sync=False, timeout=self.timeout)
+                self.client.load_collection(self.name, timeout=self.timeout)
+        except Exception as error:
+            if self.client.list_indexes(self.name, timeout=self.timeout):
+                logger.info('%s was indexed by another writer meanwhile (%s)', self, error)
+                return False
+            self.client.drop_collection(self.name, timeout=self.timeout)
+            raise ValueError(f'cannot index the vector field {vector!r} of {self} with {options}: '
+                             f'{getattr(error, "message", error)}; nothing was written, and the collection '
+                             f'this job created was dropped again: fix metric_type= or index_params= and '
+                             f'run the job again') from error
         self._loaded = True
+        return True
+
+    def drop_if_empty(self) -> bool:
+        """Drop the collection if it holds no row (one this job created and then wrote
+        nothing into); whether it was dropped."""
+        self.load()
+        with self._calls():
+            count = self.client.query(self.name, filter='', output_fields=['count(*)'], timeout=self.timeout,
+                                      consistency_level='Strong')
+        if count and count[0].get('count(*)'):
+            return False
+        self.client.drop_collection(self.name, timeout=self.timeout)
+        return True
 
     def load(self) -> None:
         if not self._loaded:
@@ -236,7 +279,10 @@ def _as_vector(value: Any) -> Optional[Any]:
     if isinstance(value, (bytes, bytearray)):
         return np.unpackbits(np.frombuffer(bytes(value), dtype=np.uint8)).astype(np.float32)
     vector = as_vector(value)
-    return None if vector is None else vector.astype(np.float32, copy=False)
+    if vector is None:
+        return None
+    with np.errstate(over='ignore', invalid='ignore'):   # out of float32's range: value_for says so
+        return vector.astype(np.float32, copy=False)
 
 
 def _scalar_type(value: Any) -> Any:
@@ -263,6 +309,14 @@ def fields_from_row(row: Dict[str, Any], names: Sequence[str], where: str) -> Li
     for name in names[1:]:
         vector = _as_vector(row[name])
         if vector is not None:
+            first = next((field.name for field in fields if field.dim), None)
+            if first is not None:
+                raise TypeError(
+                    f'{where}: fields {first!r} and {name!r} are both vectors (1-D numeric arrays or lists), '
+                    f'and a collection to_milvus creates has one vector field: leave {name!r} out of '
+                    f'to_milvus[...], or make it JSON first, e.g. '
+                    f"runas_op[{name!r}, {name!r}](func=lambda v: {{'values': list(v)}}); or create the "
+                    f'collection yourself first')
             fields.append(Field(name, DataType.FLOAT_VECTOR, dim=len(vector)))
         elif row[name] is None:
             raise ValueError(f'{where}: field {name!r} is None, so its Milvus type is unknown, and a field '
@@ -281,7 +335,9 @@ def value_for(field: Field, value: Any) -> Any:
     import numpy as np
     from pymilvus import DataType
     if field.dtype == DataType.FLOAT_VECTOR:
-        vector = checked_vector(value, field.name).astype(np.float32, copy=False)
+        if isinstance(value, (bytes, bytearray)):   # a binary fingerprint, as 0/1 floats
+            value = _as_vector(value)
+        vector = float_vector(checked_vector(value, field.name), np.float32, field.name)
         if len(vector) != field.dim:
             raise dimension_error(field.name, len(vector), 'the collection', field.dim)
         return vector
@@ -320,10 +376,13 @@ def _scalar_value(field: Field, value: Any) -> Any:
     >>> _scalar_value(Field('t', DataType.VARCHAR), None)
     Traceback (most recent call last):
     ValueError: field 't' is None, and the collection's field VARCHAR holds no nulls; give every row a value, or drop such rows first (filter(...))
+    >>> _scalar_value(Field('m', DataType.JSON), None)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: field 'm' is None, and the collection's field JSON holds no nulls; ...
     """
     dtype = getattr(field.dtype, 'name', str(field.dtype))
     if value is None:
-        if field.optional or dtype == 'JSON':
+        if field.optional:
             return value
         raise ValueError(f"field {field.name!r} is None, and the collection's field {dtype} holds no nulls; "
                          f'give every row a value, or drop such rows first (filter(...))')

@@ -44,13 +44,30 @@ _lite_lock = threading.Lock()
 LITE_GRPC_OPTIONS = {'grpc.keepalive_time_ms': 2 ** 31 - 1}
 
 
-def is_lite_path(uri: str) -> bool:
-    """A Milvus Lite file rather than a server URL.
+def is_lite_path(uri: Any) -> bool:
+    """A Milvus Lite file (a path, ``str`` or ``os.PathLike``) rather than a server URL.
 
-    >>> is_lite_path('./vectors.db'), is_lite_path('http://localhost:19530')
-    (True, False)
+    >>> import pathlib
+    >>> is_lite_path('./vectors.db'), is_lite_path(pathlib.Path('v.db')), is_lite_path('http://host:19530')
+    (True, True, False)
     """
-    return '://' not in uri
+    return '://' not in os.fspath(uri)
+
+
+def normal_uri(uri: Any) -> Any:
+    """``uri`` as the one form every Milvus part uses: a server URL as given, a Lite path
+    (``str`` or ``os.PathLike``) as a ``str`` with ``~`` expanded; None stays None.
+
+    >>> import pathlib
+    >>> normal_uri(pathlib.Path('v.db')), normal_uri('http://localhost:19530'), normal_uri(None)
+    ('v.db', 'http://localhost:19530', None)
+    >>> normal_uri('~/v.db') == os.path.join(os.path.expanduser('~'), 'v.db')
+    True
+    """
+    if uri is None or not isinstance(uri, (str, os.PathLike)):
+        return uri
+    uri = os.fspath(uri)
+    return os.path.expanduser(uri) if isinstance(uri, str) and is_lite_path(uri) else uri
 
 
 def server_uri(host: Optional[str] = None, port: Optional[Any] = None, uri: Optional[str] = None) -> str:
@@ -82,7 +99,7 @@ def _in_ray_worker() -> bool:
     return bool(ray and ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE)
 
 
-def connect(uri: str, token: str = '', timeout: float = CONNECT_TIMEOUT_SECONDS) -> Any:
+def connect(uri: Any, token: str = '', timeout: float = CONNECT_TIMEOUT_SECONDS) -> Any:
     """A ``pymilvus.MilvusClient`` for ``uri`` (a Lite ``.db`` path or a server URL).
 
     A Lite path is served by a process of this one's, started on first use (see
@@ -96,7 +113,7 @@ def connect(uri: str, token: str = '', timeout: float = CONNECT_TIMEOUT_SECONDS)
     []
     """
     require('pymilvus', 'Milvus', "pip install 'towhee-ray[milvus]' (pymilvus and milvus-lite)")
-    uri = str(uri)
+    uri = str(normal_uri(uri))
     if not is_lite_path(uri):
         return _client(uri, token, timeout)
     if not uri.endswith('.db'):
@@ -123,7 +140,7 @@ def call_timeout(uri: str) -> float:
     >>> call_timeout('./x.db') > call_timeout('http://localhost:19530')
     True
     """
-    return LITE_TIMEOUT_SECONDS if is_lite_path(uri) else CALL_TIMEOUT_SECONDS
+    return LITE_TIMEOUT_SECONDS if is_lite_path(normal_uri(uri)) else CALL_TIMEOUT_SECONDS
 
 
 def _client(uri: str, token: str, timeout: float, lite: Optional[str] = None) -> Any:

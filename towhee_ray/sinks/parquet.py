@@ -10,8 +10,10 @@ never see a file without its footer. Parts close every ``rows_per_file`` rows, a
 and when the stream or a write fails, so what was written before a failure is kept; a
 killed job loses only the part it had open.
 
-A re-run job adds new parts, numbered after the folder's, with the folder's schema; with
-``key='id'`` rows whose key the folder already holds are skipped, never written twice
+A re-run job adds new parts, numbered after the folder's, with the folder's schema (a
+``schema=`` that differs, or parts that disagree, is an error); a value its column would
+store changed (a float in an integer column, a dict key its struct lacks) is an error naming
+the row. With ``key='id'`` rows whose key the folder already holds are skipped, never written twice
 (:meth:`ParquetSink.existing_keys` tells which, for a resumed job). One job writes into a
 folder at a time: it holds a lock on the folder (``.towhee-ray.lock``, released when it
 ends or its process dies; a second job gets a ``BlockingIOError``), and removes the
@@ -21,9 +23,10 @@ Several workers may write into one folder at once (:mod:`~towhee_ray.sinks.in_wo
 each then names its parts ``part-NNNNN-<writer>.parquet`` and closes one at the end of
 each chunk. Each skips the keys the folder held when it started, but not those another
 worker of the same job writes: with ``key=``, the job's own parts are checked for keys
-written twice when it ends, and the later rows removed. While workers write, the folder
-holds a marker (``.towhee-ray-unchecked``); a job killed before that check leaves it, and
-the next job checks the whole folder first. ``read_parquet``
+written twice when it ends, and the later rows removed. Each worker types its parts from
+its own first rows: parts of a job that type a column differently fail it, and are removed.
+While workers write, the folder holds a marker (``.towhee-ray-unchecked``); a job killed
+before that check leaves it, and the next job checks the whole folder first. ``read_parquet``
 (:mod:`towhee_ray.collection.parquet_reader`) streams rows back.
 """
 from __future__ import annotations
@@ -34,7 +37,7 @@ import os
 import re
 import uuid
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence, Set, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
@@ -42,7 +45,7 @@ from towhee_ray.checks import positive_int
 from towhee_ray.extras import require
 from towhee_ray.sinks.base import Batch, Sink, WriteResult
 from towhee_ray.checks import shown
-from towhee_ray.sinks.checks import checked_key, keys_held, vector_matrix
+from towhee_ray.sinks.checks import as_vector, checked_key, keys_held, vector_matrix
 from towhee_ray.sinks.locks import WriteLock
 
 logger = logging.getLogger(__name__)
@@ -105,6 +108,8 @@ def _field_type(batch: Batch, name: str, key_field: str, pyarrow: Any) -> Any:
             floats = value.dtype.kind == 'f'
             value_type = pyarrow.float32() if floats else pyarrow.from_numpy_dtype(value.dtype)
             return pyarrow.list_(value_type, len(value))
+        if isinstance(value, np.integer):   # as Python's ints: a later row may need all 64 bits
+            return pyarrow.uint64() if value.dtype == np.uint64 else pyarrow.int64()
         if isinstance(value, np.generic):
             return pyarrow.from_numpy_dtype(value.dtype)
         try:
@@ -124,8 +129,11 @@ def batch_table(batch: Batch, schema: Any, key_field: str, origin: str, pyarrow:
     for field in schema:
         if pyarrow.types.is_fixed_size_list(field.type):
             kind = field.type
-            matrix = vector_matrix(batch, field.name, kind.list_size, kind.value_type.to_pandas_dtype(),
-                                   key_field, f'the Parquet column ({origin})')
+            dtype = kind.value_type.to_pandas_dtype()
+            if np.dtype(dtype).kind in _INTEGER_KINDS:
+                _check_integer_vectors(batch, field, key_field, origin)
+            matrix = vector_matrix(batch, field.name, kind.list_size, dtype, key_field,
+                                   f'the Parquet column ({origin})')
             values = pyarrow.array(matrix.reshape(-1))
             arrays.append(pyarrow.FixedSizeListArray.from_arrays(values, type=kind))
         else:
@@ -136,8 +144,98 @@ def batch_table(batch: Batch, schema: Any, key_field: str, origin: str, pyarrow:
 _CONVERSION_ERRORS = (TypeError, ValueError, OverflowError)
 
 
+def _differences(schema: Any, other: Any) -> List[Tuple[str, Any, Any]]:
+    """The columns two schemas type differently (or one lacks: type None), each as
+    ``(name, its type in schema, its type in other)``."""
+    def type_of(source: Any, name: str) -> Any:
+        return source.field(name).type if name in source.names else None
+    names = list(schema.names) + [name for name in other.names if name not in schema.names]
+    return [(name, type_of(schema, name), type_of(other, name)) for name in names
+            if type_of(schema, name) != type_of(other, name)]
+
+
+def _check_integer_vectors(batch: Batch, field: Any, key_field: str, origin: str) -> None:
+    """A vector of floats, or of integers past the range of an integer vector column, is an
+    error naming its row: numpy would truncate or wrap them."""
+    info = np.iinfo(field.type.value_type.to_pandas_dtype())
+    for index, value in enumerate(batch.column(field.name)):
+        vector = as_vector(value)
+        if vector is None or not len(vector):   # vector_matrix names what it is
+            continue
+        if vector.dtype.kind == 'f':
+            raise TypeError(f'{batch.where(index, key_field)}: field {field.name!r} is a vector of '
+                            f'{vector.dtype}, but its Parquet column holds {field.type} ({origin}), '
+                            f'which would truncate it; give every row the same type')
+        if vector.dtype.kind in 'iu' and (vector.min() < info.min or vector.max() > info.max):
+            raise ValueError(f'{batch.where(index, key_field)}: field {field.name!r} holds a value out '
+                             f'of {field.type.value_type} range ({info.min}..{info.max}), the type of its '
+                             f'Parquet column ({origin}); give every row the same type')
+
+
+def _problem(value: Any, kind: Any, pyarrow: Any) -> Optional[Tuple[Any, str, str]]:
+    """What storing ``value`` as the pyarrow type ``kind`` would lose or change (pyarrow
+    truncates a float into an integer, turns a bool into 1.0, drops a dict's unknown keys):
+    the value at fault (``value`` or one inside it), what is wrong with it and what to do;
+    None where it is stored as it is."""
+    types = pyarrow.types
+    if value is None:
+        return None
+    if types.is_integer(kind) or types.is_floating(kind):
+        floats = isinstance(value, (float, np.floating))
+        if isinstance(value, (bool, np.bool_)) or (types.is_integer(kind) and floats):
+            return value, f'{shown(value)} ({type(value).__name__}) where it holds {kind}', SAME_TYPE
+        if types.is_integer(kind) and isinstance(value, (int, np.integer)):
+            info = np.iinfo(kind.to_pandas_dtype())
+            if not info.min <= int(value) <= info.max:
+                return value, f'{value}, out of {kind} range ({info.min}..{info.max})', WIDER_TYPE
+        return None
+    if types.is_struct(kind) and isinstance(value, dict):
+        names = [kind.field(index).name for index in range(kind.num_fields)]
+        unknown = [key for key in value if key not in names]
+        if unknown:
+            return value, f'the key {unknown[0]!r}, which its struct has no field for', SAME_KEYS
+        for index in range(kind.num_fields):
+            found = _problem(value.get(kind.field(index).name), kind.field(index).type, pyarrow)
+            if found is not None:
+                return found
+        return None
+    if (types.is_list(kind) or types.is_large_list(kind) or types.is_fixed_size_list(kind)) \
+            and isinstance(value, (list, tuple, np.ndarray)):
+        if isinstance(value, np.ndarray):   # its dtype says it all
+            return _problem(value.flat[0] if value.size and value.dtype.kind in 'bf' else None,
+                            kind.value_type, pyarrow)
+        for item in value:
+            found = _problem(item, kind.value_type, pyarrow)
+            if found is not None:
+                return found
+    return None
+
+
+SAME_TYPE = 'give every row the same type'
+WIDER_TYPE = ('convert such values first (e.g. to str), or give schema=pyarrow.schema([...]) with a type '
+              'that holds them')
+SAME_KEYS = ('the first batch types the column, so give every key to the first row (None where it has no '
+             'value), or give schema=pyarrow.schema([...])')
+
+
 def _array(batch: Batch, field: Any, key_field: str, origin: str, pyarrow: Any) -> Any:
     values = batch.column(field.name)
+    types = pyarrow.types
+    if not (types.is_string(field.type) or types.is_large_string(field.type) or types.is_binary(field.type)):
+        for index, value in enumerate(values):   # values pyarrow would change without a word
+            found = _problem(value, field.type, pyarrow)
+            if found is None:
+                continue
+            at_fault, what, advice = found
+            column = f'its Parquet column holds {field.type} ({origin})'
+            error_class = TypeError if advice == SAME_TYPE else ValueError
+            if at_fault is value and advice == SAME_TYPE:   # the documented error of a value of another type
+                message = f'is {shown(value)} ({type(value).__name__}), but {column}'
+            elif at_fault is value and advice == WIDER_TYPE:
+                message = f'is {what}, and {column}'
+            else:
+                message = f'is {shown(value)}, with {what}; {column}'
+            raise error_class(f'{batch.where(index, key_field)}: field {field.name!r} {message}; {advice}')
     try:
         return pyarrow.array(values, type=field.type)
     except _CONVERSION_ERRORS + (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError) as error:
@@ -180,13 +278,17 @@ class ParquetSink(Sink):
                  schema: Any = None, compression: str = 'snappy') -> None:
         super().__init__(fields, batch_size)
         self._pyarrow = import_pyarrow()
-        self.path = Path(path)
+        self.path = Path(os.fspath(path)).expanduser()   # '~/out' is the user's, not a folder named ~
         self.key = key
         self.rows_per_file = positive_int(rows_per_file, 'rows_per_file', 'rows per part file')
+        if schema is not None and not isinstance(schema, self._pyarrow.Schema):
+            raise TypeError(f'schema= is a pyarrow schema, e.g. pyarrow.schema([("id", pyarrow.int64()), '
+                            f'("vec", pyarrow.list_(pyarrow.float32(), 384))]); got {shown(schema)} '
+                            f'({type(schema).__name__})')
         self.schema = schema
         if self.fields:
             self._check_fields()
-        self.compression = compression
+        self.compression = self._checked_compression(compression)
         self.files: List[Path] = []      # the parts this job closed
         self.skipped = 0
         self._origin = 'given with schema=' if schema is not None else ''
@@ -203,6 +305,18 @@ class ParquetSink(Sink):
 
     #: Without a subscript the fields are those of the first row.
     fields_from_first_row = True
+
+    def _checked_compression(self, compression: Any) -> Any:
+        """``compression`` where a Parquet writer takes it (tried on an empty one in memory),
+        else a ``ValueError`` before anything runs."""
+        pyarrow = self._pyarrow
+        try:
+            empty, memory = pyarrow.schema([('x', pyarrow.int64())]), pyarrow.BufferOutputStream()
+            pyarrow.parquet.ParquetWriter(memory, empty, compression=compression).close()
+        except (pyarrow.ArrowException, TypeError, ValueError, AttributeError) as error:
+            raise ValueError(f"compression={compression!r} is not one a Parquet writer takes ({error}); give "
+                             f"'snappy' (the default), 'gzip', 'brotli', 'lz4', 'zstd' or 'none'") from error
+        return compression
 
     def _check_fields(self) -> None:
         if self.key is not None and self.key not in self.fields:
@@ -244,12 +358,40 @@ class ParquetSink(Sink):
         self._known_parts = set(existing)
         if not existing:
             return
+        schemas = {part: self._read(part, self._pyarrow.parquet.read_schema).remove_metadata()
+                   for part in existing}
+        if self.key is not None:   # a file without the key is named as such
+            for part, schema in schemas.items():
+                self._check_key_column(part, schema)
+        self._check_one_schema(schemas, 'move the parts of one of them out of it (or rewrite them with the '
+                                        'same types), or write into another folder')
         first = existing[0]
-        found = self._read(first, self._pyarrow.parquet.read_schema).remove_metadata()
+        found = schemas[first]
         if self.fields and sorted(found.names) != sorted(self.fields):
             raise ValueError(f'{self.path} holds parts with the fields {found.names}; these rows have '
                              f'{list(self.fields)}: write them to another folder')
+        if self.schema is not None:   # given with schema=: it must be the folder's
+            differs = _differences(self.schema, found)
+            if differs:
+                name, given, held = differs[0]
+                raise ValueError(f'schema= gives {name!r} the type {given}, and the parts of {self.path} '
+                                 f'hold {held} (as in {first.name}); a folder\'s parts '
+                                 f'share one schema: give schema= the folder\'s types (or leave it out), or '
+                                 f'write into another folder')
         self.schema, self._origin = found, f'as in {first.name}'
+
+    def _check_one_schema(self, schemas: Dict[Path, Any], advice: str) -> None:
+        """A ``ValueError`` naming a column and two parts of ``schemas`` that type it
+        differently (pandas and other readers cannot read such a folder as one dataset)."""
+        parts = sorted(schemas)
+        for part in parts[1:]:
+            differs = _differences(schemas[parts[0]], schemas[part])
+            if differs:
+                name, first, other = differs[0]
+                first, other = (kind or 'no such column' for kind in (first, other))
+                raise ValueError(f'the parts of {self.path} type the column {name!r} differently: {first} in '
+                                 f'{parts[0].name}, {other} in {part.name}, so readers cannot read them as '
+                                 f'one dataset; {advice}')
 
     def _held_keys(self) -> Set[Any]:
         # The folder's keys, read once (one column, a record batch at a time): a set of
@@ -324,6 +466,26 @@ class ParquetSink(Sink):
         if self.key is not None:
             (self.path / UNCHECKED_MARKER).write_text(f'pid {os.getpid()}\n')
 
+    def _check_workers_schemas(self) -> None:
+        """Each worker types its parts from its own first rows: where this job's parts
+        disagree, remove them all (the folder is as before the job) and say so."""
+        made = sorted(set(folder_parts(self.path)) - self._known_parts)
+        if len(made) < 2:
+            return
+        schemas = {part: self._read(part, self._pyarrow.parquet.read_schema).remove_metadata()
+                   for part in made}
+        rows = sum(self._pyarrow.parquet.read_metadata(part).num_rows for part in made)
+        advice = (f'the workers typed them from their own first rows. The {len(made)} parts this job wrote '
+                  f'({rows} rows) are removed, so the folder is as it was before it: give '
+                  f'schema=pyarrow.schema([...]) with the types of every column, and run it again')
+        try:
+            self._check_one_schema(schemas, advice)
+        except ValueError:
+            for part in made:
+                part.unlink(missing_ok=True)
+            (self.path / UNCHECKED_MARKER).unlink(missing_ok=True)
+            raise
+
     def _check_workers_parts(self, result: Optional[WriteResult]) -> None:
         """Remove the rows of this job's parts whose key another of its workers wrote too."""
         marker = self.path / UNCHECKED_MARKER
@@ -389,15 +551,17 @@ class ParquetSink(Sink):
         table = batch_table(batch, self.schema, self.key_field, self._origin, self._pyarrow)
         if self.key is not None:
             table = self._without_held_keys(batch, table)
-        if not table.num_rows:
-            return 0
-        if self._writer is None:
-            self._open_part()
-        self._writer.write_table(table)
-        self._rows_in_part += table.num_rows
-        if self._rows_in_part >= self.rows_per_file:
-            self._close_part()
-        return table.num_rows
+        written = 0
+        while written < table.num_rows:   # a batch longer than a part's room goes on in the next part
+            if self._writer is None:
+                self._open_part()
+            piece = table.slice(written, self.rows_per_file - self._rows_in_part)
+            self._writer.write_table(piece)
+            self._rows_in_part += piece.num_rows
+            written += piece.num_rows
+            if self._rows_in_part >= self.rows_per_file:
+                self._close_part()
+        return written
 
     def on_chunk_complete(self) -> None:
         self._close_part()
@@ -406,6 +570,7 @@ class ParquetSink(Sink):
         self._close_part()
         try:
             if self._lock is not None:
+                self._check_workers_schemas()
                 self._check_workers_parts(result)
         finally:
             self._let_go()
@@ -422,10 +587,12 @@ class ParquetSink(Sink):
         try:
             self._close_part()
             if self._lock is not None:
+                self._check_workers_schemas()
                 self._check_workers_parts(None)
         except Exception:   # the original error is the one to report
             logger.exception('to_parquet failed, and closing the open part of %s (or checking its parts for '
-                             'keys written twice: the next job does) then failed too', self.path)
+                             'keys written twice or types that differ: the next job does) then failed too',
+                             self.path)
         finally:
             self._let_go()
 
@@ -447,7 +614,9 @@ class ParquetSink(Sink):
                 held.add(key)
                 keep.append(index)
         self.skipped += len(batch) - len(keep)
-        return table if len(keep) == len(batch) else table.take(self._pyarrow.array(keep, type=self._pyarrow.int64()))
+        if len(keep) == len(batch):
+            return table
+        return table.take(self._pyarrow.array(keep, type=self._pyarrow.int64()))
 
     def _open_part(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
