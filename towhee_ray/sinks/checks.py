@@ -205,13 +205,14 @@ def vector_matrix(batch: 'Batch', field: str, dimension: int, dtype: Any, key_fi
     ValueError: row #1 (id=2): field 'v' holds 1 value that is not a finite number (-1e+39 at index 1 ...
     """
     matrix = np.empty((len(batch), dimension), dtype=dtype)
-    for index, value in enumerate(batch.column(field)):
-        vector = as_vector(value)
-        if vector is None or vector.shape[0] != dimension:   # named only here: only a bad row is named
-            _check_finite(matrix[:index], field, batch, key_field)   # an earlier bad row comes first
-            vector = checked_vector(value, field, batch.where(index, key_field))
-            raise dimension_error(field, vector.shape[0], holder, dimension, batch.where(index, key_field))
-        with np.errstate(over='ignore', invalid='ignore'):   # a value past dtype's range: named below
+    with np.errstate(over='ignore', invalid='ignore'):   # a value past dtype's range: named below
+        for index, value in enumerate(batch.column(field)):
+            vector = as_vector(value)
+            if vector is None or vector.shape[0] != dimension:   # named only here: only a bad row is named
+                _check_finite(matrix[:index], field, batch, key_field)   # an earlier bad row comes first
+                where = batch.where(index, key_field)
+                vector = checked_vector(value, field, where)
+                raise dimension_error(field, vector.shape[0], holder, dimension, where)
             matrix[index] = vector
     _check_finite(matrix, field, batch, key_field)
     return matrix

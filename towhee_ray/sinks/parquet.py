@@ -218,10 +218,27 @@ SAME_KEYS = ('the first batch types the column, so give every key to the first r
              'value), or give schema=pyarrow.schema([...])')
 
 
+def _plainly_stored(values: List[Any], kind: Any, pyarrow: Any) -> bool:
+    """Whether pyarrow stores every one of ``values`` as it is in a column of ``kind``,
+    judged in bulk for the common columns (text, Python ints within range, floats), so that
+    :func:`_problem` looks at each value only where one may be changed."""
+    types = pyarrow.types
+    if types.is_string(kind) or types.is_large_string(kind) or types.is_binary(kind):
+        return True
+    present = [value for value in values if value is not None]
+    kinds = set(map(type, present))
+    if types.is_floating(kind):
+        return kinds <= {float, int}
+    if types.is_integer(kind) and all(issubclass(each, (int, np.integer)) and each is not bool
+                                      for each in kinds):
+        info = np.iinfo(kind.to_pandas_dtype())
+        return not present or (info.min <= int(min(present)) and int(max(present)) <= info.max)
+    return False
+
+
 def _array(batch: Batch, field: Any, key_field: str, origin: str, pyarrow: Any) -> Any:
     values = batch.column(field.name)
-    types = pyarrow.types
-    if not (types.is_string(field.type) or types.is_large_string(field.type) or types.is_binary(field.type)):
+    if not _plainly_stored(values, field.type, pyarrow):
         for index, value in enumerate(values):   # values pyarrow would change without a word
             found = _problem(value, field.type, pyarrow)
             if found is None:
