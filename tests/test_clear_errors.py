@@ -146,3 +146,35 @@ def test_map_with_fields_reads_and_writes_them_as_runas_op_does(backend):
     assert dc.map[('a', 'b'), 'c'](lambda a, b: a * b).select['c']().as_raw().to_list() == [2, 12]
     with pytest.raises(TypeError, match=r"map\['a', 'c'\]\(fn\) takes one function, got 2"):
         dc.map['a', 'c'](abs, abs)
+
+
+def test_an_operator_found_nowhere_through_towhee_ops_is_not_downloaded_but_named():
+    from towhee import ops
+    import towhee_ray
+    with pytest.raises(RuntimeError, match=r"operator 'sentence-embedding/minilmm' not found") as failure:
+        ops.sentence_embedding.minilmm()('hello')
+    assert isinstance(failure.value.__cause__, towhee_ray.OperatorNotFoundError)
+    assert 'towhee_ray never downloads operators' in str(failure.value)
+    # each folder looked at once: 'minilmm' has no '-' to spell two ways
+    looked_at = [line for line in str(failure.value).splitlines() if line.startswith('  ')]
+    assert len(looked_at) == len(set(looked_at))
+
+
+@pytest.mark.parametrize('make', [
+    lambda: DataCollection([1]).set_parallel(1, backend='ray', num_gpus=1.5),
+    lambda: ray_op(Rejects, num_worker=1, num_gpus=1.5),
+])
+def test_a_fraction_of_more_than_one_gpu_is_refused_when_asked(make):
+    with pytest.raises(ValueError, match=r'num_gpus=1.5: Ray gives an actor a share of one GPU \(at most 1\) '
+                                         r'or whole GPUs, not 1.5; give num_gpus=1 or 2'):
+        make()
+
+
+def test_local_packages_takes_one_package_alone_or_an_imported_modules_name():
+    import towhee_ray
+    from towhee_ray.cluster import build_runtime_env
+    folder = build_runtime_env(False, local_packages=[towhee_ray])['py_modules']
+    assert build_runtime_env(False, local_packages=towhee_ray)['py_modules'] == folder
+    assert build_runtime_env(False, local_packages='towhee_ray')['py_modules'] == folder
+    with pytest.raises(ValueError, match=r"local_packages: 'no_such_module' is neither an imported module"):
+        build_runtime_env(False, local_packages='no_such_module')

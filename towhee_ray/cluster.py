@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import types
@@ -129,8 +130,10 @@ def _package_path(package: LocalPackage) -> str:
     path = Path(package).expanduser().resolve()
     if path.is_dir() or (path.is_file() and path.suffix == '.py'):
         return str(path)
-    raise ValueError(f'local_packages: {str(package)!r} is neither an imported module, a package '
-                     f'folder nor a .py file')
+    if isinstance(package, str) and package in sys.modules:   # the name of an imported module
+        return _package_path(sys.modules[package])
+    raise ValueError(f'local_packages: {str(package)!r} is neither an imported module (give the module '
+                     f'or its name once imported), a package folder nor a .py file')
 
 
 def _shipped_hubs() -> List[str]:
@@ -156,6 +159,8 @@ def build_runtime_env(remote: bool, local_packages: Iterable[LocalPackage] = (),
 
     >>> build_runtime_env(remote=False, pip_packages=['emoji'])
     {'pip': ['emoji']}
+
+    One package may be given alone: ``local_packages=my_module`` or ``'src/helpers.py'``.
     """
     env = dict(base or {})
     modules = list(env.get('py_modules') or [])
@@ -168,6 +173,8 @@ def build_runtime_env(remote: bool, local_packages: Iterable[LocalPackage] = (),
             # A worker loads a hub operator from the shipped copy (operators.shipped_copy).
             env['env_vars'] = {**env.get('env_vars', {}),
                                operators.SHIPPED_HUBS_VARIABLE: os.pathsep.join(hubs)}
+    if isinstance(local_packages, (str, os.PathLike, types.ModuleType)):   # one package, not its letters
+        local_packages = [local_packages]
     modules += [_package_path(package) for package in local_packages]
     if modules:
         env['py_modules'] = modules

@@ -4,11 +4,13 @@ Towhee 1.x loads an operator named in a pipeline (``ops.<namespace>.<name>(...)`
 registry, then from its cache (``$TOWHEE_HOME/operators``), and otherwise downloads it from
 the Towhee hub, pip-installing the operator's ``requirements.txt``. :func:`use_local_hub`
 inserts the local hub folders (``TOWHEE_RAY_HUB``, then this project's ``operators/``)
-between the cache and the download, loaded by towhee_ray (each folder imported once per
-process, no pip install: our operators' requirements are the ``models`` extra of this
-package). ``import towhee_ray`` does this in the driver (when Towhee's loader is first
-imported, so importing towhee_ray alone does not import Towhee); every towhee_ray actor
-does it before it builds an operator or a pipeline.
+in place of the download, loaded by towhee_ray (each folder imported once per process, no
+pip install: our operators' requirements are the ``models`` extra of this package); a name
+found nowhere is :class:`~towhee_ray.operators.OperatorNotFoundError` (only ``.latest()``,
+which asks for the hub's newest by name, still goes to Towhee's hub). ``import
+towhee_ray`` does this in the driver (when Towhee's loader is first imported, so importing
+towhee_ray alone does not import Towhee); every towhee_ray actor does it before it builds
+an operator or a pipeline.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import threading
 from pathlib import Path
 from typing import Any, Optional
 
-from towhee_ray.operators import HubOperator, hub_roots, split_name
+from towhee_ray.operators import HubOperator, hub_roots, operator_not_found, split_name
 from towhee_ray.quiet import quiet_towhee
 
 logger = logging.getLogger(__name__)
@@ -83,9 +85,11 @@ def use_local_hub() -> None:
             name = function if '/' in function else f'towhee/{function}'
             author, repo = name.split('/', 1)
             cached = repo_tag_path(Path(get_local_dir()) / 'operators' / author / repo, tag or 'main')
-            local = None if latest or cached.is_dir() else find_local_operator(name)
-            if local is None:
+            if latest or cached.is_dir():   # Towhee's cache, or the hub's newest asked for by name
                 return original(loader, function, arg, kws, tag, latest)
+            local = find_local_operator(name)
+            if local is None:   # never Towhee's download (and its pip install of requirements.txt)
+                raise operator_not_found(name, tag or 'main')
             logger.debug('loading operator %s from the local hub %s', name, local.folder)
             return _with_shared_type(local(*(arg or ()), **(kws or {})))
 

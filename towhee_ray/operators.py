@@ -160,7 +160,7 @@ def _candidate_folders(name: str, tag: str) -> List[Path]:
     folders = [repo_tag_path(Path(get_local_dir()) / 'operators' / namespace / repo, tag)]
     for root in hub_roots():
         folders += [root / namespace / module, root / namespace / repo]
-    return folders
+    return list(dict.fromkeys(folders))   # one folder where the name has no '-'
 
 
 def _registered(name: str) -> Optional[type]:
@@ -191,8 +191,17 @@ def resolve_operator(name: str, args: Sequence[Any] = (), kws: Optional[Dict[str
     for folder in folders:
         if (folder / '__init__.py').is_file():
             return OperatorSpec(name, HubOperator(name, str(folder)), args, kws)
-    looked_at = '\n  '.join(str(folder) for folder in folders)
-    raise OperatorNotFoundError(
+    raise operator_not_found(name, tag)
+
+
+def operator_not_found(name: str, tag: str = 'main') -> OperatorNotFoundError:
+    """The error for an operator found nowhere, listing every folder looked at.
+
+    >>> print(operator_not_found('nobody/nothing'))  # doctest: +ELLIPSIS
+    operator 'nobody/nothing' not found: it is not registered with @towhee.register and no ...
+    """
+    looked_at = '\n  '.join(str(folder) for folder in _candidate_folders(name, tag))
+    return OperatorNotFoundError(
         f'operator {name!r} not found: it is not registered with @towhee.register and no '
         f'local hub folder holds it. Looked at:\n  {looked_at}\ntowhee_ray never downloads '
         f'operators: register the operator in your code, or put it (a folder with an '

@@ -101,10 +101,18 @@ def check_step_options(num_cpus: Any = None, num_gpus: Any = None, resources: An
     Traceback (most recent call last):
     ...
     ValueError: num_gpus must be a non-negative number, got -1
+    >>> check_step_options(num_gpus=1.5)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: num_gpus=1.5: Ray gives an actor a share of one GPU (at most 1) or whole GPUs, not 1.5; ...
     """
     for option, value in (('num_cpus', num_cpus), ('num_gpus', num_gpus)):
         if value is not None:
             _check_amount(option, value)
+    if num_gpus is not None and num_gpus > 1 and num_gpus != int(num_gpus):
+        raise ValueError(f'num_gpus={num_gpus}: Ray gives an actor a share of one GPU (at most 1) or '
+                         f'whole GPUs, not {num_gpus}; give num_gpus={int(num_gpus)} or {int(num_gpus) + 1}, '
+                         f'or a share of one, e.g. actors_per_gpu=2 for 0.5 each')
     if memory is not None:
         _check_amount('memory (bytes)', memory, integer=True)
     if resources is not None:
