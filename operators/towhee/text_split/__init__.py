@@ -5,6 +5,8 @@ Usage: ``towhee.ops.towhee.text_split(max_words=50)`` or ``dc.towhee.text_split(
 import re
 from typing import List
 
+from towhee_ray.checks import positive_int
+
 _SENTENCE_END = re.compile(r'(?<=[.!?])\s+')
 
 
@@ -13,11 +15,19 @@ class TextSplit:
     than ``max_words`` is cut by words."""
 
     def __init__(self, max_words: int = 50) -> None:
-        if max_words < 1:
-            raise ValueError(f'max_words must be at least 1, got {max_words}')
-        self.max_words = max_words
+        self.max_words = positive_int(max_words, 'max_words', 'the most words of a passage')
 
     def __call__(self, text: str) -> List[str]:
+        """The passages of ``text``, in order (none for a text without words)."""
+        if not isinstance(text, str):
+            if isinstance(text, (bytes, bytearray)):
+                hint = "decode it first, e.g. text.decode('utf-8')"
+            elif isinstance(text, (list, tuple)):
+                hint = 'split each text in its own call: one element per text (flatten() a batch first)'
+            else:
+                hint = 'convert it first, or drop such elements (filter(...))'
+            raise TypeError(f'towhee/text-split splits a str, got {type(text).__name__} ({text!r:.80}): '
+                            f'{hint}')
         passages: List[str] = []
         current: List[str] = []
         for sentence in _SENTENCE_END.split(text.strip()):
@@ -38,4 +48,5 @@ class TextSplit:
 
 
 def text_split(max_words: int = 50) -> TextSplit:
+    """The operator; see :class:`TextSplit`."""
     return TextSplit(max_words)
