@@ -3,6 +3,8 @@ error that says which and what to do (from an audit of the 0.9 row methods)."""
 
 import numpy as np
 import pandas
+import pyarrow
+import pyarrow.parquet
 import pytest
 
 import towhee_ray
@@ -170,8 +172,6 @@ def test_to_csv_writes_every_row_or_nothing(tmp_path):
 
 
 def test_read_parquet_keeps_null_vectors_as_none_and_checks_files_and_columns_at_once(tmp_path):
-    pyarrow = pytest.importorskip('pyarrow')
-    import pyarrow.parquet
     vectors = pyarrow.array([[1.0, 2.0], None, [3.0, 4.0]], type=pyarrow.list_(pyarrow.float32(), 2))
     written = pyarrow.table({'text': ['x', 'y', 'z'], 'v': vectors})
     pyarrow.parquet.write_table(written, tmp_path / 'a.parquet')
