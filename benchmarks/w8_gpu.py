@@ -238,7 +238,7 @@ def datacollection_runner(plan: Plan, dtype: str) -> Callable[[List[str]], np.nd
 def rows_pipe_vectors(embed: Any, passages: List[str], rows_in_flight: int) -> List[Any]:
     """The per-row pipe form: one pipeline call a passage (``p.batch``), ``embed`` (a
     ``ray_op``, or any callable) in its ``map`` node; ``rows_in_flight`` rows at once (the
-    pipeline's threads from ``towhee_ray.wide``); 0: Towhee's own thread pool."""
+    pipeline's threads from ``towhee_ray.wide``); 0: Towhee's own pipeline (its thread pool, its batch)."""
     from towhee import pipe
 
     p = pipe.input('text').map('text', 'vector', embed).output('vector')

@@ -10,6 +10,8 @@ figure is that form's ceiling on this machine. Contenders, interleaved in rounds
   operator on each list of 1,024 in a Ray actor, ``flatten()``;
 * a Towhee pipe, one row per passage (``p.batch``), the operator in the pipe itself, no Ray:
   Towhee's own ceiling for this form, whatever backend runs the operator;
+* the same pipe under ``towhee_ray.wide``, whose ``batch`` keeps a window of calls started
+  rather than all of them: the ceiling of the per-row forms below, which all use it;
 * the same pipe with the operator in ``ray_op(..., max_batch_size=256)`` actors, rows enough
   in flight for full batches (W8's pipe form);
 * a Towhee pipe of lists, rows within each list: ``flat_map``, ``window(1024)`` calling the
@@ -57,9 +59,13 @@ WORKERS = 2
 N = 131_072
 ROW_N = 16_384
 QUICK_N = 256
+# Calls at once of the per-row pipe without Ray under wide (36 threads): enough to keep
+# the driver, which builds each call's graph, busy; an operator that costs nothing waits
+# for nothing.
+ALONE_IN_FLIGHT = 16
 FORMS = ('DataCollection, Ray actors', 'Towhee pipe, one row a call, no Ray',
-         'Towhee pipe, one row a call, ray_op batching', 'Towhee pipe of lists, window + ray_op',
-         'Towhee pipe of lists, map + ray_op')
+         'Towhee pipe, one row a call, no Ray, wide batch', 'Towhee pipe, one row a call, ray_op batching',
+         'Towhee pipe of lists, window + ray_op', 'Towhee pipe of lists, map + ray_op')
 
 
 @towhee.register(name='w8_overhead/zero_vectors')
@@ -85,6 +91,9 @@ def runners() -> Dict[str, Callable[[List[str]], List[Any]]]:
     def towhee_alone(passages: List[str]) -> List[Any]:
         return rows_pipe_vectors(ZeroVectors(), passages, 0)
 
+    def wide_alone(passages: List[str]) -> List[Any]:
+        return rows_pipe_vectors(ZeroVectors(), passages, ALONE_IN_FLIGHT)
+
     def on_ray_op(form: Callable[[Any, List[str]], List[Any]], **batching: Any) -> Callable[[List[str]], List[Any]]:
         def run(passages: List[str]) -> List[Any]:   # the form on a ray_op of its own, closed after
             with ray_op(ZeroVectors, num_worker=WORKERS, **options, **batching) as embed:
@@ -99,7 +108,7 @@ def runners() -> Dict[str, Callable[[List[str]], List[Any]]]:
     lists_ray_op = on_ray_op(lambda embed, passages: lists_pipe_vectors(
         embed, passages, PASSAGES_PER_CALL, embed.calls_to_fill))
 
-    return dict(zip(FORMS, (datacollection, towhee_alone, rows_ray_op, windows_ray_op, lists_ray_op)))
+    return dict(zip(FORMS, (datacollection, towhee_alone, wide_alone, rows_ray_op, windows_ray_op, lists_ray_op)))
 
 
 def sizes(quick: bool) -> Dict[str, int]:

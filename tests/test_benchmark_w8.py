@@ -46,7 +46,7 @@ def test_w8_overhead_smoke_reports_every_form_with_its_rate(tmp_path, python_pro
     assert report['commit'] and 'load_average_before' in report['machine'] and report['date']
     assert [row['case'] for row in report['rows']] == [
         'DataCollection, Ray actors', 'Towhee pipe, one row a call, no Ray',
-        'Towhee pipe, one row a call, ray_op batching', 'Towhee pipe of lists, window + ray_op',
+        'Towhee pipe, one row a call, no Ray, wide batch', 'Towhee pipe, one row a call, ray_op batching', 'Towhee pipe of lists, window + ray_op',
         'Towhee pipe of lists, map + ray_op']
     for row in report['rows']:
         assert row['case'] in run.stdout and row['passages_2n'] == 512

@@ -72,7 +72,7 @@ import itertools
 import logging
 import threading
 import weakref
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional
 
 from towhee_ray.backends.options import DEFAULT_NUM_WORKER, check_num_worker
 from towhee_ray.backends.ray.batching import DEFAULT_BATCH_WAIT_TIMEOUT_S, check_batching, describe_call
@@ -82,6 +82,9 @@ from towhee_ray.checks import positive_int, shown
 from towhee_ray.guard import Empty, Failure, Guarded, step_error
 from towhee_ray.operators import OperatorSpec, spec_from_towhee_op
 from towhee_ray.quiet import quiet_towhee
+
+if TYPE_CHECKING:
+    from towhee_ray.wide_pipeline import WidePipeline
 
 logger = logging.getLogger(__name__)
 
@@ -440,7 +443,7 @@ def ray_op(op: Any, num_worker: Optional[int] = None, *, num_cpus: Optional[floa
     return RayOp(settings, _Served(settings, payload))
 
 
-def wide(pipeline: Any, in_flight: Optional[int] = None) -> Any:
+def wide(pipeline: Any, in_flight: Optional[int] = None) -> 'WidePipeline':
     """The Towhee pipeline ``pipeline`` built again on the same graph, with threads enough
     for ``in_flight`` of its calls at once under ``p.batch(...)``; by default, as many as
     keep every :func:`ray_op` in it busy (:attr:`RayOp.calls_to_fill`, the largest of them).
@@ -450,6 +453,11 @@ def wide(pipeline: Any, in_flight: Optional[int] = None) -> Any:
     only a few calls in flight: too few to fill a ``ray_op``'s batches across calls, or its
     actors with lists. ``wide`` gives the pipeline ``(nodes - 1) x in_flight + 4`` threads
     (they start only as calls need them); use it where you would use ``p``.
+
+    It returns a :class:`~towhee_ray.wide_pipeline.WidePipeline`, Towhee's pipeline class
+    but for ``batch``, which keeps at most ``2 x in_flight`` calls started (Towhee's starts
+    them all before it waits for one, which takes the driver gigabytes and most of its time
+    for tens of thousands of rows), and ``stream``, the same lazily.
 
     >>> from towhee import pipe
     >>> double = ray_op(lambda: (lambda numbers: [2 * n for n in numbers]), num_worker=2)
@@ -473,8 +481,8 @@ def wide(pipeline: Any, in_flight: Optional[int] = None) -> Any:
                              'at once with in_flight=')
         in_flight = max(fills)
     in_flight = positive_int(in_flight, 'in_flight', 'how many calls of the pipeline run at once')
-    from towhee.runtime.runtime_pipeline import RuntimePipeline
-    return RuntimePipeline(pipeline.dag_repr, max_workers=_threads(len(nodes), in_flight))
+    from towhee_ray.wide_pipeline import WidePipeline
+    return WidePipeline(pipeline.dag_repr, _threads(len(nodes), in_flight), in_flight)
 
 
 def _threads(nodes: int, in_flight: int) -> int:
@@ -486,9 +494,9 @@ def _threads(nodes: int, in_flight: int) -> int:
 # -- a whole pipeline per worker ---------------------------------------------------------
 
 def is_towhee_pipeline(fn: Any) -> bool:
-    """True for what ``towhee.pipe...output(...)`` returns."""
-    kind = type(fn)
-    return kind.__name__ == 'RuntimePipeline' and kind.__module__ == 'towhee.runtime.runtime_pipeline'
+    """True for what ``towhee.pipe...output(...)`` (or :func:`wide`) returns."""
+    return any(kind.__name__ == 'RuntimePipeline' and kind.__module__ == 'towhee.runtime.runtime_pipeline'
+               for kind in type(fn).__mro__)
 
 
 class _PipelineRunner:

@@ -1,0 +1,131 @@
+"""``wide(p)``'s pipeline: Towhee's ``RuntimePipeline`` whose ``batch`` and ``stream`` run
+the calls as a window over their input, on real Towhee pipelines (and a real local Ray
+where a ``ray_op`` is in them)."""
+import gc
+import threading
+import time
+
+import pytest
+from towhee import pipe
+from towhee.runtime.data_queue import DataQueue
+from towhee.runtime.runtime_pipeline import RuntimePipeline
+
+from tests import pool_ops
+from towhee_ray import DataCollection, ray_op, wide
+from towhee_ray.wide_pipeline import WINDOW_PER_CALL_IN_FLIGHT
+
+
+def outputs(queues):
+    return [queue.to_list() for queue in queues]
+
+
+def test_batch_gives_what_towhees_batch_gives_for_every_kind_of_node():
+    p = (pipe.input('a', 'b')
+         .map(('a', 'b'), 'c', lambda a, b: a * b)
+         .flat_map('c', 'd', lambda c: range(c % 4))
+         .filter(('a', 'd'), ('a', 'd'), 'd', lambda d: d != 1)
+         .output('a', 'd'))
+    inputs = [(a, a + 1) for a in range(60)]
+    wide_p = wide(p, in_flight=3)
+    assert isinstance(wide_p, RuntimePipeline)
+    assert outputs(wide_p.batch(inputs)) == outputs(p.batch(inputs))
+    assert outputs(wide_p.batch(iter(inputs))) == outputs(p.batch(inputs))   # any iterable
+    assert wide_p.batch([]) == []
+    assert wide_p(2, 3).to_list() == p(2, 3).to_list()                        # a call, as Towhee's
+
+
+@pytest.mark.usefixtures('ray_cluster')
+def test_batch_through_a_ray_op_batching_across_calls_keeps_each_row_its_own_result():
+    tagged = ray_op(pool_ops.Tagged, num_worker=2, max_batch_size=16)
+    p = wide(pipe.input('x').map('x', 'tagged', tagged).output('tagged'))
+    rows = [queue.get()[0] for queue in p.batch(range(500))]
+    assert [x for x, _, _ in rows] == list(range(500))
+    assert max(size for _, size, _ in rows) > 1
+    tagged.close()
+
+
+def test_stream_takes_inputs_only_as_calls_finish_and_yields_in_order():
+    drawn = []
+
+    def inputs():
+        for n in range(10_000):
+            drawn.append(n)
+            yield n
+
+    in_flight = 4
+    window = WINDOW_PER_CALL_IN_FLIGHT * in_flight
+    p = wide(pipe.input('x').map('x', 'y', lambda x: x + 1).output('y'), in_flight=in_flight)
+    results = p.stream(inputs())
+    for k in range(100):
+        assert next(results).get() == [k + 1]
+        assert len(drawn) <= k + 1 + window       # never more than the window ahead
+    results.close()
+    assert len(drawn) <= 100 + window
+
+
+def _data_queues():
+    return sum(isinstance(thing, DataQueue) for thing in gc.get_objects())
+
+
+def test_batch_of_many_rows_keeps_only_its_window_of_graphs():
+    live = []
+
+    def count_queues(x):
+        if x == 299:   # the last call: the queues of every graph still held, and each output
+            live.append(_data_queues() - before)
+        return x
+
+    before = _data_queues()
+    p = wide(pipe.input('x').map('x', 'y', count_queues).output('y'), in_flight=4)
+    assert [queue.get()[0] for queue in p.batch(range(300))] == list(range(300))
+    # a graph has 3 queues here; the outputs done are kept: 300 and at most a window of
+    # graphs (Towhee's own batch holds all 300 graphs, over 1,100 queues)
+    assert live and live[0] <= 300 + 3 * WINDOW_PER_CALL_IN_FLIGHT * 4
+
+
+def test_a_failing_call_raises_towhees_error_and_the_pipeline_runs_on():
+    calls = []
+    lock = threading.Lock()
+
+    def fragile(x):
+        with lock:
+            calls.append(x)
+        if x == 30:
+            raise ValueError('thirty is refused')
+        return x
+
+    p = wide(pipe.input('x').map('x', 'y', fragile).output('y'), in_flight=2)
+    with pytest.raises(RuntimeError, match='thirty is refused'):
+        p.batch(range(1000))
+    started = len(calls)
+    assert 31 <= started <= 31 + WINDOW_PER_CALL_IN_FLIGHT * 2   # no call starts after the failure is raised
+    time.sleep(0.2)
+    assert len(calls) == started
+    assert [queue.get()[0] for queue in p.batch(range(5))] == list(range(5))
+
+
+def test_closing_a_stream_early_waits_for_its_started_calls_and_starts_no_more():
+    done = []
+
+    def slow(x):
+        time.sleep(0.02)
+        done.append(x)
+        return x
+
+    p = wide(pipe.input('x').map('x', 'y', slow).output('y'), in_flight=3)
+    results = p.stream(range(1000))
+    assert next(results).get() == [0]
+    results.close()
+    finished = len(done)
+    assert finished <= 1 + WINDOW_PER_CALL_IN_FLIGHT * 3
+    time.sleep(0.2)
+    assert len(done) == finished
+
+
+@pytest.mark.usefixtures('ray_cluster')
+def test_a_wide_pipeline_is_still_a_pipeline_for_a_datacollection_step():
+    p = wide(pipe.input('x').map('x', 'y', lambda x: x * 2).output('y'), in_flight=2)
+    expected = [[[2 * x]] for x in range(40)]
+    assert DataCollection.range(40).map(p).to_list() == expected
+    assert DataCollection.range(40).set_parallel(2, 'thread').map(p).to_list() == expected
+    assert DataCollection.range(40).set_parallel(2, 'ray').map(p).to_list() == expected   # built again there
