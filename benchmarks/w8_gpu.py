@@ -16,7 +16,8 @@ Contenders, interleaved in rounds (A B C, A B C, ...), each in float32 and in bf
   when this checkout's ``ray_op`` has it, fed by ``p.batch`` on a pipeline with threads
   enough; else plain ``ray_op`` under ``p.batch`` (one Ray call per row, on fewer passages).
   Towhee's own runtime caps this form: one graph a row, about 3,000 rows/s on a 2-vCPU VM
-  with an operator that costs nothing (``w8_overhead.py``);
+  with an operator that costs nothing under ``wide``'s batch, 2,000 under Towhee's
+  (``w8_overhead.py``);
 * a Towhee ``pipe`` of lists: each pipeline call takes a list of 1,024 passages and its
   ``map`` node gives the whole list to the ``ray_op`` in one call (the operator takes lists;
   no gathering across calls), fed 2 lists per actor by ``p.batch`` (Towhee calls a node one

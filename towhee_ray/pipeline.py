@@ -48,12 +48,13 @@ has in flight at once; that is what to raise:
   >>> lengths.close()
 
 **Bulk work: a pipe of lists.** Towhee's own runtime (one graph per row of ``p.batch``)
-limits a per-row pipe to about 3,000 rows/s on the 2-vCPU VM even with no Ray. Make each
+limits a per-row pipe to about 3,000 rows/s on the 2-vCPU VM even with no Ray (under
+:func:`wide`'s ``batch``; 2,000 under Towhee's own). Make each
 pipeline call a list of texts instead, whose ``map`` node gives the whole list to the
 ``ray_op`` in one call (an operator that takes lists), with ``p.batch`` over two lists per
 actor (what :func:`wide` gives it): with an operator that costs nothing that carries about
-96,000 passages/s there, 0.9x a DataCollection ``ray`` step; the ``window`` form above, rows
-within each list, about 40,000 (``benchmarks/w8_overhead.py``; docs/pipelines.md shows both).
+66,000 passages/s there, 0.77x a DataCollection ``ray`` step; the ``window`` form above, rows
+within each list, about 21,000 (``benchmarks/w8_overhead.py``; docs/pipelines.md shows both).
 
   >>> def make_lengths():   # takes a list of texts
   ...     return lambda texts: [len(text) for text in texts]

@@ -6,7 +6,8 @@ every input before it waits for the first result, and keeps them all until the e
 tens of thousands of rows that costs the driver more than the work: on the 2-vCPU VM, a
 per-row pipe of 65,536 rows took 1.7 GB and carried 1,258 rows/s marginal (an operator that
 returns a vector it has; its garbage collector walking ever more live graphs), where a
-window of 32 graphs took 0.3 GB and 4,865 rows/s (commit ``1872120``, one run each). Here
+window of 32 graphs took 0.3 GB and 4,865 rows/s (this window tried on commit ``1872120``,
+one run each; ``benchmarks/w8_overhead.py`` has both forms, interleaved). Here
 a graph is built only when fewer than :data:`WINDOW_PER_CALL_IN_FLIGHT` times ``in_flight``
 calls are unfinished, so at most that many exist at once whatever the input's length;
 results come back in input order, and ``stream`` hands each over as soon as it and those
