@@ -269,31 +269,23 @@ def _out_of_band(buffer: Any) -> None:   # large buffers (arrays) are not copied
     return None
 
 
-def sendable_outputs(call: Any, inputs: List[Any], outputs: List[Any]) -> 'SentOutputs':
-    """In a worker: ``outputs`` (of ``call`` on ``inputs``, one each) to return to the
-    driver, each output that cannot be pickled, and so cannot travel back, replaced by the
-    step's failure on its input (an ``Empty`` in a ``safe()`` chain). Ray unpickles it
-    as the list itself.
-
-    >>> import pickle
-    >>> outputs = pickle.loads(pickle.dumps(sendable_outputs(Guarded(abs, safe=True), [1, 2],
-    ...                                                      [1, (i for i in range(2))])))
-    >>> outputs[0], outputs[1].exception
-    (1, TypeError("it returned a generator, which cannot travel back from its Ray worker: TypeError: \
-cannot pickle 'generator' object. Return a list instead (list(...)), or use flat_map(...) to make one \
-element of each item it gives."))
-    """
-    return SentOutputs(call, inputs, outputs)
-
-
 class SentOutputs:
     """A worker's outputs on their way back, pickled once. To know that they can travel,
     they must be pickled; pickling them to check and again for Ray cost a worker 5.5 ms per
     1,024 vectors of 384 floats (a quarter of the DataCollection form's rate with an
     operator that costs nothing, W8's overhead benchmark). Pickled, this pickles the outputs
     itself (their arrays out of band, as Ray does: not copied) and hands Ray the bytes and
-    the buffers; it pickles each output alone only when that fails. Unpickled, it is the
-    list of outputs."""
+    the buffers; it pickles each output alone only when that fails, and puts the step's
+    failure on its input (an ``Empty`` in a ``safe()`` chain) in the place of each that
+    cannot travel. Unpickled, it is the list of outputs.
+
+    >>> outputs = pickle.loads(pickle.dumps(SentOutputs(Guarded(abs, safe=True), [1, 2],
+    ...                                                 [1, (i for i in range(2))])))
+    >>> outputs[0], outputs[1].exception
+    (1, TypeError("it returned a generator, which cannot travel back from its Ray worker: TypeError: \
+cannot pickle 'generator' object. Return a list instead (list(...)), or use flat_map(...) to make one \
+element of each item it gives."))
+    """
 
     __slots__ = ('call', 'inputs', 'outputs')
 

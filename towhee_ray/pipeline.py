@@ -483,7 +483,7 @@ def wide(pipeline: Any, in_flight: Optional[int] = None) -> 'WidePipeline':
         in_flight = max(fills)
     in_flight = positive_int(in_flight, 'in_flight', 'how many calls of the pipeline run at once')
     from towhee_ray.wide_pipeline import WidePipeline
-    return WidePipeline(pipeline.dag_repr, _threads(len(nodes), in_flight), in_flight)
+    return WidePipeline(pipeline.dag_repr, in_flight)
 
 
 def _threads(nodes: int, in_flight: int) -> int:

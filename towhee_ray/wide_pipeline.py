@@ -23,6 +23,8 @@ from typing import Any, Deque, Iterable, Iterator, List
 from towhee.runtime.runtime_pipeline import RuntimePipeline, _Graph
 from towhee.runtime.time_profiler import TimeProfiler
 
+from towhee_ray.pipeline import _threads
+
 # Calls started and unfinished, per call the pipeline has threads for: twice, so that while
 # the driver waits for the oldest call, the threads freed by calls finished after it take
 # the next ones at once, rather than idling until the oldest is done. One (no calls queued
@@ -47,8 +49,8 @@ class WidePipeline(RuntimePipeline):
     (4, [10, 20, 30])
     """
 
-    def __init__(self, dag: Any, max_workers: int, in_flight: int) -> None:
-        super().__init__(dag, max_workers=max_workers)
+    def __init__(self, dag: Any, in_flight: int) -> None:
+        super().__init__(dag, max_workers=_threads(len(dag.nodes), in_flight))
         self.in_flight = in_flight
 
     def batch(self, batch_inputs: Iterable[Any]) -> List[Any]:

@@ -45,7 +45,7 @@ from towhee_ray.backends.ray.resources import (DEFAULT_MAX_RETRIES, PlacementWat
                                                concurrent_capacity, gpu_share, step_remote_args, unplaced_tasks,
                                                wait_until_placeable, workers_for_gpus)
 from towhee_ray.backends.ray.shipping import Payload
-from towhee_ray.guard import LoadFailure, is_safe, load_error, sendable_outputs, unsendable
+from towhee_ray.guard import LoadFailure, SentOutputs, is_safe, load_error, unsendable
 
 TASK_REMOTE_ARGS: Dict[str, Any] = {'num_cpus': 1}
 # Chunks queued at each worker beyond the one it runs, so it can start its next chunk
@@ -62,14 +62,14 @@ def _process_chunk(fn: Payload, chunk: List[Any], *after: None) -> Tuple[Any, No
     """Returns the outputs (with their timing and size), or the failure to load the step's
     function, and a token; the next chunk of the same worker slot takes the token as an
     argument, so Ray starts it only once this one is done. An output that cannot be
-    pickled becomes the failure of its element (guard.sendable_outputs)."""
+    pickled becomes the failure of its element (guard.SentOutputs)."""
     keep_freed_heap()
     interruptible()
     call, failure = fn.load()
     if failure is not None:
         return failure, None
     outputs, seconds, nbytes = timed_map(call, chunk, measure_outputs=True)
-    return (sendable_outputs(call, chunk, outputs), seconds, nbytes), None
+    return (SentOutputs(call, chunk, outputs), seconds, nbytes), None
 
 
 def _elements(first: int, count: int) -> str:

@@ -54,7 +54,7 @@ from towhee_ray.backends.ray.faults import (WORKER_DIED, died_error, fetch, out_
 from towhee_ray.backends.ray.heap import keep_freed_heap
 from towhee_ray.backends.ray.shipping import Payload
 from towhee_ray.checks import shown
-from towhee_ray.guard import Failure, LoadFailure, load_error, sendable_outputs
+from towhee_ray.guard import Failure, LoadFailure, SentOutputs, load_error
 
 logger = logging.getLogger(__name__)
 
@@ -148,12 +148,12 @@ class _OperatorActor:
 
     def process(self, chunk: List[Any]) -> Any:
         """A ``ray`` step's chunk: its outputs, their timing and size (see timed_map); an
-        output that cannot be pickled becomes its element's failure (guard.sendable_outputs)."""
+        output that cannot be pickled becomes its element's failure (guard.SentOutputs)."""
         if self._failure is not None:
             return self._failure
         self._calls += len(chunk)
         outputs, seconds, nbytes = timed_map(self._operator, chunk, measure_outputs=True)
-        return sendable_outputs(self._operator, chunk, outputs), seconds, nbytes
+        return SentOutputs(self._operator, chunk, outputs), seconds, nbytes
 
     def call(self, args: Tuple[Any, ...], kws: Dict[str, Any]) -> Any:
         """One ``ray_op`` call; the operator's own error comes back as a
