@@ -63,16 +63,23 @@ def get_backend(name: str) -> Type[Backend]:
             f'{ENTRY_POINT_GROUP!r} entry-point group: install the package that provides '
             f'{name!r}, or pick one of the available names.')
     entry_point = entry_points[name]
-    distribution = entry_point.dist.name if entry_point.dist else 'an unknown distribution'
     try:
         backend = entry_point.load()
     except Exception as error:
+        distribution = _distribution(entry_point)
         raise ImportError(
             f'parallel backend {name!r} from distribution {distribution!r} failed to import '
             f'({entry_point.value}): {type(error).__name__}: {error}. Fix or reinstall '
             f'{distribution!r}; the other backends are unaffected.') from error
     if not (isinstance(backend, type) and issubclass(backend, Backend)):
+        distribution = _distribution(entry_point)
         raise ImportError(
             f'parallel backend {name!r} from distribution {distribution!r} points at '
             f'{entry_point.value}, which is not a towhee_ray.Backend subclass.')
     return backend
+
+
+def _distribution(entry_point: importlib.metadata.EntryPoint) -> str:
+    """The name of the distribution that declares ``entry_point``, for errors only: reading it
+    parses the distribution's metadata (~2 ms, once per ``set_parallel`` before this was lazy)."""
+    return entry_point.dist.name if entry_point.dist else 'an unknown distribution'
