@@ -251,6 +251,33 @@ def test_a_new_owner_waits_for_the_server_of_a_killed_job_to_let_go_of_the_file(
             process.wait()
 
 
+def test_a_lite_server_leaves_no_log_behind_once_it_closed_the_file_cleanly(tmp_path):
+    # Released by its owner: the owner removes the log.
+    path = str(tmp_path / 'released.db')
+    lite_server.served(path)
+    log = lite_server.running(path).log_path
+    assert os.path.exists(log)
+    lite_server.release(path)
+    assert not os.path.exists(log)
+    # Its owner killed (SIGKILL: no cleanup of any kind): the server closes the file, exits and
+    # removes its log itself.
+    owner = subprocess.Popen([sys.executable, '-c', (
+        'import sys, time; from towhee_ray.sinks import lite_server; lite_server.served(sys.argv[1]); '
+        'server = lite_server.running(sys.argv[1]); print(server.log_path, server.process.pid, flush=True); '
+        'time.sleep(300)'), str(tmp_path / 'orphaned.db')], stdout=subprocess.PIPE, text=True)
+    try:
+        log, pid = owner.stdout.readline().split()
+        assert os.path.exists(log)
+    finally:
+        owner.kill()
+        owner.wait()
+    deadline = time.monotonic() + lite_server.ORPHAN_WAIT_SECONDS
+    while lite_server._running(int(pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not lite_server._running(int(pid)), 'the server of a killed owner did not exit'
+    assert not os.path.exists(log)
+
+
 # -- bad input ---------------------------------------------------------------------------------
 
 def test_a_vector_of_the_wrong_dimension_names_the_row_and_both_sizes_and_keeps_what_was_written(db):

@@ -76,7 +76,19 @@ def main() -> int:
             print(f'closing took more than {CLOSE_TIMEOUT_SECONDS:g} s; exiting with what was committed',
                   file=sys.stderr, flush=True)
             os._exit(4)
+    _remove_log()
     return 0
+
+
+def _remove_log() -> None:
+    """A clean close leaves nothing to read in the log the owner made for this process
+    (named by lite_server.LOG_ENV): remove it, also when the owner died and cannot."""
+    log = os.environ.get('TOWHEE_RAY_LITE_LOG')
+    if log:
+        try:
+            os.unlink(log)
+        except OSError:
+            pass
 
 
 def _close(server, db) -> None:

@@ -50,6 +50,10 @@ STOP_TIMEOUT_SECONDS = 15.0
 ORPHAN_WAIT_SECONDS = 90.0
 
 _SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'lite_process.py')
+#: The environment variable that tells a server where its log is: a server whose owner died
+#: removes it when it closed the file cleanly (the owner removes it otherwise), so jobs leave
+#: no logs behind in the temporary folder unless something went wrong.
+LOG_ENV = 'TOWHEE_RAY_LITE_LOG'
 
 
 class LiteServer:
@@ -73,7 +77,7 @@ class LiteServer:
         # reaches the owner only, which then stops the server at exit.
         self.process = subprocess.Popen([sys.executable, _SCRIPT, self.path, str(os.getpid())],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                        start_new_session=True)
+                                        start_new_session=True, env={**os.environ, LOG_ENV: log.name})
         log.close()
         try:
             reply = self._first_line()
@@ -136,11 +140,20 @@ class LiteServer:
         finally:
             if self.process.stdout is not None:
                 self.process.stdout.close()
-        if self.process.returncode == 0:
+        if self.process.returncode == 0 or _empty(self.log_path):
             try:
                 os.unlink(self.log_path)
             except OSError:
                 pass
+
+
+def _empty(path: str) -> bool:
+    """Whether a server's log holds nothing worth keeping (a server refused a locked file
+    says why on stdout, not in its log)."""
+    try:
+        return os.path.getsize(path) == 0
+    except OSError:
+        return False
 
 
 def _orphans(path: str) -> List[int]:
