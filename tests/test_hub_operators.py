@@ -401,6 +401,26 @@ def test_minilm_in_bfloat16_gives_unit_norm_float32_within_a_cosine_of_0999(mini
     assert cosines(vectors, minilm(texts)).min() >= 0.999
 
 
+
+def test_minilm_in_bfloat16_on_a_cpu_that_emulates_it_warns_that_float32_is_faster(tmp_path, mocker, caplog):
+    module = importlib.import_module(type(resolve_operator('sentence_embedding.minilm').create()).__module__)
+    cpus = {'avx2 only': ('flags\t\t: fpu sse2 avx avx2 fma\n', False),
+            'avx512_bf16': ('flags\t\t: fpu avx2 avx512f avx512_bf16\n', True),
+            'amx': ('flags\t\t: fpu avx2 amx_bf16 amx_tile\n', True),
+            'arm bf16': ('Features\t: fp asimd sve bf16 i8mm\n', True),
+            'arm without': ('Features\t: fp asimd\n', False)}
+    for name, (text, native) in cpus.items():
+        (tmp_path / 'cpuinfo').write_text('processor\t: 0\n' + text)
+        assert module._native_cpu_bfloat16(str(tmp_path / 'cpuinfo')) is native, name
+    mocker.patch.object(module, '_native_cpu_bfloat16', return_value=False)
+    with caplog.at_level('WARNING', logger=module.__name__):
+        import torch
+        assert minilm_with(device='cpu', dtype='bfloat16').dtype == torch.bfloat16
+        minilm_with(device='cpu', dtype='float32')
+    warned = [record.getMessage() for record in caplog.records]
+    assert len(warned) == 1 and "dtype='bfloat16' on a CPU without AVX512-BF16 or AMX" in warned[0]
+    assert "Use dtype='float32' on this machine" in warned[0]
+
 def test_minilm_cuts_forward_passes_by_the_token_budget_without_changing_results(minilm, mocker):
     texts = PASSAGES * 3
     budget = minilm_with(device='cpu', max_tokens=256, batch_size=100)

@@ -191,7 +191,30 @@ def _choose_dtype(dtype: str, device: 'torch.device', torch) -> 'torch.dtype':
         raise ValueError("sentence-embedding/minilm: dtype='float16' is for GPUs and this operator runs on "
                          "the CPU, where torch computes it 2-3x slower than float32: use dtype='bfloat16' "
                          "(CPUs with AVX512-BF16 or AMX compute it natively) or 'float32'")
+    if dtype == 'bfloat16' and device.type == 'cpu' and _native_cpu_bfloat16() is False:
+        logger.warning(
+            "sentence-embedding/minilm: dtype='bfloat16' on a CPU without AVX512-BF16 or AMX (pid %d): torch "
+            "emulates it, about 7x slower than float32 (benchmarks/w5_model.py on a 2-vCPU AMD EPYC "
+            "with AVX2 only: 6.7 passages/s against 45). Use dtype='float32' on this machine", os.getpid())
     return getattr(torch, dtype)
+
+
+def _native_cpu_bfloat16(cpuinfo: str = '/proc/cpuinfo') -> Optional[bool]:
+    """Whether this CPU computes bfloat16 natively (x86: AVX512-BF16 or AMX; Arm: BF16),
+    None where it cannot be told (no ``/proc/cpuinfo``).
+
+    >>> _native_cpu_bfloat16('/no/such/file') is None
+    True
+    """
+    try:
+        with open(cpuinfo, encoding='utf-8', errors='replace') as file:
+            for line in file:
+                key, _, value = line.partition(':')
+                if key.strip() in ('flags', 'Features'):
+                    return not {'avx512_bf16', 'amx_bf16', 'bf16'}.isdisjoint(value.split())
+    except OSError:
+        return None
+    return None
 
 
 class MiniLM:
