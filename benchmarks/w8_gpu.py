@@ -37,10 +37,11 @@ The JSON is written after every round (``rounds_done``), so a run cut short (a G
 machine's time limit) keeps the rounds it finished.
 
 On a machine without CUDA it runs a smoke version (as ``--quick`` does): 48 and 96
-passages, CPU actors, 1 round; its figures say nothing about a GPU.
+passages cut to their first 16 words, CPU actors, 1 round; its figures say nothing about a
+GPU.
 
     python benchmarks/w8_gpu.py                    # on a GPU: 10,216 and 20,432 passages, 3 rounds
-    python benchmarks/w8_gpu.py --quick            # 48 and 96 passages, 1 round: a smoke test
+    python benchmarks/w8_gpu.py --quick            # 48 and 96 short passages, 1 round: a smoke test
     python benchmarks/w8_gpu.py --repeat 5 --json /tmp/w8.json
 """
 from __future__ import annotations
@@ -98,8 +99,12 @@ UNBATCHED_PIPE_PASSAGES = 1024
 # measured: under load batches fill by themselves while the previous ones run.
 BATCH_WAIT_TIMEOUT_S = 0.01
 # The smoke version (no CUDA, or --quick): enough for a few calls per CPU actor, small
-# enough for the test suite (~1 minute on 2 CPUs).
+# enough for the test suite. Its passages are cut to their first QUICK_MAX_WORDS words: a
+# CPU without AVX512-BF16 or AMX emulates bfloat16 at ~1/7 of float32's speed, and the
+# suite's smoke (2 rounds) took 532 s of its 600 s timeout on such a 2-vCPU VM with whole
+# passages.
 QUICK_PASSAGES = 48
+QUICK_MAX_WORDS = 16
 QUICK_PASSAGES_PER_CALL = 16   # and the smoke's max_batch_size
 QUICK_WORKERS = 2
 DTYPES = ('float32', 'bfloat16')
@@ -112,9 +117,12 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def gpu_corpus(copies: int = COPIES) -> List[str]:
-    """The help topics' passages, ``copies`` times; every copy after the first gets ' (k)'."""
+def gpu_corpus(copies: int = COPIES, max_words: Optional[int] = None) -> List[str]:
+    """The help topics' passages (each cut to its first ``max_words`` words if given),
+    ``copies`` times; every copy after the first gets ' (k)'."""
     passages = corpus()
+    if max_words is not None:
+        passages = [' '.join(passage.split()[:max_words]) for passage in passages]
     return [passage if copy == 0 else f'{passage} ({copy})' for copy in range(copies) for passage in passages]
 
 
@@ -411,8 +419,9 @@ def main() -> None:
     notes = []
     if smoke:
         notes.append('smoke version: ' + ('--quick' if args.quick else 'no CUDA on this machine')
-                     + '; CPU actors; the figures say nothing about a GPU')
-    passages = gpu_corpus()
+                     + f'; CPU actors; passages cut to their first {QUICK_MAX_WORDS} words; the figures '
+                     f'say nothing about a GPU')
+    passages = gpu_corpus(max_words=QUICK_MAX_WORDS if smoke else None)
     n = QUICK_PASSAGES if smoke else len(passages) // 2
     pipe_n = n if plan.batching else min(n, UNBATCHED_PIPE_PASSAGES)
     notes.append('Towhee pipe: ' + (f'ray_op batching across calls (max_batch_size={plan.max_batch_size}, '

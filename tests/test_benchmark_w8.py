@@ -19,6 +19,7 @@ def test_w8_smoke_reports_every_form_in_both_dtypes_with_their_deviations_after_
     assert report['commit'] and 'load_average_before' in report['machine'] and report['date']
     assert report['reference'] == 'sentence-transformers float32 on cpu'
     assert 'load average' in run.stdout and any('smoke version' in note for note in report['notes'])
+    assert any('passages cut to their first 16 words' in note for note in report['notes'])
     forms = [(row['form'], row['dtype']) for row in report['rows']]
     assert forms == [(form, dtype) for form in ('sentence-transformers, one process', 'operator, one process',
                                                 'DataCollection, Ray actors', 'Towhee pipe, ray_op',
