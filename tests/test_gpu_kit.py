@@ -99,6 +99,7 @@ def test_the_checks_name_files_of_this_checkout_and_the_first_runs_on_this_cpu(k
     for name, command, seconds in kit.CHECKS:
         assert 0 < seconds <= 600 and command[0] == sys.executable
         assert all((ROOT / part).exists() for part in command if part.startswith(('benchmarks/', 'tests/')))
+    assert sum(seconds for _, _, seconds in kit.CHECKS) <= 580   # one device call: 600 s, unpacking included
     site = tmp_path / 'site'
     site.mkdir()
     assert kit.run_checks(site, tmp_path, {'gpu'}) == 0

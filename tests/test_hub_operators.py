@@ -401,7 +401,6 @@ def test_minilm_in_bfloat16_gives_unit_norm_float32_within_a_cosine_of_0999(mini
     assert cosines(vectors, minilm(texts)).min() >= 0.999
 
 
-
 def test_minilm_in_bfloat16_on_a_cpu_that_emulates_it_warns_that_float32_is_faster(tmp_path, mocker, caplog):
     module = importlib.import_module(type(resolve_operator('sentence_embedding.minilm').create()).__module__)
     cpus = {'avx2 only': ('flags\t\t: fpu sse2 avx avx2 fma\n', False),
@@ -420,6 +419,7 @@ def test_minilm_in_bfloat16_on_a_cpu_that_emulates_it_warns_that_float32_is_fast
     warned = [record.getMessage() for record in caplog.records]
     assert len(warned) == 1 and "dtype='bfloat16' on a CPU without AVX512-BF16 or AMX" in warned[0]
     assert "Use dtype='float32' on this machine" in warned[0]
+
 
 def test_minilm_cuts_forward_passes_by_the_token_budget_without_changing_results(minilm, mocker):
     texts = PASSAGES * 3
