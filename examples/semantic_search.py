@@ -144,15 +144,16 @@ def main() -> None:
                         .sentence_embedding.minilm_tokenizer['text', 'ids']()   # here: token ids, once
                         .set_parallel(num_worker=workers, backend='ray')
                         .sorted_batch(PASSAGES_PER_CALL, key=token_count)      # calls of similar token counts
-                        .demo.embed(device='cpu')                               # 2 Ray actors
-                        .flatten())                                             # back in input order
+                        .demo.embed(device='cpu'))                              # 2 Ray actors
         else:   # texts in calls of 1,024; the GPU actors tokenize and sort them
             embedded = (missing.stream()
                         .set_parallel(num_worker=workers, backend='ray', num_gpus=gpus_per_actor)
                         .batch(GPU_PASSAGES_PER_CALL)
-                        .demo.embed(device='cuda')
-                        .flatten())
-        embedded = embedded.progress(total=len(missing), desc='embedding', unit='passage')
+                        .demo.embed(device='cuda'))
+        # the bar counts the passages of each call as it comes back; flatten() then gives the
+        # rows back in input order, which waits for the calls of a whole sorting window
+        embedded = (embedded.progress(total=len(missing), desc='embedding', unit='passage', count=len)
+                    .flatten())
         stored = (DataCollection(count_models(embedded, instances))
                   .to_milvus['id', 'vec', 'topic', 'text'](collection=COLLECTION, uri=args.db))
         new = stored.insert_count

@@ -250,6 +250,35 @@ def test_progress_on_a_ray_stream(capsys):
     assert 'ray: 100%' in capsys.readouterr().err
 
 
+def test_progress_counts_the_elements_of_batches_as_they_come_from_ray_with_count_len(capsys):
+    # after sorted_batch, flatten() holds an element until its window's earlier ones came:
+    # the bar goes before it, over the 4 batches, and counts their 12 elements
+    out = (DataCollection.range(12).stream().set_parallel(2, 'ray').sorted_batch(3, key=lambda x: x % 4)
+           .map(lambda batch: [x * 10 for x in batch])
+           .progress(total=12, desc='tens', unit='number', count=len)
+           .flatten().to_list())
+    assert out == [x * 10 for x in range(12)]
+    err = capsys.readouterr().err
+    assert 'tens: 100%' in err and '12/12' in err and 'number' in err
+    # not a stream: the total is what its elements count for
+    assert DataCollection([[1, 2], [3]]).progress(desc='lists', count=len).flatten().to_list() == [1, 2, 3]
+    err = capsys.readouterr().err
+    assert 'lists: 100%' in err and '3/3' in err
+    # a batch that failed in a safe() chain counts as its input did
+    failed = DataCollection([[1, 2], [0]]).safe().map(lambda batch: [10 // x for x in batch])
+    out = failed.progress(desc='safe', count=len).to_list()
+    assert out[0] == [10, 5] and out[1].value == [0]
+    assert '3/3' in capsys.readouterr().err
+
+
+def test_progress_refuses_a_count_that_is_no_function_and_says_which_element_it_could_not_count():
+    with pytest.raises(TypeError, match=r'progress\(count=\.\.\.\) takes a function giving how many units'):
+        DataCollection([[1]]).progress(count=3)
+    dc = DataCollection([[1, 2], 7]).stream().progress(total=3, count=len)
+    with pytest.raises(TypeError, match=r"progress\(count='len'\) could not count 7 \(int\): .*len, for the lists"):
+        dc.to_list()
+
+
 def _omp_threads():
     import os
     return lambda: os.environ.get('OMP_NUM_THREADS')

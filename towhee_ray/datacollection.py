@@ -29,7 +29,7 @@ from towhee_ray.collection.sources import frame_rows, is_frame
 from towhee_ray.guard import DROPPED, Failure, Guarded, GuardedOperator, callable_name, step_error
 from towhee_ray.operators import OperatorNotFoundError, OperatorSpec, resolve_operator, spec_from_towhee_op
 from towhee_ray.pipeline import is_towhee_pipeline, map_pipeline
-from towhee_ray.progress import with_progress
+from towhee_ray.progress import Count, check_count, units, with_progress
 
 DEFAULT_BACKEND = 'thread'
 
@@ -589,17 +589,26 @@ class DataCollection(SettingsMixin, EntityMixin, SafetyMixin, ProcessingMixin, L
         return self._derive(zip(self._items, *others), stream=stream)
 
     def progress(self, total: Optional[int] = None, desc: Optional[str] = None,
-                 **tqdm_options: Any) -> 'DataCollection':
-        """Show a tqdm progress bar advancing as elements pass this point; ``total`` defaults
-        to the length when it is known; other keywords go to ``tqdm`` (``unit='passage'``).
-        A stream stays a stream.
+                 count: Optional[Count] = None, **tqdm_options: Any) -> 'DataCollection':
+        """Show a tqdm progress bar advancing as elements pass this point: by one per element,
+        or by ``count(element)`` (``count=len`` counts the elements of batches). ``total``
+        defaults to what the elements count for when the collection is not a stream; other
+        keywords go to ``tqdm`` (``unit='passage'``). A stream stays a stream.
+
+        Put a bar over batches right after the batched step, before ``flatten()``: after
+        ``sorted_batch`` the flattened elements wait for their window's earlier ones, so a bar
+        after ``flatten()`` moves in jumps.
 
         >>> DataCollection.range(3).progress(desc='squares').map(lambda x: x * x).to_list()
         [0, 1, 4]
+        >>> (DataCollection.range(5).stream().batch(2).map(lambda b: [x * x for x in b])
+        ...  .progress(total=5, unit='square', count=len).flatten().to_list())
+        [0, 1, 4, 9, 16]
         """
+        check_count(count)
         if total is None and not self.is_stream:
-            total = len(self._items)
-        return self._derive(with_progress(self._items, total, desc, **tqdm_options))
+            total = sum(units(item, count) for item in self._items) if count else len(self._items)
+        return self._derive(with_progress(self._items, total, desc, count, **tqdm_options))
 
     def __getattr__(self, name: str) -> _OperatorPath:
         if name.startswith('_'):
