@@ -151,8 +151,8 @@ def run_towhee_ray(passages: List[str], num_worker: int, cpus_per_actor: int,
     out = batches.bench.timed_minilm(dtype).flatten().to_list()
     end = time.time()
     ready = max(r for r, _, _ in out)
-    return {'seconds': end - start, 'started_seconds': end - ready, 'vectors': np.stack([v for _, _, v in out]),
-            'threads': sorted({t for _, t, _ in out})}
+    return {'seconds': end - start, 'started_seconds': end - ready,
+            'vectors': np.stack([v for _, _, v in out]), 'threads': sorted({t for _, t, _ in out})}
 
 
 def run_ray_data(passages: List[str]) -> Dict[str, Any]:

@@ -67,7 +67,8 @@ def embedded(passages: List[str]) -> Iterator[Any]:
 
 def run_towhee_ray(passages: List[str], db: str, name: str) -> int:
     from towhee_ray import DataCollection
-    return DataCollection(_with_ids(embedded(passages))).to_milvus['id', 'vec'](collection=name, uri=db).insert_count
+    return (DataCollection(_with_ids(embedded(passages)))
+            .to_milvus['id', 'vec'](collection=name, uri=db).insert_count)
 
 
 def run_without_sink(passages: List[str], db: str, name: str) -> int:
@@ -202,7 +203,8 @@ def scale_case(case: str, count: int, uri: str) -> Dict[str, Any]:
     seconds = time.perf_counter() - start
     sampling.set()
     client.flush('m')
-    stored = client.query('m', filter='', output_fields=['count(*)'], consistency_level='Strong')[0]['count(*)']
+    stored = client.query('m', filter='', output_fields=['count(*)'],
+                          consistency_level='Strong')[0]['count(*)']
     return {'case': case, 'vectors': count, 'seconds': seconds, 'inserts_per_s': count / seconds,
             'growth_mb': memory.growth_mb, 'stored': stored,
             'holder_mb': max(peak_holder) / 2 ** 20 if holder else None,
@@ -220,7 +222,8 @@ SCALE_CASES = [  # (name, case, target)
 CASE_KEYS = [f'{target}-{case}' for _, case, target in SCALE_CASES]
 
 
-def at_scale(count: int, rounds: int, only: Sequence[str] = (), progress: Optional[Path] = None) -> List[Dict[str, Any]]:
+def at_scale(count: int, rounds: int, only: Sequence[str] = (),
+             progress: Optional[Path] = None) -> List[Dict[str, Any]]:
     """Every scale contender (or those ``only`` names) once per round, each in a fresh
     process and collection; each result is also appended to ``progress`` (JSON lines)
     as it comes, so a run that stops keeps what it measured."""
@@ -272,7 +275,8 @@ def main() -> None:
     parser.add_argument('--quick', action='store_true', help='128 passages, 1 round, 20,000 vectors')
     parser.add_argument('--rounds', type=int, help='rounds of the throughput contenders (default 3)')
     parser.add_argument('--vectors', type=int, help='vectors in the at-scale cases (default 1,000,000)')
-    parser.add_argument('--scale-rounds', type=int, default=1, help='rounds of the at-scale cases (default 1)')
+    parser.add_argument('--scale-rounds', type=int, default=1,
+                        help='rounds of the at-scale cases (default 1)')
     parser.add_argument('--part', choices=('all', 'throughput', 'scale'), default='all',
                         help='run only the embedding throughput or only the at-scale cases')
     parser.add_argument('--cases', help=f'only these at-scale cases, comma-separated: {",".join(CASE_KEYS)}')
@@ -312,8 +316,9 @@ def main() -> None:
             print(f"{row['case']:<58} {row['inserts_per_s']:>10,.0f} {row['min']:>7,.0f}-{row['max']:<7,.0f} "
                   f"{row['growth_mb']:>11.0f} {holder:>10}")
     if args.json:
-        Path(args.json).write_text(json.dumps({'mode': 'quick' if args.quick else 'full', 'passages': len(passages),
-                                               'vectors': count, **load.as_dict(), 'rows': rows}, indent=1))
+        Path(args.json).write_text(json.dumps({'mode': 'quick' if args.quick else 'full',
+                                               'passages': len(passages), 'vectors': count,
+                                               **load.as_dict(), 'rows': rows}, indent=1))
     print(load.summary())
 
 

@@ -105,7 +105,8 @@ def _count(uri: str) -> int:
         return 0
     client.flush(COLLECTION)
     client.load_collection(COLLECTION)
-    return client.query(COLLECTION, filter='', output_fields=['count(*)'], consistency_level='Strong')[0]['count(*)']
+    return client.query(COLLECTION, filter='', output_fields=['count(*)'],
+                        consistency_level='Strong')[0]['count(*)']
 
 
 def _keys_seen(uri: str, count: int) -> np.ndarray:
@@ -113,8 +114,8 @@ def _keys_seen(uri: str, count: int) -> np.ndarray:
     client.load_collection(COLLECTION)
     seen = np.zeros(count, dtype=np.int64)
     for low in range(0, count, READ_RANGE):
-        rows = client.query(COLLECTION, filter=f'id >= {low} and id < {low + READ_RANGE}', output_fields=['id'],
-                            limit=READ_RANGE + 1, consistency_level='Strong')
+        rows = client.query(COLLECTION, filter=f'id >= {low} and id < {low + READ_RANGE}',
+                            output_fields=['id'], limit=READ_RANGE + 1, consistency_level='Strong')
         np.add.at(seen, [row['id'] for row in rows], 1)
     return seen
 
@@ -138,13 +139,15 @@ def resume_case(target: str, uri: str, count: int, kill_fraction: float) -> Dict
             'rerun_writers': rerun['writers'], 'rerun_seconds': rerun['seconds'],
             'rerun_driver_growth_mb': rerun['growth_mb'], 'count_after_rerun': total,
             'keys_missing': int((seen == 0).sum()), 'keys_twice_or_more': int((seen > 1).sum()),
-            'ok': bool(total == count and (seen == 1).all() and stored_after_kill + rerun['written'] == count)}
+            'ok': bool(total == count and (seen == 1).all()
+                       and stored_after_kill + rerun['written'] == count)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--vectors', type=int, default=1_000_000, help='rows of the job (default 1,000,000)')
-    parser.add_argument('--kill-at', type=float, default=0.5, help='fraction of the source at which to kill (0.5)')
+    parser.add_argument('--kill-at', type=float, default=0.5,
+                        help='fraction of the source at which to kill (0.5)')
     parser.add_argument('--target', choices=('both', 'lite', 'server'), default='both')
     parser.add_argument('--json', help='also write the results to this file')
     parser.add_argument('--job', help=argparse.SUPPRESS)
@@ -156,18 +159,20 @@ def main() -> None:
     folder = tempfile.mkdtemp(prefix='w7-resume-')
     results = []
     if args.target in ('both', 'lite'):
-        print(f'  W7 resume into Milvus Lite (load average {os.getloadavg()[0]:.1f})', file=sys.stderr, flush=True)
-        results.append(resume_case('Milvus Lite', os.path.join(folder, 'resume.db'), args.vectors, args.kill_at))
+        print(f'  W7 resume into Milvus Lite (load average {os.getloadavg()[0]:.1f})',
+              file=sys.stderr, flush=True)
+        results.append(resume_case('Milvus Lite', os.path.join(folder, 'resume.db'), args.vectors,
+                                   args.kill_at))
     if args.target in ('both', 'server'):
         from milvus import MilvusServer
         server = MilvusServer()
         server.set_base_dir(os.path.join(folder, 'server'))
         server.start()
         try:
-            print(f'  W7 resume into a Milvus server (load average {os.getloadavg()[0]:.1f})', file=sys.stderr,
-                  flush=True)
-            results.append(resume_case('Milvus server', f'http://127.0.0.1:{server.listen_port}', args.vectors,
-                                       args.kill_at))
+            print(f'  W7 resume into a Milvus server (load average {os.getloadavg()[0]:.1f})',
+                  file=sys.stderr, flush=True)
+            results.append(resume_case('Milvus server', f'http://127.0.0.1:{server.listen_port}',
+                                       args.vectors, args.kill_at))
         finally:
             server.stop()
     load.stop()
@@ -180,8 +185,8 @@ def main() -> None:
               f"{row['keys_missing']:>8} {row['keys_twice_or_more']:>6} {row['rerun_seconds']:>8.0f} "
               f"{row['rerun_driver_growth_mb']:>11.0f} {'yes' if row['ok'] else 'NO':>4}")
     if args.json:
-        Path(args.json).write_text(json.dumps({'vectors': args.vectors, 'kill_at': args.kill_at, **load.as_dict(),
-                                               'rows': results}, indent=1))
+        Path(args.json).write_text(json.dumps({'vectors': args.vectors, 'kill_at': args.kill_at,
+                                               **load.as_dict(), 'rows': results}, indent=1))
     print(load.summary())
     if not all(row['ok'] for row in results):
         sys.exit(1)

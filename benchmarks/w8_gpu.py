@@ -112,7 +112,6 @@ FORMS = ('sentence-transformers, one process', 'operator, one process', 'DataCol
          'Towhee pipe, ray_op', 'Towhee pipe of lists, ray_op')
 
 
-
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -239,7 +238,8 @@ def datacollection_vectors(passages: List[str], workers: int, actor_options: Dic
 
 def datacollection_runner(plan: Plan, dtype: str) -> Callable[[List[str]], np.ndarray]:
     def run(passages: List[str]) -> np.ndarray:
-        return np.stack(datacollection_vectors(passages, plan.workers, plan.actor_options, plan.passages_per_call,
+        return np.stack(datacollection_vectors(passages, plan.workers, plan.actor_options,
+                                               plan.passages_per_call,
                                                lambda chain: chain.sentence_embedding.minilm(dtype=dtype)))
     return run
 
@@ -273,10 +273,10 @@ def lists_pipe_vectors(embed: Any, passages: List[str], per_call: int, lists: in
 
 def window_pipe_vectors(embed: Any, passages: List[str], window: int, lists: int) -> List[Any]:
     """The window form of the pipe of lists: each pipeline call takes a list of passages,
-    ``flat_map`` makes them rows, ``window`` gives ``embed`` ``window`` of them in one call (no gathering across
-    calls needed), ``flat_map`` makes the vectors rows again. Towhee calls a node's operator
-    one call at a time within a pipeline call, so the passages go as ``lists`` lists through
-    ``p.batch``, that many calls at once."""
+    ``flat_map`` makes them rows, ``window`` gives ``embed`` ``window`` of them in one call
+    (no gathering across calls needed), ``flat_map`` makes the vectors rows again. Towhee
+    calls a node's operator one call at a time within a pipeline call, so the passages go as
+    ``lists`` lists through ``p.batch``, that many calls at once."""
     from towhee import pipe
 
     p = (pipe.input('texts').flat_map('texts', 'text', lambda texts: texts)
@@ -454,8 +454,8 @@ def main() -> None:
             datacollection_runner(plan, dtype), n)
         runs[f'{FORMS[3]}, ray_op({actors}{", batching" if plan.batching else ""}) [{dtype}]'] = (
             pipe_runner(plan, dtype), pipe_n)
-        runs[f'{FORMS[4]}({actors}), lists of {plan.passages_per_call}, {BATCHES_IN_FLIGHT_PER_ACTOR} an actor '
-             f'[{dtype}]'] = (lists_pipe_runner(plan, dtype), n)
+        runs[f'{FORMS[4]}({actors}), lists of {plan.passages_per_call}, '
+             f'{BATCHES_IN_FLIGHT_PER_ACTOR} an actor [{dtype}]'] = (lists_pipe_runner(plan, dtype), n)
         for name, (run, size) in runs.items():
             contenders[name] = contender(run, passages, size, reference)
             sizes[name] = size
@@ -465,7 +465,8 @@ def main() -> None:
     setting = {'mode': 'smoke' if smoke else 'full', 'device': plan.device, 'actors': actors,
                'passages_per_call': plan.passages_per_call, 'corpus_passages': len(passages), 'n': n,
                'rounds': rounds, 'ray_op_batching': plan.batching,
-               'reference': ('sentence-transformers' if have_st else 'the operator') + f' float32 on {plan.device}',
+               'reference': (('sentence-transformers' if have_st else 'the operator')
+                             + f' float32 on {plan.device}'),
                'notes': notes}
     results: Dict[str, List[Dict[str, Any]]] = {name: [] for name in order}
     for done in range(1, rounds + 1):   # the JSON after every round: a run cut short keeps its rounds

@@ -94,7 +94,8 @@ def runners() -> Dict[str, Callable[[List[str]], List[Any]]]:
     def wide_alone(passages: List[str]) -> List[Any]:
         return rows_pipe_vectors(ZeroVectors(), passages, ALONE_IN_FLIGHT)
 
-    def on_ray_op(form: Callable[[Any, List[str]], List[Any]], **batching: Any) -> Callable[[List[str]], List[Any]]:
+    def on_ray_op(form: Callable[[Any, List[str]], List[Any]],
+                  **batching: Any) -> Callable[[List[str]], List[Any]]:
         def run(passages: List[str]) -> List[Any]:   # the form on a ray_op of its own, closed after
             with ray_op(ZeroVectors, num_worker=WORKERS, **options, **batching) as embed:
                 return form(embed, passages)
@@ -108,7 +109,8 @@ def runners() -> Dict[str, Callable[[List[str]], List[Any]]]:
     lists_ray_op = on_ray_op(lambda embed, passages: lists_pipe_vectors(
         embed, passages, PASSAGES_PER_CALL, embed.calls_to_fill))
 
-    return dict(zip(FORMS, (datacollection, towhee_alone, wide_alone, rows_ray_op, windows_ray_op, lists_ray_op)))
+    return dict(zip(FORMS, (datacollection, towhee_alone, wide_alone, rows_ray_op, windows_ray_op,
+                            lists_ray_op)))
 
 
 def sizes(quick: bool) -> Dict[str, int]:
@@ -116,7 +118,8 @@ def sizes(quick: bool) -> Dict[str, int]:
     return {name: QUICK_N if quick else ROW_N if 'one row a call' in name else N for name in FORMS}
 
 
-def contender(run: Callable[[List[str]], List[Any]], passages: List[str], n: int) -> Callable[[], Dict[str, float]]:
+def contender(run: Callable[[List[str]], List[Any]], passages: List[str],
+              n: int) -> Callable[[], Dict[str, float]]:
     def one_round() -> Dict[str, float]:
         times = []
         for size in (n, 2 * n):
@@ -136,7 +139,8 @@ def summarize(results: Dict[str, List[Dict[str, float]]], ns: Dict[str, int]) ->
         rates = [marginal(r, n) for r in runs]
         with_start = [2 * n / r['seconds_2n'] for r in runs]
         rows.append({'case': name, 'passages_n': n, 'passages_2n': 2 * n,
-                     'marginal_passages_per_s': median_or_none(rates), 'marginal_passages_per_s_rounds': rates,
+                     'marginal_passages_per_s': median_or_none(rates),
+                     'marginal_passages_per_s_rounds': rates,
                      'with_start_passages_per_s': statistics.median(with_start),
                      'with_start_passages_per_s_rounds': with_start})
     return rows
@@ -156,7 +160,8 @@ def main() -> None:
     corpus = gpu_corpus()
     most = 2 * max(ns.values())
     passages = (corpus * (-(-most // len(corpus))))[:most]   # the corpus again, as often as needed
-    results = interleaved({name: contender(run, passages, ns[name]) for name, run in runners().items()}, rounds)
+    results = interleaved({name: contender(run, passages, ns[name]) for name, run in runners().items()},
+                          rounds)
     rows = summarize(results, ns)
     load.stop()
     report = {'workload': "W8's forms with an operator that costs nothing",
@@ -164,8 +169,8 @@ def main() -> None:
               'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
               'commit': commit(), 'machine': load.as_dict(), 'n': ns, 'rounds': rounds, 'workers': WORKERS,
               'passages_per_call': PASSAGES_PER_CALL, 'max_batch_size': PIPE_MAX_BATCH_SIZE, 'rows': rows}
-    print(f"W8's forms with an operator that costs nothing: N and 2N passages, {rounds} interleaved round(s), "
-          f'{WORKERS} actors, commit {report["commit"]}')
+    print(f"W8's forms with an operator that costs nothing: N and 2N passages, {rounds} interleaved "
+          f'round(s), {WORKERS} actors, commit {report["commit"]}')
     print(f'{"case":<48} {"N":>8} {"marginal p/s":>26} {"with start p/s":>26}')
     for row in rows:
         known = [value for value in row['marginal_passages_per_s_rounds'] if value is not None]

@@ -59,7 +59,8 @@ def find_near_duplicates(folder: Path) -> None:
     for i, path in enumerate(paths):
         best = int(similarity[i].argmax())
         found += best == i ^ 1   # picture2k and copy2k+1 are pairs
-        print(f'  {Path(path).name:<14} nearest {Path(paths[best]).name:<14} similarity {similarity[i, best]:.2f}')
+        print(f'  {Path(path).name:<14} nearest {Path(paths[best]).name:<14} '
+              f'similarity {similarity[i, best]:.2f}')
     print(f'near-duplicates found: {found} of {len(paths)}')
     buffer = io.BytesIO()
     Image.fromarray(picture(0)).save(buffer, format='PNG')

@@ -42,7 +42,8 @@ def main() -> None:
     rows = [row for rows in results for row in rows]
     print(f'{len(documents)} topics -> {len(rows)} passages, {sum(row[1] for row in rows)} words; '
           f'longest word {max(row[2] for row in rows)} letters')
-    print(f'the pipeline ran in Ray actor processes {sorted({row[3] for row in rows})}, not in this one ({os.getpid()})')
+    print(f'the pipeline ran in Ray actor processes {sorted({row[3] for row in rows})}, '
+          f'not in this one ({os.getpid()})')
 
 
 if __name__ == '__main__':

@@ -109,8 +109,8 @@ def test_wide_gives_a_pipe_threads_enough_to_keep_its_busiest_ray_op_full():
 def test_wide_refuses_what_it_cannot_size():
     with pytest.raises(TypeError, match='wide takes a Towhee pipeline'):
         wide(lambda x: x)
-    with pytest.raises(ValueError, match='this pipeline has no ray_op to keep busy; say how many calls it runs '
-                                         'at once with in_flight='):
+    with pytest.raises(ValueError, match='this pipeline has no ray_op to keep busy; say how many calls '
+                                         'it runs at once with in_flight='):
         wide(pipe.input('x').map('x', 'y', abs).output('y'))
     with pytest.raises(ValueError, match='in_flight'):
         wide(pipe.input('x').output('x'), in_flight=0)

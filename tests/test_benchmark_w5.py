@@ -31,7 +31,9 @@ def test_w5_quick_prints_the_table_and_writes_json_with_equal_embeddings(tmp_pat
         else:   # every float32 contender computes the same vectors
             assert row['max_abs_diff'] < 1e-5 and row['min_cosine'] > 0.99999, row
     rows = {row['case']: row for row in report['rows']}
-    assert rows['towhee_ray ray step, 2 actors x 1 CPU, sorted_batch(64) of token ids']['torch_threads'] == [1]
-    assert rows['towhee_ray ray step, 1 actor x 2 CPUs, sorted_batch(64) of token ids']['torch_threads'] == [2]
+    assert (rows['towhee_ray ray step, 2 actors x 1 CPU, sorted_batch(64) of token ids']['torch_threads']
+            == [1])
+    assert (rows['towhee_ray ray step, 1 actor x 2 CPUs, sorted_batch(64) of token ids']['torch_threads']
+            == [2])
     padding = report['padding']
     assert padding['sorted by tokens, batch 32'] < padding['sorted by characters, batch 32']

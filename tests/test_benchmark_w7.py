@@ -13,8 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.timeout(1200)
 def test_w7_quick_prints_the_table_and_writes_json(tmp_path):
     results = tmp_path / 'w7.json'
-    run = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'w7_ingest.py'), '--quick', '--vectors', '3000',
-                          '--json', str(results)], capture_output=True, text=True, timeout=1150, cwd=ROOT)
+    run = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'w7_ingest.py'), '--quick',
+                          '--vectors', '3000', '--json', str(results)],
+                         capture_output=True, text=True, timeout=1150, cwd=ROOT)
     assert run.returncode == 0, run.stderr
     report = json.loads(results.read_text())
     assert report['mode'] == 'quick' and report['passages'] == 128 and 'others_cpu_share' in report

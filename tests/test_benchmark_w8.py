@@ -8,12 +8,15 @@ from tests.support import ROOT
 
 
 @pytest.mark.timeout(600)
-def test_w8_smoke_reports_every_form_in_both_dtypes_with_their_deviations_after_each_round(tmp_path, python_process):
+def test_w8_smoke_reports_every_form_in_both_dtypes_with_their_deviations_after_each_round(
+        tmp_path, python_process):
     results = tmp_path / 'w8.json'
-    run = python_process(str(ROOT / 'benchmarks' / 'w8_gpu.py'), '--quick', '--repeat', '2', '--json', str(results))
+    run = python_process(str(ROOT / 'benchmarks' / 'w8_gpu.py'), '--quick', '--repeat', '2', '--json',
+                         str(results))
     assert run.returncode == 0, run.stderr[-4000:]
     report = json.loads(results.read_text())
-    assert report['mode'] == 'smoke' and report['device'] == 'cpu' and report['rounds'] == report['rounds_done'] == 2
+    assert (report['mode'] == 'smoke' and report['device'] == 'cpu'
+            and report['rounds'] == report['rounds_done'] == 2)
     assert f'round 1 of 2 done; its figures so far are in {results}' in run.stderr   # a cut run keeps them
     assert report['n'] == 48 and report['corpus_passages'] % 16 == 0
     assert report['commit'] and 'load_average_before' in report['machine'] and report['date']
@@ -47,8 +50,8 @@ def test_w8_overhead_smoke_reports_every_form_with_its_rate(tmp_path, python_pro
     assert report['commit'] and 'load_average_before' in report['machine'] and report['date']
     assert [row['case'] for row in report['rows']] == [
         'DataCollection, Ray actors', 'Towhee pipe, one row a call, no Ray',
-        'Towhee pipe, one row a call, no Ray, wide batch', 'Towhee pipe, one row a call, ray_op batching', 'Towhee pipe of lists, window + ray_op',
-        'Towhee pipe of lists, map + ray_op']
+        'Towhee pipe, one row a call, no Ray, wide batch', 'Towhee pipe, one row a call, ray_op batching',
+        'Towhee pipe of lists, window + ray_op', 'Towhee pipe of lists, map + ray_op']
     for row in report['rows']:
         assert row['case'] in run.stdout and row['passages_2n'] == 512
         assert row['with_start_passages_per_s'] > 0 and len(row['marginal_passages_per_s_rounds']) == 1

@@ -106,7 +106,8 @@ def get_node(*args, **kws):
     return real(*args, **kws)
 services.get_node = get_node
 def ray_programs():
-    return sorted(child.name() for child in psutil.Process().children() if child.name() in ('gcs_server', 'raylet'))
+    return sorted(child.name() for child in psutil.Process().children()
+                  if child.name() in ('gcs_server', 'raylet'))
 try:
     print(towhee_ray.DataCollection(range(3)).set_parallel(2, 'ray').map(abs).to_list())
 except RuntimeError as error:
@@ -123,7 +124,8 @@ def test_a_local_ray_whose_raylet_did_not_register_in_time_is_stopped_and_starte
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert lines[-2] == '[0, 1, 2]'
-    assert json.loads(lines[-1]) == {'calls': 2, 'left': ['gcs_server', 'raylet']}   # the first start's are gone
+    # the first start's are gone
+    assert json.loads(lines[-1]) == {'calls': 2, 'left': ['gcs_server', 'raylet']}
     assert 'a local Ray did not start in time' in result.stderr
 
 
@@ -150,7 +152,8 @@ first = threading.Thread(target=lambda: print(DataCollection([1]).set_parallel(1
 first.start()
 first.join()
 children = [' '.join(child.cmdline()) for child in psutil.Process().children(recursive=True)]
-print('raylet:', any('raylet' in line for line in children), 'gcs:', any('gcs_server' in line for line in children))
+print('raylet:', any('raylet' in line for line in children),
+      'gcs:', any('gcs_server' in line for line in children))
 print(DataCollection(range(3)).set_parallel(2, 'ray').map(abs).to_list())
 '''
     result = python_process('-c', script, timeout=50)

@@ -149,10 +149,13 @@ def test_a_results_region_is_rendered_from_a_recorded_json(tmp_path):
 
 def test_a_run_records_the_machine_it_ran_on_where_it_names_one(tmp_path):
     import json
-    gpu_machine = {'platform': 'Linux-x86_64', 'cpus': 16, 'memory_gib': 128, 'gpus': ['NVIDIA H200, 143771 MiB']}
-    (tmp_path / 'there.json').write_text(json.dumps({'date': '2026-12-05T10:00:00+00:00', 'ran_on': gpu_machine}))
+    gpu_machine = {'platform': 'Linux-x86_64', 'cpus': 16, 'memory_gib': 128,
+                   'gpus': ['NVIDIA H200, 143771 MiB']}
+    (tmp_path / 'there.json').write_text(json.dumps({'date': '2026-12-05T10:00:00+00:00',
+                                                     'ran_on': gpu_machine}))
     (tmp_path / 'here.json').write_text(json.dumps({'rows': []}))
-    there = json.loads(report.record('w8_gpu', tmp_path / 'there.json', results_dir=tmp_path / 'r').read_text())
+    there = json.loads(report.record('w8_gpu', tmp_path / 'there.json',
+                                     results_dir=tmp_path / 'r').read_text())
     assert there['recorded']['machine'] == gpu_machine
     assert there['recorded']['date'] == '2026-12-05T10:00:00+00:00' and there['recorded']['commit']
     here = json.loads(report.record('w1', tmp_path / 'here.json', results_dir=tmp_path / 'r').read_text())

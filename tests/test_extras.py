@@ -19,7 +19,8 @@ CASES = {
     'parquet': ('pyarrow.parquet', lambda folder: vectors().to_parquet(folder / 'vectors'),
                 "to_parquet/read_parquet needs pyarrow.parquet, which cannot be imported: "
                 "pip install 'towhee-ray[parquet]'"),
-    'milvus': ('pymilvus', lambda folder: vectors().to_milvus['id', 'vec']('passages', uri=str(folder / 'm.db')),
+    'milvus': ('pymilvus',
+               lambda folder: vectors().to_milvus['id', 'vec']('passages', uri=str(folder / 'm.db')),
                "Milvus needs pymilvus, which cannot be imported: pip install 'towhee-ray[milvus]'"),
     'pandas': ('pandas', lambda folder: vectors().to_df(),
                'to_df()/from_df() needs pandas, which cannot be imported: pip install pandas'),

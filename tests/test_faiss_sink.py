@@ -125,7 +125,8 @@ def test_the_key_value_file_of_a_larger_index_is_refused(tmp_path):
     embedded(['a']).to_faiss['id', 'vec'](findex)
     (tmp_path / 'small_kv.bin').write_bytes((tmp_path / 'large_kv.bin').read_bytes())
     with pytest.raises(ValueError, match=r'small_kv.bin names 2 ids more than .*small.bin.* holds, and '
-                                         r'no save of the index was left unfinished .* do not belong together'):
+                                         r'no save of the index was left unfinished .* do not belong '
+                                         r'together'):
         embedded(['b']).to_faiss['id', 'vec'](findex)
     assert keys_of(findex) == {'0': 'x', '1': 'y', '2': 'z'}   # both files as they were
     assert faiss.read_index(str(findex)).ntotal == 1

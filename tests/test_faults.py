@@ -92,7 +92,8 @@ def test_a_crashing_task_is_named_though_an_earlier_chunk_of_its_slot_still_runs
         return x
 
     dc = DataCollection.range(6).stream().set_parallel(
-        2, 'ray', chunk_size=1, ray_remote_args={'max_retries': 0, 'resources': {support.TEST_RESOURCE: share}})
+        2, 'ray', chunk_size=1,
+        ray_remote_args={'max_retries': 0, 'resources': {support.TEST_RESOURCE: share}})
     with pytest.raises(WorkerError, match=r'map\(one_sleeps_three_dies\): the Ray worker process running '
                                           r'element #3 died on its only try'):
         dc.map(one_sleeps_three_dies).to_list()
@@ -175,7 +176,8 @@ def main_thread_at() -> str:
     return ''.join(traceback.format_stack(frame)[-4:]) if frame is not None else '?'
 
 
-def stops_changing(read, quiet_seconds: float = 2.0, timeout: float = support.CLEANUP_TIMEOUT_SECONDS) -> bool:
+def stops_changing(read, quiet_seconds: float = 2.0,
+                   timeout: float = support.CLEANUP_TIMEOUT_SECONDS) -> bool:
     """Whether ``read()`` stays the same for ``quiet_seconds`` within ``timeout``: what a
     task leaves behind (files it writes) says it stopped, where Ray's state API, whose task
     events are gathered asynchronously, may still say RUNNING for a while."""
@@ -276,7 +278,8 @@ def test_a_consumer_stopping_early_releases_tasks_and_removes_actors(how, tmp_pa
     assert eventually(lambda: not chain_actors()), chain_actors()
     # the step's tasks stopped: no element finishes any more (a closed step's running
     # tasks get a grace second, each element takes 0.3 s)
-    assert stops_changing(lambda: len(list(done.iterdir()))), f'{len(list(done.iterdir()))} elements and counting'
+    assert stops_changing(lambda: len(list(done.iterdir()))), (
+        f'{len(list(done.iterdir()))} elements and counting')
     assert len(list(done.iterdir())) < 100
     assert DataCollection.range(100).set_parallel(2, 'ray').faults.double().to_list() == [
         2 * x for x in range(100)]

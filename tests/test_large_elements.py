@@ -121,7 +121,8 @@ def test_workers_reuse_the_heap_a_chunk_of_large_outputs_freed():
 
     pages_of_one_block = 8 * MB // resource.getpagesize()
     on_tasks = DataCollection(range(4)).set_parallel(2, 'ray', chunk_size=1).map(heap_faults).to_list()
-    on_actors = DataCollection(range(4)).set_parallel(2, 'ray', chunk_size=1).tests_large.heap_faults().to_list()
+    on_actors = (DataCollection(range(4)).set_parallel(2, 'ray', chunk_size=1)
+                 .tests_large.heap_faults().to_list())
     assert max(on_tasks) < pages_of_one_block, on_tasks
     assert max(on_actors) < pages_of_one_block, on_actors
 
@@ -136,7 +137,8 @@ def test_bytes_in_flight_stay_bounded_between_the_source_and_the_consumer(direct
     if direction == 'in':
         source, fn = arrays(200, 1, pulled), first
     else:
-        source, fn = (pulled.append(i) or i for i in range(200)), lambda i: np.full(MB // 8, i, dtype=np.float64)
+        source, fn = ((pulled.append(i) or i for i in range(200)),
+                      lambda i: np.full(MB // 8, i, dtype=np.float64))
     dc = DataCollection(source).set_parallel(2, 'ray', chunk_bytes=2 * MB, max_bytes_in_flight=6 * MB).map(fn)
     ahead = []
     for consumed, output in enumerate(dc, start=1):

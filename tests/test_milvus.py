@@ -78,7 +78,8 @@ def test_bytes_fingerprints_go_in_as_01_float_vectors(db):
 
 def test_a_key_is_never_held_twice_upsert_replaces_and_skip_keeps(db):
     first = DataCollection['id', 'vec', 'tag']([(i, unit(i), 'first') for i in range(6)])
-    again = DataCollection['id', 'vec', 'tag']([(i, unit(i), 'again') for i in range(3, 9)] + [(8, unit(8), 'last')])
+    again = DataCollection['id', 'vec', 'tag']([(i, unit(i), 'again') for i in range(3, 9)]
+                                               + [(8, unit(8), 'last')])
     first.to_milvus['id', 'vec', 'tag'](collection='up', uri=db)
     assert again.to_milvus['id', 'vec', 'tag'](collection='up', uri=db).insert_count == 6
     assert [(row['id'], row['tag']) for row in stored(db, 'up', ('id', 'tag'))] == \
@@ -157,7 +158,8 @@ def test_ann_insert_and_ann_search_in_a_pipe_that_embeds_on_ray_op_actors(db, ra
     client.create_collection('texts', schema=_text_schema(db), index_params=index)
     insert = (pipe.input('id', 'text')
               .map('text', 'vec', embed)
-              .map(('id', 'vec', 'text'), 'result', ops.ann_insert.milvus_client(uri=db, collection_name='texts'))
+              .map(('id', 'vec', 'text'), 'result',
+                   ops.ann_insert.milvus_client(uri=db, collection_name='texts'))
               .output('result'))
     results = [queue.get()[0] for queue in insert.batch(list(enumerate(passages)))]
     assert [result.insert_count for result in results] == [1, 1, 1, 1]
@@ -169,11 +171,13 @@ def test_ann_insert_and_ann_search_in_a_pipe_that_embeds_on_ray_op_actors(db, ra
     hits = search('what does a for loop do?').to_list()
     assert len(hits) == 2 and hits[0][0][0] == 1 and hits[0][0][2] == passages[1]
     assert 0 < hits[0][0][1] <= 1.0001 and hits[0][0][1] > hits[1][0][1]
-    assert sum(actor['calls'] for actor in embed.stats()) == 5 and all(actor['pid'] != os.getpid() for actor in embed.stats())
+    assert (sum(actor['calls'] for actor in embed.stats()) == 5
+            and all(actor['pid'] != os.getpid() for actor in embed.stats()))
     embed.close()
     # the same search in a DataCollection chain
     vector = ops.sentence_embedding.minilm().get_op()('default values of arguments')
-    found = DataCollection([vector]).ann_search.milvus_client(uri=db, collection_name='texts', limit=1).to_list()
+    found = DataCollection([vector]).ann_search.milvus_client(uri=db, collection_name='texts',
+                                                              limit=1).to_list()
     assert found[0][0][0] == 2
 
 
@@ -290,11 +294,12 @@ def test_a_vector_of_the_wrong_dimension_names_the_row_and_both_sizes_and_keeps_
     assert [row['id'] for row in stored(db, 'dims')] == list(range(13))
 
 
-def test_writers_workers_into_milvus_lite_is_refused_with_why_and_releases_the_chain(db, ray_cluster, alive_actors):
+def test_writers_workers_into_milvus_lite_is_refused_with_why_and_releases_the_chain(
+        db, ray_cluster, alive_actors):
     chain = DataCollection(iter(['a b c'])).set_parallel(1, backend='ray').towhee.text_split(max_words=1)
     before = set(alive_actors())
-    with pytest.raises(ValueError, match=r"to_milvus\(writers='workers'\): workers write into a Milvus server.*"
-                                         r"Milvus Lite file has one writer"):
+    with pytest.raises(ValueError, match=r"to_milvus\(writers='workers'\): workers write into a Milvus "
+                                         r"server.*Milvus Lite file has one writer"):
         chain.to_milvus['text', 'vec'](collection='lite', uri=db, writers='workers')
     assert set(alive_actors()) <= before
 
@@ -305,7 +310,8 @@ def test_a_missing_field_and_a_key_of_the_wrong_type_name_the_row(db):
         DataCollection(good + [{'id': 3}]).to_milvus['id', 'vec'](collection='bad', uri=db, batch=2)
     assert [row['id'] for row in stored(db, 'bad')] == [0, 1]
     with pytest.raises(TypeError, match=r"row #1 \(id='7'\): the key 'id' is '7' \(str\); .*int64.*func=int"):
-        DataCollection(good[:1] + [{'id': '7', 'vec': unit(7)}]).to_milvus['id', 'vec'](collection='bad', uri=db)
+        DataCollection(good[:1] + [{'id': '7', 'vec': unit(7)}]).to_milvus['id', 'vec'](
+            collection='bad', uri=db)
     with pytest.raises(TypeError, match=r"row #0 \(id=1.5\).*primary key is an int or a str"):
         DataCollection([{'id': 1.5, 'vec': unit(1)}]).to_milvus['id', 'vec'](collection='new', uri=db)
     with pytest.raises(TypeError, match='needs the fields to write in a subscript'):
@@ -326,7 +332,8 @@ def test_a_vector_that_is_not_finite_names_the_row_and_keeps_what_came_before(db
     ([{'id': 0, 'vec': unit(0), 't': 'a'}, {'id': 1, 'vec': unit(1), 't': None}], ValueError,
      r"row #1 \(id=1\): field 't' is None, and the collection's field VARCHAR holds no nulls"),
     ([{'id': 0, 'vec': unit(0), 't': 'a'}, {'id': 1, 'vec': unit(1), 't': 7}], TypeError,
-     r"row #1 \(id=1\): field 't' is 7 \(int\), but the collection's field is VARCHAR, which holds str.*func=str"),
+     r"row #1 \(id=1\): field 't' is 7 \(int\), but the collection's field is VARCHAR, which holds str"
+     r".*func=str"),
     ([{'id': 0, 'vec': unit(0), 'n': 1}, {'id': 1, 'vec': unit(1), 'n': 1.5}], TypeError,
      r"row #1 \(id=1\): field 'n' is 1.5 \(float\), but the collection's field is INT64, which holds int"),
     ([{'id': 2**70, 'vec': unit(0)}], ValueError,
@@ -348,8 +355,8 @@ def test_a_scalar_the_collection_cannot_hold_names_the_row_and_what_the_field_ho
 def test_a_collection_field_the_rows_lack_is_named_before_anything_is_written(db):
     DataCollection([{'id': 0, 'vec': unit(0), 'title': 'zero'}]).to_milvus['id', 'vec', 'title'](
         collection='titled', uri=db)
-    with pytest.raises(ValueError, match=r"needs a value for \['title'\] in every row, and to_milvus\[...\] writes "
-                                         r"only \['id', 'vec'\]: name it in to_milvus\[...\]"):
+    with pytest.raises(ValueError, match=r"needs a value for \['title'\] in every row, and to_milvus\[...\] "
+                                         r"writes only \['id', 'vec'\]: name it in to_milvus\[...\]"):
         DataCollection([{'id': 1, 'vec': unit(1)}]).to_milvus['id', 'vec'](collection='titled', uri=db)
     assert [row['id'] for row in stored(db, 'titled')] == [0]
 
@@ -363,12 +370,14 @@ def test_a_lite_server_that_dies_mid_job_is_named_with_what_to_do_and_the_rerun_
                 server.process.wait()
             yield {'id': i, 'vec': unit(i)}
 
-    with pytest.raises(ConnectionError, match=r"the Milvus Lite server of '.*vectors.db' \(pid \d+\) exited during "
-                                              r"the job, with code -9 .*run the job again"):
-        DataCollection(rows(range(300), kill_at=150)).to_milvus['id', 'vec'](collection='dies', uri=db, batch=50)
+    with pytest.raises(ConnectionError, match=r"the Milvus Lite server of '.*vectors.db' \(pid \d+\) exited "
+                                              r"during the job, with code -9 .*run the job again"):
+        DataCollection(rows(range(300), kill_at=150)).to_milvus['id', 'vec'](
+            collection='dies', uri=db, batch=50)
     written = len(stored(db, 'dies'))   # a new server, on what the old one committed
     assert written <= 150
-    rerun = DataCollection['id'](range(300)).skip_existing['id']('dies', uri=db).runas_op['id', 'vec'](func=unit)
+    rerun = (DataCollection['id'](range(300)).skip_existing['id']('dies', uri=db)
+             .runas_op['id', 'vec'](func=unit))
     assert rerun.to_milvus['id', 'vec'](collection='dies', uri=db).insert_count == 300 - written
     assert [row['id'] for row in stored(db, 'dies')] == list(range(300))
 
@@ -376,8 +385,8 @@ def test_a_lite_server_that_dies_mid_job_is_named_with_what_to_do_and_the_rerun_
 def test_a_lite_path_that_cannot_be_a_lite_folder_says_what_to_do(tmp_path):
     (tmp_path / 'plain.db').write_text('not Milvus Lite 3')
     rows = DataCollection([{'id': 1, 'vec': unit(1)}])
-    with pytest.raises(FileExistsError, match=r"plain.db' is a file, and Milvus Lite keeps its collections in a "
-                                              r"folder of that name.*give another path ending in .db"):
+    with pytest.raises(FileExistsError, match=r"plain.db' is a file, and Milvus Lite keeps its collections "
+                                              r"in a folder of that name.*give another path ending in .db"):
         rows.to_milvus['id', 'vec'](collection='c', uri=str(tmp_path / 'plain.db'))
     with pytest.raises(OSError, match=r"cannot make the folder of the Milvus Lite file .*plain.db/inner.db.*"
                                       r"give a path where this process may write"):

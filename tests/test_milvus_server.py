@@ -36,7 +36,8 @@ def make_row(i):
 def stored(uri, name, fields=('id',)):
     client = connect(uri)
     client.load_collection(name)
-    rows = client.query(name, filter='id >= 0', output_fields=list(fields), limit=16384, consistency_level='Strong')
+    rows = client.query(name, filter='id >= 0', output_fields=list(fields), limit=16384,
+                        consistency_level='Strong')
     client.close()
     return sorted(rows, key=lambda row: row[fields[0]])
 
@@ -65,7 +66,8 @@ def test_ray_workers_write_the_rows_they_make_and_the_driver_writes_none(milvus_
 def test_writers_driver_writes_from_the_driver_even_after_a_parallel_step(milvus_server, collection, mocker):
     driver_writes = mocker.spy(MilvusSink, 'write')
     chain = DataCollection.range(120).stream().set_parallel(2, backend='ray', chunk_size=40).map(make_row)
-    result = chain.to_milvus['id', 'vec'](collection=collection, uri=milvus_server, batch=50, writers='driver')
+    result = chain.to_milvus['id', 'vec'](collection=collection, uri=milvus_server, batch=50,
+                                          writers='driver')
     assert result.insert_count == 120 and 'writers' not in result.details
     assert driver_writes.call_count == 3
     assert [row['id'] for row in stored(milvus_server, collection)] == list(range(120))
@@ -118,15 +120,16 @@ def test_an_operator_step_writes_from_its_actors(milvus_server, collection):
     # text_split makes lists of strings, not vectors: the worker's error names the element
     split = (DataCollection['id', 'text'](list(enumerate(texts))).stream().set_parallel(1, backend='ray')
              .towhee.text_split['text', 'vec'](max_words=3))
-    with pytest.raises(TypeError, match=r"operator towhee/text-split\[.*\] \+ to_milvus failed on element #0.*"
-                                        r"none of the fields \['vec'\] is a vector"):
+    with pytest.raises(TypeError, match=r"operator towhee/text-split\[.*\] \+ to_milvus failed on element "
+                                        r"#0.*none of the fields \['vec'\] is a vector"):
         split.to_milvus['id', 'vec'](collection=collection + '_split', uri=milvus_server)
 
 
 def test_skip_existing_on_the_server_embeds_only_the_missing_rows(milvus_server, collection):
     DataCollection['id', 'vec']([(i, unit(i)) for i in range(0, 40, 2)]).to_milvus['id', 'vec'](
         collection=collection, uri=milvus_server)
-    chain = (DataCollection['id']((i for i in range(40))).skip_existing['id'](collection, uri=milvus_server, batch=7)
+    chain = (DataCollection['id']((i for i in range(40)))
+             .skip_existing['id'](collection, uri=milvus_server, batch=7)
              .set_parallel(2, backend='ray').runas_op['id', 'vec'](func=unit))
     result = chain.to_milvus['id', 'vec'](collection=collection, uri=milvus_server)
     assert result.insert_count == 20 and result.details['writers'] == 'workers'
@@ -140,7 +143,8 @@ def test_text_keys_of_any_characters_resume_on_the_server(milvus_server, collect
                 .set_parallel(2, backend='ray')
                 .runas_op['id', 'vec'](func=lambda key: unit(len(key))))
 
-    assert job(ODD_KEYS[:8]).to_milvus['id', 'vec'](collection=collection, uri=milvus_server).insert_count == 8
+    assert job(ODD_KEYS[:8]).to_milvus['id', 'vec'](collection=collection,
+                                                    uri=milvus_server).insert_count == 8
     result = job(ODD_KEYS).to_milvus['id', 'vec'](collection=collection, uri=milvus_server)
     assert (result.insert_count, result.details['writers']) == (len(ODD_KEYS) - 8, 'workers')
     client = connect(milvus_server)
@@ -162,12 +166,14 @@ def test_bad_rows_from_workers_name_the_element_and_keep_what_came_before(milvus
     # every row before it, none of its chunk after it; the chunk queued behind it may be in
     # (workers write in parallel): a rerun with skip_existing or upserts repairs either way
     assert keys[:13] == list(range(13)) and set(keys[13:]) <= set(range(15, 20))
-    missing = DataCollection(iter([{'id': 1, 'vec': unit(1)}, {'id': 2}])).set_parallel(1, backend='ray').map(dict)
+    missing = (DataCollection(iter([{'id': 1, 'vec': unit(1)}, {'id': 2}])).set_parallel(1, backend='ray')
+               .map(dict))
     with pytest.raises(KeyError, match=r"element #1.*the row \(id=2\) has no field 'vec'"):
         missing.to_milvus['id', 'vec'](collection=collection, uri=milvus_server)
 
 
-def test_a_batch_the_server_refuses_whole_is_named_as_a_batch_from_workers_and_the_driver(milvus_server, collection):
+def test_a_batch_the_server_refuses_whole_is_named_as_a_batch_from_workers_and_the_driver(
+        milvus_server, collection):
     # a set cannot be JSON: pymilvus refuses the batch, without saying which row
     rows = [{'id': i, 'vec': unit(i), 'meta': {'n': i} if i != 6 else {'s': {1, 2}}} for i in range(12)]
     chain = DataCollection(iter(rows)).set_parallel(1, backend='ray', chunk_size=12).map(lambda row: row)
@@ -234,7 +240,8 @@ def test_a_server_that_is_not_there_is_a_clear_error_within_seconds(collection):
 
 
 @pytest.mark.timeout(900)   # two actors loading a model on a loaded machine; a hang still fails
-def test_ann_insert_runs_in_ray_op_actors_against_the_server_and_ann_search_finds_it(milvus_server, collection):
+def test_ann_insert_runs_in_ray_op_actors_against_the_server_and_ann_search_finds_it(
+        milvus_server, collection):
     from pymilvus import DataType
     client = connect(milvus_server)
     schema = client.create_schema(auto_id=False)
@@ -245,15 +252,16 @@ def test_ann_insert_runs_in_ray_op_actors_against_the_server_and_ann_search_find
     client.create_collection(collection, schema=schema, index_params=index)
     passages = ['The try statement specifies exception handlers.', 'A for loop iterates over a sequence.']
     embed = ray_op(ops.sentence_embedding.minilm(), num_worker=1)
-    insert_op = ray_op(ops.ann_insert.milvus_client(uri=milvus_server, collection_name=collection), num_worker=2)
+    insert_op = ray_op(ops.ann_insert.milvus_client(uri=milvus_server, collection_name=collection),
+                       num_worker=2)
     insert = pipe.input('id', 'text').map('text', 'vec', embed).map(('id', 'vec'), 'r', insert_op).output('r')
     assert [queue.get()[0].insert_count for queue in insert.batch(list(enumerate(passages)))] == [1, 1]
     assert all(actor['pid'] != os.getpid() for actor in insert_op.stats())
     insert_op.close()
     client.flush(collection)
     search = (pipe.input('q').map('q', 'vec', embed)
-              .flat_map('vec', 'hit', ops.ann_search.milvus_client(uri=milvus_server, collection_name=collection,
-                                                                   limit=1))
+              .flat_map('vec', 'hit', ops.ann_search.milvus_client(uri=milvus_server,
+                                                                   collection_name=collection, limit=1))
               .output('hit'))
     assert search('how do I loop over a list?').get()[0][0] == 1
     embed.close()
@@ -284,8 +292,8 @@ def test_a_job_killed_mid_run_resumes_with_each_key_exactly_once(milvus_server, 
 
     def job(*args):
         return subprocess.Popen([sys.executable, str(ROOT / 'tests' / 'milvus_server_job.py'), milvus_server,
-                                 collection, str(marker), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, cwd=ROOT)
+                                 collection, str(marker), *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
 
     killed = job('--stop-at', '150')
     deadline = time.monotonic() + 240

@@ -31,7 +31,8 @@ def parts(folder):
     return sorted(path.name for path in folder.iterdir())
 
 
-def test_a_ray_chain_ends_in_parquet_written_by_its_workers_and_reads_back_as_entity_rows(ray_cluster, tmp_path):
+def test_a_ray_chain_ends_in_parquet_written_by_its_workers_and_reads_back_as_entity_rows(
+        ray_cluster, tmp_path):
     folder = tmp_path / 'vectors'
     (folder / '.part-00000-0badc0de.parquet.inprogress').parent.mkdir()
     (folder / '.part-00000-0badc0de.parquet.inprogress').write_bytes(b'PAR1 no footer')   # a killed job's
@@ -63,7 +64,8 @@ def test_writers_driver_writes_in_the_chains_order_in_row_groups_of_a_batch(ray_
     assert result.insert_count == 2500 and 'writers' not in result.details
     assert parts(folder) == ['part-00000.parquet']
     parquet = pq.ParquetFile(folder / 'part-00000.parquet')
-    assert [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)] == [1000, 1000, 500]
+    assert ([parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
+            == [1000, 1000, 500])
     assert [row.id for row in DataCollection.read_parquet(folder)] == list(range(2500))
 
 
@@ -82,8 +84,8 @@ def test_threads_write_their_own_parts_and_a_rerun_with_a_key_writes_each_key_on
 def test_writers_is_checked_and_a_bad_one_releases_the_chain(ray_cluster, alive_actors, tmp_path):
     with pytest.raises(ValueError, match="writers is 'auto', 'workers' or 'driver', got 'all'"):
         DataCollection['id'](range(3)).to_parquet(tmp_path / 'a', writers='all')
-    with pytest.raises(ValueError, match=r"to_parquet\(writers='workers'\) needs a chain whose last step runs "
-                                         r"on a parallel backend"):
+    with pytest.raises(ValueError, match=r"to_parquet\(writers='workers'\) needs a chain whose last step "
+                                         r"runs on a parallel backend"):
         DataCollection['id'](range(3)).to_parquet(tmp_path / 'b', writers='workers')
     chain = DataCollection(iter(['a b c'])).set_parallel(1, backend='ray').towhee.text_split(max_words=1)
     before = set(alive_actors())
@@ -311,7 +313,8 @@ def test_a_job_killed_before_checking_its_workers_keys_has_the_next_job_check_th
     assert (result.insert_count, result.details['skipped']) == (1, 1)
     assert sorted(row.id for row in DataCollection.read_parquet(folder)) == [1, 2, 3, 4, 5, 6]
     assert UNCHECKED_MARKER not in parts(folder)
-    assert 'left its parts unchecked for keys written twice by its workers; 2 such rows removed' in caplog.text
+    assert ('left its parts unchecked for keys written twice by its workers; 2 such rows removed'
+            in caplog.text)
 
 
 HOLD_THE_FOLDER = """
@@ -331,12 +334,13 @@ def test_one_job_writes_into_a_folder_at_a_time_and_a_killed_one_blocks_nothing(
     import sys
     import time
     folder = tmp_path / 'out'
-    holder = subprocess.Popen([sys.executable, '-c', HOLD_THE_FOLDER, str(folder)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, '-c', HOLD_THE_FOLDER, str(folder)], stdout=subprocess.PIPE,
+                              text=True)
     try:
         assert holder.stdout.readline().strip() == 'holding'
-        with pytest.raises(BlockingIOError, match=rf'to_parquet cannot write {re.escape(str(folder))}: another job '
-                                                  rf'is writing .* \(pid {holder.pid}\), and one job at a time '
-                                                  rf'writes it.*or write into another folder'):
+        with pytest.raises(BlockingIOError, match=rf'to_parquet cannot write {re.escape(str(folder))}: '
+                                                  rf'another job is writing .* \(pid {holder.pid}\), and one '
+                                                  rf'job at a time writes it.*or write into another folder'):
             passages(range(3)).to_parquet(folder, key='id')
         assert parts(folder) == [LOCK_FILE]   # the other job's folder, untouched
     finally:
@@ -351,19 +355,20 @@ def test_a_file_in_the_folder_that_is_not_a_part_of_it_is_named(tmp_path):
     folder = tmp_path / 'out'
     passages(range(3)).to_parquet(folder, key='id')
     pq.write_table(pyarrow.table({'other': [1, 2]}), folder / 'zzz.parquet')
-    with pytest.raises(ValueError, match=r"zzz.parquet has no column 'id' \(its columns: \['other'\]\).*move it out"):
+    with pytest.raises(ValueError, match=r"zzz.parquet has no column 'id' \(its columns: \['other'\]\)"
+                                         r".*move it out"):
         passages(range(5)).to_parquet(folder, key='id')
     (folder / 'zzz.parquet').unlink()
     (folder / 'notes.parquet').write_text('not parquet')
-    with pytest.raises(ValueError, match=r"notes.parquet is in the folder to_parquet writes into, and it is not a "
-                                         r"Parquet file pyarrow can read"):
+    with pytest.raises(ValueError, match=r"notes.parquet is in the folder to_parquet writes into, and it is "
+                                         r"not a Parquet file pyarrow can read"):
         passages(range(5)).to_parquet(folder, key='id')
 
 
 def test_a_vector_that_is_not_finite_is_refused_naming_the_row(tmp_path):
     rows = DataCollection['id', 'vec']([(0, embed(0)), (1, np.array([1.0, np.inf] + [0.0] * 6))])
-    with pytest.raises(ValueError, match=r"row #1 \(id=1\): field 'vec' holds 1 value that is not a finite number "
-                                         r"\(inf at index 1\)"):
+    with pytest.raises(ValueError, match=r"row #1 \(id=1\): field 'vec' holds 1 value that is not a finite "
+                                         r"number \(inf at index 1\)"):
         rows.to_parquet(tmp_path / 'out')
 
 
@@ -407,8 +412,8 @@ def score_row(key):
     return {'id': key, 'vec': np.full(4, key, np.float32), 'score': key if key < 20 else key + .5}
 
 
-def test_workers_typing_a_column_differently_fail_the_job_leaving_the_folder_as_before(ray_cluster,
-                                                                                      tmp_path):
+def test_workers_typing_a_column_differently_fail_the_job_leaving_the_folder_as_before(
+        ray_cluster, tmp_path):
     folder = tmp_path / 'out'
     DataCollection['id', 'vec', 'score']([(100, np.zeros(4), 1.5)]).to_parquet(folder, key='id')
 

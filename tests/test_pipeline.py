@@ -33,7 +33,8 @@ def assert_dead(actors):
         return False
 
     still_alive = [actor for actor in actors if not eventually(lambda: dead(actor))]
-    assert not still_alive, f'{still_alive} still answer calls {CLEANUP_TIMEOUT_SECONDS} s after being released'
+    assert not still_alive, (
+        f'{still_alive} still answer calls {CLEANUP_TIMEOUT_SECONDS} s after being released')
 
 
 # -- ray_op --------------------------------------------------------------------------------
@@ -275,7 +276,8 @@ def test_progress_refuses_a_count_that_is_no_function_and_says_which_element_it_
     with pytest.raises(TypeError, match=r'progress\(count=\.\.\.\) takes a function giving how many units'):
         DataCollection([[1]]).progress(count=3)
     dc = DataCollection([[1, 2], 7]).stream().progress(total=3, count=len)
-    with pytest.raises(TypeError, match=r"progress\(count='len'\) could not count 7 \(int\): .*len, for the lists"):
+    with pytest.raises(TypeError, match=r"progress\(count='len'\) could not count 7 \(int\): "
+                                        r".*len, for the lists"):
         dc.to_list()
 
 

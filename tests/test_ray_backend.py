@@ -247,7 +247,8 @@ def test_actors_per_gpu_without_num_worker_on_a_cluster_without_gpus_says_what_t
     message = (r'actors_per_gpu=4 without num_worker= starts 4 actors on each GPU of the Ray cluster, '
                r'and it has no GPU \(the nodes have: CPU 4, .*\)\. Give num_worker= as well .*'
                r'or leave out actors_per_gpu to run on the CPUs')
-    dc = DataCollection.range(4).stream().set_parallel(backend='ray', actors_per_gpu=4)   # nothing counted yet
+    # nothing counted yet
+    dc = DataCollection.range(4).stream().set_parallel(backend='ray', actors_per_gpu=4)
     with pytest.raises(ValueError, match=message):
         dc.map(str)
     with pytest.raises(ValueError, match=message):
@@ -296,5 +297,5 @@ def test_close_from_another_thread_of_a_stream_without_parallel_steps_says_what_
     closer.start()
     assert list(stream) == list(range(100))
     closer.join()
-    assert errors and errors[0].startswith('close() from another thread stops the parallel steps of a stream, '
-                                           'and this one has none')
+    assert errors and errors[0].startswith('close() from another thread stops the parallel steps of a '
+                                           'stream, and this one has none')

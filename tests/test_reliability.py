@@ -76,7 +76,8 @@ def test_an_operator_whose_init_fails_raises_once_with_its_name_and_its_actors_g
     log = tmp_path / 'inits'
     dc = DataCollection.range(100).stream().set_parallel(2, 'ray', chunk_size=10)
     iterator = iter(dc.tests_ns.broken_init(init_log=str(log)))
-    with pytest.raises(OSError, match='operator tests-ns/broken-init: building the operator failed') as failure:
+    with pytest.raises(OSError,
+                       match='operator tests-ns/broken-init: building the operator failed') as failure:
         next(iterator)
     assert 'model file missing' in str(failure.value)
     assert list(iterator) == []          # raised once: the stream is over, not one error per chunk
@@ -159,14 +160,15 @@ def test_tasks_waiting_for_resources_a_ray_op_holds_are_reported_then_run_once_f
     monkeypatch.setattr('towhee_ray.backends.ray.resources.HELD_WARNING_SECONDS', 1.0)
     holder, found = _holder(2), threading.Event()
     closer = _hold_then_free_on_warning(holder, caplog, found)
-    out = DataCollection.range(6).pmap(abs, num_worker=2, backend='ray', resources={TEST_RESOURCE: 1}).to_list()
+    out = DataCollection.range(6).pmap(abs, num_worker=2, backend='ray',
+                                       resources={TEST_RESOURCE: 1}).to_list()
     closer.join()
     assert out == list(range(6)) and found.is_set()   # warned, then ran once the holder was closed
     assert re.search(rf'map\(abs\): [12] of its workers ha(s|ve) waited 1 s for Ray to place them: each asks '
-                     rf'for \{{CPU: 1, {TEST_RESOURCE}: 1\}}, and the cluster has CPU [\d.]+ of {SESSION_CPUS}, '
-                     rf'{TEST_RESOURCE} 0 of 4 free\. Held by actors: towhee_ray ray_op\(<lambda>\) '
-                     rf'\(2, {TEST_RESOURCE} 2 each\)\. It goes on waiting until they are free: close what holds '
-                     rf'them \(RayOp\.close\(\)', caplog.text), caplog.text
+                     rf'for \{{CPU: 1, {TEST_RESOURCE}: 1\}}, and the cluster has CPU [\d.]+ of '
+                     rf'{SESSION_CPUS}, {TEST_RESOURCE} 0 of 4 free\. Held by actors: towhee_ray '
+                     rf'ray_op\(<lambda>\) \(2, {TEST_RESOURCE} 2 each\)\. It goes on waiting until they '
+                     rf'are free: close what holds them \(RayOp\.close\(\)', caplog.text), caplog.text
 
 
 @pytest.mark.timeout(180)
@@ -200,7 +202,8 @@ def _slow(x):
 
 
 @pytest.mark.timeout(180)
-def test_workers_that_are_only_slow_to_start_or_busy_with_their_own_step_are_not_reported(monkeypatch, caplog):
+def test_workers_that_are_only_slow_to_start_or_busy_with_their_own_step_are_not_reported(
+        monkeypatch, caplog):
     from towhee_ray import ray_op
     # Ray's state API shows an actor whose process is still starting as it shows one that
     # waits for resources (no pid): 2 s, under the 3 s build, leaves a process that much time
@@ -214,6 +217,7 @@ def test_workers_that_are_only_slow_to_start_or_busy_with_their_own_step_are_not
     # the step's own running tasks hold every unit its queued tasks wait for; a step looks
     # at its 1 s polls, from the second one on at 1 s: 2 s after its tasks went out
     monkeypatch.setattr('towhee_ray.backends.ray.resources.HELD_WARNING_SECONDS', 1.0)
-    out = DataCollection.range(6).pmap(_slow, num_worker=2, backend='ray', resources={TEST_RESOURCE: 2}).to_list()
+    out = DataCollection.range(6).pmap(_slow, num_worker=2, backend='ray',
+                                       resources={TEST_RESOURCE: 2}).to_list()
     assert out == list(range(6))
     assert 'for Ray to place them' not in caplog.text

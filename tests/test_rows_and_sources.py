@@ -22,8 +22,10 @@ def test_combine_is_called_on_the_class_and_refuses_fields_in_common():
                                         r'DataCollection.combine\(a, b\), not a.combine\(b\)'):
         a.combine(b)
     # as long as the shortest, as zip (and Towhee 0.9's own examples) have it
-    assert len(DataCollection.combine(towhee_ray.range['a'](1, 4), towhee_ray.range['b'](5, 7)).to_list()) == 2
-    with pytest.raises(ValueError, match=r"row #0 of collection #1 has a field 'a', as an earlier collection does"):
+    assert len(DataCollection.combine(towhee_ray.range['a'](1, 4),
+                                      towhee_ray.range['b'](5, 7)).to_list()) == 2
+    with pytest.raises(ValueError, match=r"row #0 of collection #1 has a field 'a', as an earlier "
+                                         r"collection does"):
         DataCollection.combine(towhee_ray.range['a'](1, 2), towhee_ray.range['a'](5, 6)).to_list()
 
 
@@ -85,7 +87,8 @@ def test_read_csv_refuses_ragged_lines_and_repeated_columns_naming_the_file_and_
 def test_read_csv_and_read_json_name_the_file_for_bad_text_and_resolve_paths_now(tmp_path, monkeypatch):
     latin = tmp_path / 'latin.csv'
     latin.write_bytes('a\ncaf\xe9\n'.encode('latin-1'))
-    with pytest.raises(ValueError, match=r"read_csv: .*latin.csv is not utf-8-sig text .* encoding='latin-1'"):
+    with pytest.raises(ValueError, match=r"read_csv: .*latin.csv is not utf-8-sig text "
+                                         r".* encoding='latin-1'"):
         towhee_ray.read_csv(latin).to_list()
     assert fields(towhee_ray.read_csv(latin, encoding='latin-1')) == [{'a': 'café'}]
     with pytest.raises(LookupError, match=r"read_csv: unknown encoding 'utf9'"):

@@ -98,13 +98,15 @@ def test_a_failing_batch_of_a_safe_chain_becomes_one_empty_at_its_first_element(
     assert len(failed) == 1 and isinstance(failed[0].exception, ValueError)
     position = out.index(failed[0])
     lost = set(failed[0].value)
-    assert [element for element in out if not isinstance(element, Empty)] == [t for t in items if t not in lost]
+    assert ([element for element in out if not isinstance(element, Empty)]
+            == [t for t in items if t not in lost])
     assert out[:position] == [text for text in items if text not in lost][:position]
     assert min(items.index(text) for text in lost) == position
 
 
 def test_an_output_that_is_not_one_per_element_is_an_ordinary_value():
-    totals = DataCollection(['a', 'bb', 'ccc']).sorted_batch(2, window=3).map(lambda b: sum(map(len, b))).to_list()
+    totals = (DataCollection(['a', 'bb', 'ccc']).sorted_batch(2, window=3)
+              .map(lambda b: sum(map(len, b))).to_list())
     assert totals == [5, 1]
 
 

@@ -3,7 +3,8 @@
 Each example is written as in 0.9's docstrings (``towhee/functional/data_collection.py``
 and ``towhee/functional/mixins/*.py``), with the output Towhee 0.9.0 gives (checked in a
 ``pip install towhee==0.9.0`` virtualenv). Only the import line differs. Where towhee_ray
-deliberately differs, the test says so and the manual's "Differences from Towhee 0.9" (docs/migrating.md) lists it.
+deliberately differs, the test says so and the manual's "Differences from Towhee 0.9"
+(docs/migrating.md) lists it.
 """
 import random
 import threading

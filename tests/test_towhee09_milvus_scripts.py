@@ -18,7 +18,8 @@ from towhee import register
 import towhee_ray as towhee   # was: import towhee
 from tests.test_hub_operators import encoded, near_duplicate, scene
 
-pytestmark = pytest.mark.filterwarnings('ignore::DeprecationWarning')   # pymilvus's ORM, as the scripts use it
+# pymilvus's ORM, as the scripts use it
+pytestmark = pytest.mark.filterwarnings('ignore::DeprecationWarning')
 
 MOLECULES = ['CCO', 'CC(=O)O', 'c1ccccc1', 'CCN(CC)CC', 'C1CCCCC1', 'CC(C)O', 'OC(=O)c1ccccc1', 'CCOC(=O)C',
              'not a molecule!', 'CCCCCCCC', 'N#CC', 'C=CC=C']
@@ -93,7 +94,8 @@ def test_molecular_search_load_script(tmp_path, milvus_lite):
     # search.py: the most similar molecule to one in the collection is itself
     found = (towhee.dc['smiles'](['OC(=O)c1ccccc1'])
              .molecular_fingerprinting['smiles', 'fp'](algorithm='daylight')
-             .ann_search.milvus_client['fp', 'result'](uri=milvus_lite, collection_name='molecular_search', limit=3)
+             .ann_search.milvus_client['fp', 'result'](uri=milvus_lite, collection_name='molecular_search',
+                                                       limit=3)
              .to_list())
     assert [hit[0] for hit in found[0].result][0] == 106 and len(found[0].result) == 3
 
@@ -116,8 +118,10 @@ def test_reverse_image_search_load_script(tmp_path, milvus_lite, ray_cluster):
           .runas_op['id', 'id'](func=lambda x: int(x))
           .set_parallel(num_worker=2, backend='ray')               # towhee_ray: the steps run on Ray
           .image_decode['path', 'img']()
-          .towhee.color_histogram['img', 'vec'](bins=8)   # was: .image_embedding.timm[...](model_name='resnet50')
-          .to_milvus['id', 'vec'](collection=collection, batch=100))   # .tensor_normalize: the histogram is unit-norm
+          # was: .image_embedding.timm[...](model_name='resnet50')
+          .towhee.color_histogram['img', 'vec'](bins=8)
+          # .tensor_normalize: the histogram is unit-norm
+          .to_milvus['id', 'vec'](collection=collection, batch=100))
 
     assert dc.insert_count == 8
     assert sorted(row['id'] for row in collection.query('id >= 0', output_fields=['id'])) == list(range(8))
@@ -130,8 +134,8 @@ def test_reverse_image_search_load_script(tmp_path, milvus_lite, ray_cluster):
     found = (towhee.glob['path'](str(tmp_path / 'query_*.jpg'))
              .image_decode['path', 'img']()
              .towhee.color_histogram['img', 'vec'](bins=8)
-             .ann_search.milvus_client['vec', 'result'](uri=milvus_lite, collection_name='reverse_image_search',
-                                                         limit=1)
+             .ann_search.milvus_client['vec', 'result'](uri=milvus_lite,
+                                                        collection_name='reverse_image_search', limit=1)
              .select['path', 'result']()
              .to_list())
     assert [(row.path, row.result[0][0]) for row in found] == [(path, i) for i, path in enumerate(queries)]

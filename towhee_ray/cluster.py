@@ -323,11 +323,13 @@ def _init_retrying(ray_init_kwargs: Dict[str, Any]) -> None:
             if attempt == LOCAL_START_TRIES:
                 load = ', '.join(f'{value:.1f}' for value in os.getloadavg())
                 raise RuntimeError(
-                    f'a local Ray did not start in time, {LOCAL_START_TRIES} times ({str(error).strip()[:200]}); '
+                    f'a local Ray did not start in time, {LOCAL_START_TRIES} times '
+                    f'({str(error).strip()[:200]}); '
                     f'the machine is probably too busy (load average {load} on {os.cpu_count()} CPUs): run '
                     f'again when it is less loaded, or start Ray once with `ray start --head` and connect to '
                     f"it (towhee_ray.init(address='auto'))") from error
-            logger.warning('a local Ray did not start in time (%s); starting it again', str(error).strip()[:200])
+            logger.warning('a local Ray did not start in time (%s); starting it again',
+                           str(error).strip()[:200])
 
 
 def _ray_children() -> Set[int]:

@@ -319,9 +319,10 @@ class DataCollection(SettingsMixin, EntityMixin, SafetyMixin, ProcessingMixin, L
             _close(self._items)
         except ValueError as error:   # "generator already executing": another thread reads it
             if not self._backends:
-                raise RuntimeError('close() from another thread stops the parallel steps of a stream, and this '
-                                   'one has none: stop reading it in the thread that reads it (break out of '
-                                   'the loop), or run its steps with set_parallel(...)') from error
+                raise RuntimeError('close() from another thread stops the parallel steps of a stream, '
+                                   'and this one has none: stop reading it in the thread that reads it '
+                                   '(break out of the loop), or run its steps with '
+                                   'set_parallel(...)') from error
             for backend in self._backends:
                 stop = getattr(backend, 'stop', None)
                 if stop is not None:
@@ -440,7 +441,8 @@ class DataCollection(SettingsMixin, EntityMixin, SafetyMixin, ProcessingMixin, L
                                  f"writers='auto' to write from the driver")
         return write_rows(self._items, sink)
 
-    def _write_in_workers(self, recipe: Any, sink_step: str, local_files: bool = False) -> Optional['DataCollection']:
+    def _write_in_workers(self, recipe: Any, sink_step: str,
+                          local_files: bool = False) -> Optional['DataCollection']:
         """This chain with its last step also writing the rows it makes into ``recipe``'s
         sink, in its own workers (a :class:`~towhee_ray.sinks.in_workers.SinkRecipe`); its
         elements are then one small marker per row. None when the last step is not a
@@ -459,7 +461,8 @@ class DataCollection(SettingsMixin, EntityMixin, SafetyMixin, ProcessingMixin, L
         name = f'{step.name} + {sink_step}'
         upstream = step.upstream
         if step.operator is not None:
-            return upstream._run(name, operator=WriteAfterOperator(step.operator, recipe), parallel=step.parallel)
+            return upstream._run(name, operator=WriteAfterOperator(step.operator, recipe),
+                                 parallel=step.parallel)
         return upstream._run(name, WriteAfter(step.fn, recipe), parallel=step.parallel)
 
     def _apply_operator(self, spec: OperatorSpec, parallel: Optional[Parallel] = None,

@@ -379,13 +379,13 @@ def ray_op(op: Any, num_worker: Optional[int] = None, *, num_cpus: Optional[floa
     each actor 2 CPUs, and Ray then lets its libraries use 2 threads); ``ray_remote_args``
     passes any other ``.options()``; ``actors_per_gpu=k`` instead of ``num_gpus`` has k
     actors share each GPU (``num_gpus=1/k``), and without ``num_worker`` starts k on each GPU
-    of the cluster (counted now: this call connects to Ray). The actors run on the same pool as a ``ray`` step's
-    operators (``towhee_ray/backends/ray/pool.py``), with the same rules: a call whose
-    actor process dies (a crash in native code, ``os._exit``, a signal) runs again on a
-    new actor, which builds the operator again, at most ``max_retries`` times (3 by
-    default, -1 for no limit); then it raises :class:`towhee_ray.WorkerError` naming the
-    operator (``ray_op(<name>)``, the name its actors have in Ray's dashboard), and the
-    other calls go on. An operator the actors cannot load or build raises at once.
+    of the cluster (counted now: this call connects to Ray). The actors run on the same pool
+    as a ``ray`` step's operators (``towhee_ray/backends/ray/pool.py``), with the same rules:
+    a call whose actor process dies (a crash in native code, ``os._exit``, a signal) runs
+    again on a new actor, which builds the operator again, at most ``max_retries`` times (3
+    by default, -1 for no limit); then it raises :class:`towhee_ray.WorkerError` naming the
+    operator (``ray_op(<name>)``, the name its actors have in Ray's dashboard), and the other
+    calls go on. An operator the actors cannot load or build raises at once.
 
     >>> from towhee import pipe, ops
     >>> split = ray_op(ops.towhee.text_split(max_words=2), num_worker=2)
@@ -424,7 +424,8 @@ def ray_op(op: Any, num_worker: Optional[int] = None, *, num_cpus: Optional[floa
     are lists, each given to the operator whole, needs no batching across calls and goes
     much faster (the module's docstring says how much).
     """
-    from towhee_ray.backends.ray.resources import check_step_options, gpu_share, step_remote_args, workers_for_gpus
+    from towhee_ray.backends.ray.resources import (check_step_options, gpu_share, step_remote_args,
+                                                   workers_for_gpus)
     from towhee_ray.backends.ray.shipping import Payload
 
     check_batching(max_batch_size, batch_wait_timeout_s)
@@ -476,7 +477,8 @@ def wide(pipeline: Any, in_flight: Optional[int] = None) -> 'WidePipeline':
                         f'got {type(pipeline).__name__}')
     nodes = pipeline.dag_repr.nodes.values()
     if in_flight is None:
-        fills = [node.op_info.operator.calls_to_fill for node in nodes if isinstance(node.op_info.operator, RayOp)]
+        fills = [node.op_info.operator.calls_to_fill for node in nodes
+                 if isinstance(node.op_info.operator, RayOp)]
         if not fills:
             raise ValueError('wide: this pipeline has no ray_op to keep busy; say how many calls it runs '
                              'at once with in_flight=')

@@ -56,4 +56,5 @@ class FaissMixin:
         from towhee_ray.sinks.faiss import FaissSink
         # The driver fills the index: one in-memory index, one file, one writer.
         return self._write('to_faiss', lambda: FaissSink(field_names(columns), findex, string, metric,
-                                                         kv_file=kv_file, batch_size=batch, save_every=save_every))
+                                                         kv_file=kv_file, batch_size=batch,
+                                                         save_every=save_every))

@@ -73,5 +73,6 @@ class MilvusMixin:
                           'insert it in one step: two would store the same key twice); use '
                           "on_existing='upsert' for workers to write")
         return self._write('to_milvus', lambda: MilvusSink(fields, collection, **options),
-                           (lambda: SinkRecipe(MilvusSink, fields, (collection,), options)) if to_server else None,
+                           ((lambda: SinkRecipe(MilvusSink, fields, (collection,), options))
+                            if to_server else None),
                            writers, no_workers=no_workers)

@@ -64,7 +64,8 @@ class ParquetMixin:
         if rows_per_file is not None:
             options['rows_per_file'] = rows_per_file
         return self._write('to_parquet', lambda: ParquetSink(fields, path, **options),
-                           lambda: SinkRecipe(ParquetSink, fields, (path,), options), writers, local_files=True)
+                           lambda: SinkRecipe(ParquetSink, fields, (path,), options), writers,
+                           local_files=True)
 
     @classmethod
     def read_parquet(cls, path_or_glob: PathLike, columns: Optional[Sequence[str]] = None) -> 'ParquetMixin':

@@ -42,8 +42,6 @@ def parquet_files(path_or_glob: PathLike) -> List[Path]:
     return files
 
 
-
-
 def read_columns(columns: Union[None, str, Sequence[str]]) -> Optional[Tuple[str, ...]]:
     """The column names ``read_parquet(columns=...)`` reads: None for all, a name for one.
 

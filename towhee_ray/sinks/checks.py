@@ -176,7 +176,8 @@ def float_vector(vector: np.ndarray, dtype: Any, field: str, where: Optional[str
     return cast
 
 
-def dimension_error(field: str, got: int, holder: str, dimension: int, where: Optional[str] = None) -> ValueError:
+def dimension_error(field: str, got: int, holder: str, dimension: int,
+                    where: Optional[str] = None) -> ValueError:
     """The error of a vector whose length is not its destination's (``holder``: "the
     collection", "the index (...)", "the Parquet column (...)").
 
@@ -184,8 +185,8 @@ def dimension_error(field: str, got: int, holder: str, dimension: int, where: Op
     "row #1: field 'v' has 3 dimensions, the index holds 2; every vector of a sink has the same dimension"
     """
     prefix = f'{where}: ' if where else ''
-    return ValueError(f'{prefix}field {field!r} has {got} dimensions, {holder} holds {dimension}; every vector '
-                      f'of a sink has the same dimension')
+    return ValueError(f'{prefix}field {field!r} has {got} dimensions, {holder} holds {dimension}; '
+                      f'every vector of a sink has the same dimension')
 
 
 def vector_matrix(batch: 'Batch', field: str, dimension: int, dtype: Any, key_field: Optional[str],

@@ -16,9 +16,10 @@ key-value file ahead of its index and the new index whole in its temporary file,
 next run puts in place (:meth:`FaissSink._finish_killed_save`).
 
 One job writes an index at a time: from its first batch to its end, a job holds an OS lock
-(:class:`~towhee_ray.sinks.locks.WriteLock`) on ``index.bin.lock`` and ``index_kv.bin.lock``; a second job is refused
-at once, saying which process writes. The OS lets go of the lock when its process dies,
-however it dies, so a killed job never blocks the next one.
+(:class:`~towhee_ray.sinks.locks.WriteLock`) on ``index.bin.lock`` and
+``index_kv.bin.lock``; a second job is refused at once, saying which process writes. The
+OS lets go of the lock when its process dies, however it dies, so a killed job never
+blocks the next one.
 
 A re-run job loads the index file and appends to it: rows whose key it already holds are
 skipped, never added twice (:meth:`FaissSink.existing_keys` tells which, for a resumed

@@ -139,7 +139,8 @@ def write_outputs(outputs: List[Any], inputs: List[Any], recipe: SinkRecipe) -> 
     return markers + ([failure] if failure is not None else [])
 
 
-def _write(sink: Sink, rows: List[Dict[str, Any]], row_inputs: List[Any]) -> Tuple[List[int], Optional[Failure]]:
+def _write(sink: Sink, rows: List[Dict[str, Any]],
+           row_inputs: List[Any]) -> Tuple[List[int], Optional[Failure]]:
     """Write ``rows`` in the sink's batches: WRITTEN or SKIPPED for each row written, up to
     the first that could not be, and that row's Failure."""
     outcome: List[int] = []

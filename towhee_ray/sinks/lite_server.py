@@ -104,10 +104,11 @@ class LiteServer:
 
     def _refusal(self, reply: Dict[str, object]) -> str:
         if reply.get('locked'):
-            return (f'cannot open the Milvus Lite file {self.path!r}: another process holds it. A Lite file is '
-                    f'open in one process at a time, until that process exits: stop the other process (another '
-                    f'job, a notebook) or use a Milvus server (uri="http://host:19530")')
-        return f'the Milvus Lite server for {self.path!r} failed to start: {reply.get("error")}{self._log_tail()}'
+            return (f'cannot open the Milvus Lite file {self.path!r}: another process holds it. A Lite file '
+                    f'is open in one process at a time, until that process exits: stop the other process '
+                    f'(another job, a notebook) or use a Milvus server (uri="http://host:19530")')
+        return (f'the Milvus Lite server for {self.path!r} failed to start: {reply.get("error")}'
+                f'{self._log_tail()}')
 
     def _log_tail(self, lines: int = 20) -> str:
         try:

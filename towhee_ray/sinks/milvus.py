@@ -114,9 +114,9 @@ class MilvusSink(Sink):
                         [field.name for field in writable], self.target)
         else:
             unknown = next(name for name in self.fields if name not in by_name)
-            raise ValueError(f'{self.target} has no field {unknown!r} (its fields: {list(by_name)}); name its '
-                             f'fields in to_milvus[...] (by position only when every name it has is at '
-                             f'its place: all {len(writable)} of them, in their order)')
+            raise ValueError(f'{self.target} has no field {unknown!r} (its fields: {list(by_name)}); '
+                             f'name its fields in to_milvus[...] (by position only when every name it has '
+                             f'is at its place: all {len(writable)} of them, in their order)')
         written = {field.name for field in schema.values()}
         lacking = [field.name for field in fields
                    if field.name not in written and not (field.auto_id or field.optional)]
@@ -127,8 +127,8 @@ class MilvusSink(Sink):
                              f'have {them}), or write into another collection')
         key = schema[self.key_field]
         if not key.is_primary and any(field.is_primary and not field.auto_id for field in fields):
-            raise ValueError(f"the first field of to_milvus[...] is the key, but {self.target}'s primary key is "
-                             f'not {key.name!r}; put the primary key first')
+            raise ValueError(f"the first field of to_milvus[...] is the key, but {self.target}'s primary "
+                             f'key is not {key.name!r}; put the primary key first')
         return schema
 
     def _convert(self, batch: Batch) -> Tuple[List[Dict[str, Any]], Optional[Exception]]:
@@ -150,7 +150,8 @@ class MilvusSink(Sink):
         self._written += written
         if error is not None:
             if written:
-                error.add_note(f'the {written} rows before it in its batch were written, as were all earlier batches')
+                error.add_note(f'the {written} rows before it in its batch were written, as were all '
+                               'earlier batches')
             raise error
         return written
 

@@ -30,7 +30,6 @@ logger = logging.getLogger(__name__)
 MAX_VARCHAR_LENGTH = 65535
 
 
-
 # Escapes in a Milvus filter's string literal: Milvus Lite's parser knows only these, not
 # JSON's \uXXXX (so neither `json.dumps` nor `repr` can write its keys); every other
 # character, non-ASCII and control characters included, stands as itself (checked against
@@ -212,7 +211,8 @@ class Target:
             if self.orm is not None:
                 result = (self.orm.upsert if upsert else self.orm.insert)(rows, timeout=self.timeout)
                 return int(result.upsert_count if upsert else result.insert_count)
-            result = (self.client.upsert if upsert else self.client.insert)(self.name, rows, timeout=self.timeout)
+            result = (self.client.upsert if upsert else self.client.insert)(self.name, rows,
+                                                                            timeout=self.timeout)
             return int(result['upsert_count' if upsert else 'insert_count'])
 
     def existing(self, key_field: str, keys: Sequence[Any]) -> Set[Any]:
@@ -236,16 +236,18 @@ class Target:
         """The ``limit`` nearest rows to ``query``: dicts with ``id``, ``distance``, ``entity``."""
         vector = _as_vector(query)
         if vector is None:
-            raise TypeError(f'a search query is a vector (a 1-D numeric array or list), got {type(query).__name__}')
+            raise TypeError(f'a search query is a vector (a 1-D numeric array or list), '
+                            f'got {type(query).__name__}')
         self.load()
         with quiet_pymilvus():
             if self.orm is not None:
-                hits = self.orm.search([vector], anns_field, search_params, limit=limit, output_fields=output_fields,
-                                       timeout=self.timeout)
+                hits = self.orm.search([vector], anns_field, search_params, limit=limit,
+                                       output_fields=output_fields, timeout=self.timeout)
                 return [{'id': hit.id, 'distance': hit.distance,
                          'entity': {name: hit.entity.get(name) for name in output_fields}} for hit in hits[0]]
             hits = self.client.search(self.name, data=[vector], anns_field=anns_field, limit=limit,
-                                      output_fields=output_fields, search_params=search_params, timeout=self.timeout)
+                                      output_fields=output_fields, search_params=search_params,
+                                      timeout=self.timeout)
         return list(hits[0])
 
     def flush(self) -> None:

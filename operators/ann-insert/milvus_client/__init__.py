@@ -20,7 +20,8 @@ class MilvusClient:
                  token: Optional[str] = None) -> None:
         if not collection_name:
             raise TypeError('ann_insert.milvus_client needs collection_name=')
-        self.target = Target(collection_name, uri=server_uri(host, port, uri), token=connect_token(user, password, token))
+        self.target = Target(collection_name, uri=server_uri(host, port, uri),
+                             token=connect_token(user, password, token))
         if not self.target.exists():
             raise ValueError(f'{self.target} does not exist: create it first (to_milvus creates one from its '
                              f'first rows, or MilvusClient.create_collection)')

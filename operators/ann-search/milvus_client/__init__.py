@@ -23,7 +23,8 @@ class MilvusClient:
                  anns_field: Optional[str] = None) -> None:
         if not collection_name:
             raise TypeError('ann_search.milvus_client needs collection_name=')
-        self.target = Target(collection_name, uri=server_uri(host, port, uri), token=connect_token(user, password, token))
+        self.target = Target(collection_name, uri=server_uri(host, port, uri),
+                             token=connect_token(user, password, token))
         if not self.target.exists():
             raise ValueError(f'{self.target} does not exist: insert into it first')
         fields = self.target.fields()

@@ -42,8 +42,8 @@ from towhee_ray.backends.ray.faults import WORKER_DIED, died_error, fetch, ray_c
 from towhee_ray.backends.ray.heap import keep_freed_heap
 from towhee_ray.backends.ray.pool import ACTOR_REMOTE_ARGS, RESENT, ActorPool, PoolCall
 from towhee_ray.backends.ray.resources import (DEFAULT_MAX_RETRIES, PlacementWatch, check_step_options,
-                                               concurrent_capacity, gpu_share, step_remote_args, unplaced_tasks,
-                                               wait_until_placeable, workers_for_gpus)
+                                               concurrent_capacity, gpu_share, step_remote_args,
+                                               unplaced_tasks, wait_until_placeable, workers_for_gpus)
 from towhee_ray.backends.ray.shipping import Payload
 from towhee_ray.guard import LoadFailure, SentOutputs, is_safe, load_error, unsendable
 
@@ -186,7 +186,8 @@ class _TaskWorkers(_RayWorkers):
         self._in_flight: Dict[ray.ObjectRef, _Chunk] = {}
         self._submitted = 0   # elements so far: chunks are submitted in input order
         self._sends = itertools.count()
-        self._watch = PlacementWatch(step, remote_args, lambda: unplaced_tasks(names.task_name(step), num_worker))
+        self._watch = PlacementWatch(step, remote_args,
+                                     lambda: unplaced_tasks(names.task_name(step), num_worker))
 
     def start(self) -> None:
         cluster.connect()
@@ -284,7 +285,8 @@ class RayBackend(ChunkedBackend, Backend):
       what each task or actor of the step asks of Ray, replacing the defaults above;
     * ``actors_per_gpu``: instead of ``num_gpus``, how many actors share one GPU (each
       then asks for ``1 / actors_per_gpu`` of one); with ``num_worker=None``, the step
-      starts that many on each GPU of the cluster (:func:`~towhee_ray.backends.ray.resources.workers_for_gpus`);
+      starts that many on each GPU of the cluster
+      (:func:`~towhee_ray.backends.ray.resources.workers_for_gpus`);
     * ``max_retries``: how many times a chunk whose worker process died is run again
       (3 by default, -1 for no limit), for tasks and actors alike;
     * ``ray_remote_args``: any other ``.options()`` of the step's tasks or actors
@@ -303,7 +305,8 @@ class RayBackend(ChunkedBackend, Backend):
                  num_cpus: Optional[float] = None, num_gpus: Optional[float] = None,
                  resources: Optional[Dict[str, float]] = None, memory: Optional[int] = None,
                  max_retries: Optional[int] = None,
-                 ray_remote_args: Optional[Dict[str, Any]] = None, actors_per_gpu: Optional[int] = None) -> None:
+                 ray_remote_args: Optional[Dict[str, Any]] = None,
+                 actors_per_gpu: Optional[int] = None) -> None:
         num_gpus = gpu_share(num_gpus, actors_per_gpu)
         if num_worker is None:
             num_worker = DEFAULT_NUM_WORKER if actors_per_gpu is None else workers_for_gpus(actors_per_gpu)

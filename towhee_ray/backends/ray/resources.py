@@ -85,10 +85,10 @@ def workers_for_gpus(actors_per_gpu: int, nodes: Optional[List[Dict[str, float]]
         nodes = _node_totals()
     workers = sum(_fits(node, {'GPU': 1 / actors_per_gpu}) for node in nodes)
     if workers == 0:
-        raise ValueError(f'actors_per_gpu={actors_per_gpu} without num_worker= starts {actors_per_gpu} actors '
-                         f'on each GPU of the Ray cluster, and it has no GPU (the nodes have: {_have(nodes)}). '
-                         f'Give num_worker= as well (Ray then waits for GPU nodes, e.g. from an autoscaler), '
-                         f'or leave out actors_per_gpu to run on the CPUs')
+        raise ValueError(f'actors_per_gpu={actors_per_gpu} without num_worker= starts {actors_per_gpu} '
+                         f'actors on each GPU of the Ray cluster, and it has no GPU (the nodes have: '
+                         f'{_have(nodes)}). Give num_worker= as well (Ray then waits for GPU nodes, e.g. '
+                         f'from an autoscaler), or leave out actors_per_gpu to run on the CPUs')
     return workers
 
 
@@ -337,12 +337,14 @@ def held_message(what: str, asked: Dict[str, float], waiting: int, seconds: floa
     have = ', '.join(f'{_amount(name, free.get(name, 0))} of {total.get(name, 0):g}' if name != 'memory'
                      else f'{_amount(name, free.get(name, 0))} of {total.get(name, 0) / 2**30:.1f} GiB'
                      for name in asked)
-    held = '; '.join(f'{name} ({count}, {amounts(each_holds)} each)' for name, (count, each_holds) in holders.items())
-    holding = f'Held by actors: {held}.' if held else 'Tasks or actors of other work hold them (ray list actors).'
+    held = '; '.join(f'{name} ({count}, {amounts(each_holds)} each)'
+                     for name, (count, each_holds) in holders.items())
+    holding = (f'Held by actors: {held}.' if held
+               else 'Tasks or actors of other work hold them (ray list actors).')
     return (f'{what}: {waiting} of its workers {"has" if waiting == 1 else "have"} waited {seconds:g} s for '
-            f'Ray to place them: each asks for {{{each}}}, and the cluster has {have} free. {holding} It goes '
-            f"on waiting until they are free: close what holds them (RayOp.close(); a step's actors go when "
-            f'its stream ends), ask for less (num_cpus=, num_gpus=, actors_per_gpu=), or add nodes.')
+            f'Ray to place them: each asks for {{{each}}}, and the cluster has {have} free. {holding} '
+            f"It goes on waiting until they are free: close what holds them (RayOp.close(); a step's actors "
+            f'go when its stream ends), ask for less (num_cpus=, num_gpus=, actors_per_gpu=), or add nodes.')
 
 
 class PlacementWatch:
