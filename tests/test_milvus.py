@@ -282,6 +282,25 @@ def test_a_lite_server_leaves_no_log_behind_once_it_closed_the_file_cleanly(tmp_
     assert not os.path.exists(log)
 
 
+def test_a_lite_server_whose_owner_died_before_it_heard_the_port_closes_the_file_and_leaves_no_log(tmp_path):
+    # The owner's end of the server's stdout closes with the owner: here it is closed before
+    # the server (a second to start) writes its port; the owner's stdin pipe stays open.
+    path, log = str(tmp_path / 'unheard.db'), tmp_path / 'server.log'
+    log.write_text('')
+    server = subprocess.Popen([sys.executable, lite_server._SCRIPT, path, str(os.getpid())],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log.open('w'),
+                              env={**os.environ, lite_server.LOG_ENV: str(log)})
+    server.stdout.close()
+    try:
+        assert server.wait(timeout=lite_server.ORPHAN_WAIT_SECONDS) == 0
+    finally:
+        server.kill()
+        server.stdin.close()
+    assert not log.exists()
+    lite_server.served(path)   # the file was closed: a new server opens it
+    lite_server.release(path)
+
+
 # -- bad input ---------------------------------------------------------------------------------
 
 def test_a_vector_of_the_wrong_dimension_names_the_row_and_both_sizes_and_keeps_what_was_written(db):

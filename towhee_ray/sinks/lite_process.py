@@ -8,7 +8,9 @@ which Milvus Lite uses as its folder) on a free loopback port, prints one JSON l
 (``{"port": N}``, or ``{"error": ..., "locked": bool}``) and serves until its owner lets
 go: the owner closing its end of the stdin pipe (at exit, or when its process dies, however
 it dies) or the owner process no longer being its parent. It then stops the gRPC server
-and closes the file, which releases Milvus Lite's lock on it.
+and closes the file, which releases Milvus Lite's lock on it. An owner that died before it
+read the JSON line leaves nobody to serve: the server closes the file and exits at once,
+and removes the log the owner made for it.
 """
 import json
 import os
@@ -60,14 +62,14 @@ def main() -> int:
             server, db, port = start_server_in_thread(data_dir, host='127.0.0.1', port=0,
                                                       max_workers=MAX_WORKERS)
         except DataDirLockedError as error:
-            print(json.dumps({'error': str(error), 'locked': True}), flush=True)
+            _tell_owner({'error': str(error), 'locked': True})
             return 3
     except Exception as error:   # reported to the owner, which raises it with the log
-        print(json.dumps({'error': f'{type(error).__name__}: {error}', 'locked': False}), flush=True)
+        _tell_owner({'error': f'{type(error).__name__}: {error}', 'locked': False})
         return 2
-    print(json.dumps({'port': port, 'pid': os.getpid()}), flush=True)
     try:
-        _wait_for_owner(parent)
+        if _tell_owner({'port': port, 'pid': os.getpid()}):   # else nobody is left to serve
+            _wait_for_owner(parent)
     finally:
         closer = threading.Thread(target=_close, args=(server, db), daemon=True)
         closer.start()
@@ -78,6 +80,20 @@ def main() -> int:
             os._exit(4)
     _remove_log()
     return 0
+
+
+def _tell_owner(reply: dict) -> bool:
+    """Write the first line, the one the owner waits for; False when the owner is gone (it
+    died while this process started, and its end of the pipe with it): then there is no one
+    to read the log either, so it is removed."""
+    try:
+        print(json.dumps(reply), flush=True)
+        return True
+    except BrokenPipeError:
+        # stdout's unwritten line would fail again at exit: send it nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _remove_log()
+        return False
 
 
 def _remove_log() -> None:
