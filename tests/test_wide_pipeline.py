@@ -1,6 +1,8 @@
 """``wide(p)``'s pipeline: Towhee's ``RuntimePipeline`` whose ``batch`` and ``stream`` run
 the calls as a window over their input, on real Towhee pipelines (and a real local Ray
 where a ``ray_op`` is in them)."""
+import collections
+import functools
 import gc
 import threading
 import time
@@ -11,7 +13,7 @@ from towhee.runtime.data_queue import DataQueue
 from towhee.runtime.runtime_pipeline import RuntimePipeline
 
 from tests import pool_ops
-from towhee_ray import DataCollection, ray_op, wide
+from towhee_ray import DataCollection, WorkerError, ray_op, wide
 from towhee_ray.wide_pipeline import WINDOW_PER_CALL_IN_FLIGHT
 
 
@@ -129,3 +131,77 @@ def test_a_wide_pipeline_is_still_a_pipeline_for_a_datacollection_step():
     assert DataCollection.range(40).map(p).to_list() == expected
     assert DataCollection.range(40).set_parallel(2, 'thread').map(p).to_list() == expected
     assert DataCollection.range(40).set_parallel(2, 'ray').map(p).to_list() == expected   # built again there
+
+
+def _batch_sizes(op):
+    """Rows per operator call over all of ``op``'s actors -> how many calls had that many."""
+    sizes = collections.Counter()
+    for stat in op.stats():
+        sizes.update(stat['batch_sizes'])
+    return dict(sizes)
+
+
+@pytest.mark.usefixtures('ray_cluster')
+def test_a_pipe_of_batching_ray_ops_sends_full_batches_and_gives_each_row_what_towhee_gives():
+    # every node a map through a ray_op with max_batch_size: no graph per row, each node's
+    # rows go out in full batches (the last one partial); columns as Towhee's nodes make them
+    tagged = ray_op(pool_ops.Tagged, num_worker=2, max_batch_size=16)
+    pairs = ray_op(pool_ops.Pairs, num_worker=1, max_batch_size=16)
+    p = (pipe.input('x', 'c')
+         .map('x', ('y', 'size', 'pid'), tagged)          # a tuple per row, spread over 3 columns
+         .map(('y', 'size', 'c'), 'z', pairs)              # y * size + c
+         .output('x', 'size', 'z'))
+    queues = wide(p).batch([(x, -x) for x in range(100)])
+    sizes = [16] * 96 + [4] * 4
+    assert [queue.to_list() for queue in queues] == [[[x, size, x * size - x]] for x, size in zip(range(100), sizes)]
+    assert _batch_sizes(tagged) == _batch_sizes(pairs) == {16: 6, 4: 1}
+    through_towhee = p(5, -5)   # Towhee's own graph, for one call
+    assert queues[5].schema == through_towhee.schema and queues[5].type_schema == through_towhee.type_schema
+    assert wide(p).batch([]) == []
+    with pytest.raises(AssertionError, match=r'the pipeline takes 2 inputs \(x, c\), a call gave 3'):
+        wide(p).batch([(1, 2, 3)])
+    tagged.close()
+    pairs.close()
+
+
+@pytest.mark.usefixtures('ray_cluster')
+def test_a_bad_row_of_a_batched_pipe_raises_towhees_error_after_the_rows_before_it():
+    tagged = ray_op(pool_ops.Tagged, num_worker=1, max_batch_size=8)
+    p = wide(pipe.input('x').map('x', 'y', tagged).output('y'))
+    results = p.stream([0, 1, 2, -3, 4, 5])
+    assert [next(results).get()[0][:2] for _ in range(3)] == [(0, 1), (1, 1), (2, 1)]   # alone after the batch failed
+    with pytest.raises(RuntimeError, match=r'^Node-ray_op\(Tagged\)-0 runs failed, error msg: bad row -3, ') as raised:
+        next(results)
+    assert isinstance(raised.value.__cause__, ValueError)
+    assert 'called as one row of a list (max_batch_size=8)' in '\n'.join(raised.value.__cause__.__notes__)
+    assert [queue.get()[0][:2] for queue in p.batch([4, 5])] == [(4, 2), (5, 2)]   # the pipe runs on
+    tagged.close()
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.usefixtures('ray_cluster')
+def test_a_batch_of_a_batched_pipe_whose_actor_dies_runs_its_rows_alone_and_only_the_crashing_row_fails():
+    tagged = ray_op(functools.partial(pool_ops.Tagged, die_on=13), num_worker=1, max_batch_size=4, max_retries=0)
+    p = wide(pipe.input('x').map('x', 'y', tagged).output('y'))
+    results = p.stream(range(10, 20))
+    assert [next(results).get()[0][:2] for _ in range(3)] == [(10, 1), (11, 1), (12, 1)]
+    with pytest.raises(RuntimeError, match=r'^Node-ray_op\(Tagged\)-0 runs failed, error msg: ray_op\(Tagged\): '
+                                           r'the Ray worker process running a call with arguments \(13,\) died') as raised:
+        next(results)
+    assert isinstance(raised.value.__cause__, WorkerError)
+    assert [queue.get()[0][:2] for queue in p.batch([14, 15])] == [(14, 2), (15, 2)]
+    tagged.close()
+
+
+@pytest.mark.usefixtures('ray_cluster')
+def test_closing_a_batched_stream_early_waits_for_the_batches_it_sent_and_sends_no_more():
+    tagged = ray_op(functools.partial(pool_ops.Tagged, seconds=0.05), num_worker=1, max_batch_size=4)
+    p = wide(pipe.input('x').map('x', 'y', tagged).output('y'))   # 8 rows in flight: 2 batches
+    results = p.stream(range(1000))
+    assert next(results).get()[0][:2] == (0, 4)
+    results.close()
+    rows = tagged.stats()[0]['rows']
+    assert rows <= 3 * 4   # the batch given out and the two sent behind it, at most
+    time.sleep(0.3)
+    assert tagged.stats()[0]['rows'] == rows
+    tagged.close()

@@ -18,12 +18,16 @@ Importing this module imports Towhee (``wide`` does, when first called).
 from __future__ import annotations
 
 import collections
-from typing import Any, Deque, Iterable, Iterator, List
+from collections.abc import Generator
+import math
+import traceback
+from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
+from towhee.runtime.data_queue import ColumnType, DataQueue
 from towhee.runtime.runtime_pipeline import RuntimePipeline, _Graph
 from towhee.runtime.time_profiler import TimeProfiler
 
-from towhee_ray.pipeline import _threads
+from towhee_ray.pipeline import RayOp, _threads
 
 # Calls started and unfinished, per call the pipeline has threads for: twice, so that while
 # the driver waits for the oldest call, the threads freed by calls finished after it take
@@ -52,6 +56,7 @@ class WidePipeline(RuntimePipeline):
     def __init__(self, dag: Any, in_flight: int) -> None:
         super().__init__(dag, max_workers=_threads(len(dag.nodes), in_flight))
         self.in_flight = in_flight
+        self._batched = _BatchedRows.of(dag, in_flight)
 
     def batch(self, batch_inputs: Iterable[Any]) -> List[Any]:
         """Each input's output queue (a Towhee ``DataQueue``), in input order, as Towhee's
@@ -82,6 +87,9 @@ class WidePipeline(RuntimePipeline):
         [[[0]], [[0], [1]], [[0], [1], [2]]]
         >>> results.close()   # waits for the calls started, starts no more
         """
+        if self._batched is not None:
+            yield from self._batched.stream(batch_inputs)
+            return
         window = WINDOW_PER_CALL_IN_FLIGHT * self.in_flight
         started: Deque[_Graph] = collections.deque()
         try:
@@ -115,3 +123,120 @@ def _finish(graph: _Graph) -> Any:
         return graph.result()
     finally:
         graph.release_op()
+
+
+class _Failed:
+    """A row that failed at a node: the error Towhee's graph would raise for its call."""
+
+    __slots__ = ('error',)
+
+    def __init__(self, node: Any, error: BaseException) -> None:
+        details = ''.join(traceback.format_exception(error))
+        self.error = RuntimeError(f'Node-{node.name} runs failed, error msg: {error}, {details}\n')
+        self.error.__cause__ = error
+
+
+class _BatchedRows:
+    """Rows of a pipeline whose every node between input and output is a ``map`` through a
+    ``ray_op`` that batches across calls (``max_batch_size``), run without Towhee's graphs:
+    each node's rows go to its ``ray_op`` in batches, sent from the calling thread
+    (:meth:`~towhee_ray.backends.ray.batching.Batcher.outcomes`), ``in_flight`` rows at
+    most per node; the rest is what Towhee's nodes do (columns by name, an operator's tuple
+    spread over a node's output columns, a ``DataQueue`` per row in the output's schema,
+    a failed row raising Towhee's ``RuntimeError`` naming its node).
+
+    A Towhee graph per row costs the driver a few threads, queues and locks, which caps a
+    per-row pipe at a few thousand rows a second whatever feeds it; this carries what the
+    ``ray_op`` does (``benchmarks/w8_overhead.py`` measures both)."""
+
+    def __init__(self, dag: Any, nodes: List[Any], in_flight: int) -> None:
+        self._nodes = nodes
+        self._batches = [max(1, math.ceil(in_flight / node.op_info.operator._batcher.max_batch_size))
+                         for node in nodes]
+        self._input_names = [name for name, _ in dag.edges[dag.nodes['_input'].in_edges[0]]['data']]
+        self._output_schema = dag.edges[dag.nodes['_output'].out_edges[0]]['data']
+        self._output_names = [name for name, _ in self._output_schema]
+
+    @classmethod
+    def of(cls, dag: Any, in_flight: int) -> Optional['_BatchedRows']:
+        """The batched rows of ``dag``, or ``None`` where one of its nodes is anything else
+        (it then runs on Towhee's graphs)."""
+        if any(column_type != ColumnType.SCALAR for edge in dag.edges.values() for _, column_type in edge['data']):
+            return None
+        nodes, name = [], dag.nodes['_input'].next_nodes
+        while len(name) == 1 and name[0] != '_output':
+            node = dag.nodes[name[0]]
+            operator = node.op_info.operator
+            if not (node.iter_info.type == 'map' and isinstance(operator, RayOp) and operator._batcher
+                    and node.config.acc_info is None and node.config.server is None):
+                return None
+            nodes.append(node)
+            name = node.next_nodes
+        if not nodes or name != ['_output'] or len(dag.nodes) != len(nodes) + 2:
+            return None
+        return cls(dag, nodes, in_flight)
+
+    def stream(self, batch_inputs: Iterable[Any]) -> Iterator[DataQueue]:
+        rows: Iterator[Any] = (self._row(inputs) for inputs in batch_inputs)
+        for node, batches in zip(self._nodes, self._batches):
+            rows = _through(node, rows, batches)
+        try:
+            for row in rows:
+                if row.__class__ is _Failed:
+                    raise row.error
+                queue = DataQueue(self._output_schema, max_size=0)
+                queue.put([row[name] for name in self._output_names])
+                queue.seal()
+                yield queue
+        finally:
+            rows.close()   # each node's batches sent finish
+
+    def _row(self, inputs: Any) -> Dict[str, Any]:
+        """A call's inputs by column, as the input node reads them: a value for a pipeline
+        of one input, else a tuple of its inputs."""
+        values = (inputs,) if len(self._input_names) == 1 else inputs
+        if len(values) != len(self._input_names):   # Towhee's DataQueue.put asserts it
+            raise AssertionError(f'the pipeline takes {len(self._input_names)} inputs '
+                                 f'({", ".join(self._input_names)}), a call gave {len(values)}: {inputs!r:.80}')
+        return dict(zip(self._input_names, values))
+
+
+def _through(node: Any, rows: Iterator[Any], batches: int) -> Iterator[Any]:
+    """``rows`` through the map ``node`` (a ``ray_op`` batching across calls), in order; a
+    row that failed before passes as it is."""
+    batcher = node.op_info.operator._batcher
+    held: Deque[Any] = collections.deque()
+
+    def calls() -> Iterator[Optional[Tuple[Tuple[Any, ...], Dict[str, Any]]]]:
+        for row in rows:
+            args = None if row.__class__ is _Failed else tuple(row[name] for name in node.inputs)
+            held.append((row, args))
+            yield None if args is None else (args, {})
+
+    outcomes = batcher.outcomes(calls(), batches)
+    try:
+        for outcome in outcomes:
+            row, args = held.popleft()
+            if args is None:
+                yield row
+                continue
+            try:
+                row.update(_outputs(node, batcher.result(outcome, args)))
+            except Exception as error:
+                yield _Failed(node, error)
+            else:
+                yield row
+    finally:
+        outcomes.close()
+
+
+def _outputs(node: Any, result: Any) -> Dict[str, Any]:
+    """A map node's output columns from its operator's result, as Towhee's ``Map`` node
+    makes them: a generator's items, a tuple spread over several columns, none kept for none."""
+    names = node.outputs
+    if isinstance(result, Generator):
+        items = list(result)
+        result = items if len(names) == 1 else [[item[i] for item in items] for i in range(len(names))]
+    if len(names) > 1:
+        return {name: result[i] for i, name in enumerate(names)}
+    return {names[0]: result} if names else {}

@@ -35,13 +35,13 @@ import collections
 import functools
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Counter, Deque, Dict, List, Tuple
+from typing import TYPE_CHECKING, Any, Counter, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from towhee_ray.checks import positive_int
 from towhee_ray.guard import Failure
 
 if TYPE_CHECKING:
-    from towhee_ray.backends.ray.pool import ActorPool
+    from towhee_ray.backends.ray.pool import ActorPool, PoolCall
 
 # Batches each actor may have sent and unfinished: the one it runs and one queued behind
 # it, so that an operator that is the bottleneck (a model on a GPU) starts its next batch
@@ -206,7 +206,7 @@ class Batcher:
         """Send ``batch`` and give each of its rows its outcome, whatever happens."""
         outcomes: List[Any] = []
         try:
-            outcomes = self._send(batch)
+            outcomes = self._send([(row.args, row.kws) for row in batch])
         except Exception as error:   # every row fails alike: the pool was closed, ...
             outcomes = [_Raised(error)] * len(batch)
         except BaseException as error:   # KeyboardInterrupt in this thread: it stops here
@@ -224,17 +224,28 @@ class Batcher:
                 row.done = True
                 row.woken.set()
 
-    def _send(self, batch: List[_Row]) -> List[Any]:
+    def _send(self, rows: List[Tuple[Tuple[Any, ...], Dict[str, Any]]]) -> List[Any]:
+        """Send ``rows`` (each a call's arguments) as one batch and wait for their outcomes."""
+        return self._settle(self._submit(rows), rows)
+
+    def _submit(self, rows: List[Tuple[Tuple[Any, ...], Dict[str, Any]]]) -> 'PoolCall':
+        from towhee_ray.backends.ray.pool import PoolCall
+
+        what = (functools.partial(describe_call, rows[0][0]) if len(rows) == 1
+                else f'a batch of {len(rows)} calls')
+        call = PoolCall('call_batch', (rows,), what, rows=len(rows))
+        self._pool.submit(call)
+        return call
+
+    def _settle(self, call: 'PoolCall', rows: List[Tuple[Tuple[Any, ...], Dict[str, Any]]]) -> List[Any]:
+        """The outcomes of the batch ``call`` of ``rows``: if its actor died running it,
+        each row's alone, all sent at once."""
         from towhee_ray.backends.ray.pool import BatchDied, PoolCall
 
-        rows = [(row.args, row.kws) for row in batch]
-        what = (functools.partial(describe_call, batch[0].args) if len(batch) == 1
-                else f'a batch of {len(batch)} calls')
         try:
-            return self._pool.call('call_batch', (rows,), what, rows=len(batch))
+            return self._pool.result(call)
         except BatchDied:
             pass
-        # Its actor died running it: each row alone, all sent at once
         calls = [PoolCall('call_batch', ([row],), functools.partial(describe_call, row[0])) for row in rows]
         for call in calls:
             self._pool.submit(call)
@@ -246,15 +257,82 @@ class Batcher:
                 outcomes.append(_Raised(error))
         return outcomes
 
-    def _result(self, row: _Row) -> Any:
-        outcome = row.outcome
+    def outcomes(self, calls: Iterable[Optional[Tuple[Tuple[Any, ...], Dict[str, Any]]]],
+                 batches: int) -> Iterator[Any]:
+        """The outcome of each of ``calls`` (a call's ``(args, kws)``, all of one shape), in
+        order, for :meth:`result`; a ``None`` passes through as ``None``.
+
+        The calls are cut into batches of ``max_batch_size`` as they are drawn from
+        ``calls``, and up to ``batches`` of them are sent and unfinished at once, from this
+        thread: nothing gathers or waits for a timeout, and no thread waits per row. This
+        is how :class:`~towhee_ray.wide_pipeline.WidePipeline` runs many rows through a
+        ``ray_op`` (a partial batch goes out only at the end of ``calls``). When the
+        generator is closed early, it waits for the batches it sent.
+        """
+        ordered: Deque[List[Any]] = collections.deque()   # per call, [its outcome] once known
+        sent: Deque[Tuple[Any, List[Tuple[Tuple[Any, ...], Dict[str, Any]]], List[List[Any]]]] = (
+            collections.deque())
+        rows: List[Tuple[Tuple[Any, ...], Dict[str, Any]]] = []
+        slots: List[List[Any]] = []
+
+        def send() -> None:
+            try:
+                call = self._submit(rows)
+            except Exception as error:   # every row fails alike: the pool was closed, ...
+                for slot in slots:
+                    slot.append(_Raised(error))
+            else:
+                sent.append((call, rows, slots))
+
+        def settle_oldest() -> None:
+            call, its_rows, its_slots = sent.popleft()
+            try:
+                settled = self._settle(call, its_rows)
+            except Exception as error:
+                settled = [_Raised(error)] * len(its_rows)
+            for slot, outcome in zip(its_slots, settled):
+                slot.append(outcome)
+
+        try:
+            for call in calls:
+                slot: List[Any] = [] if call is not None else [None]
+                ordered.append(slot)
+                if call is not None:
+                    rows.append(call)
+                    slots.append(slot)
+                    if len(rows) >= self.max_batch_size:
+                        send()
+                        rows, slots = [], []
+                while len(sent) >= batches:
+                    settle_oldest()
+                while ordered and ordered[0]:
+                    yield ordered.popleft()[0]
+            if rows:
+                send()
+            while sent:
+                settle_oldest()
+                while ordered and ordered[0]:
+                    yield ordered.popleft()[0]
+        finally:   # closed early (the consumer raised or stopped): the batches sent finish
+            while sent:
+                call = sent.popleft()[0]
+                try:
+                    self._pool.result(call)
+                except Exception:   # noqa: S110 - nobody is left to be told
+                    pass
+
+    def result(self, outcome: Any, args: Tuple[Any, ...]) -> Any:
+        """The result of a call of arguments ``args`` from its outcome, or its own error."""
         if outcome.__class__ is _Raised:
             raise outcome.error
         if outcome.__class__ is Failure:
             error = outcome.exception
-            error.add_note(f'{self._pool.step} raised this in its Ray actor on {describe_call(row.args)}, '
+            error.add_note(f'{self._pool.step} raised this in its Ray actor on {describe_call(args)}, '
                            f'called as one row of a list (max_batch_size={self.max_batch_size}); the '
                            f'other rows of its batch are not affected.\nTraceback in the worker:\n'
                            f'{outcome.worker_traceback.rstrip()}')
             raise error
         return outcome
+
+    def _result(self, row: _Row) -> Any:
+        return self.result(row.outcome, row.args)
