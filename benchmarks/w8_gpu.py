@@ -13,11 +13,10 @@ Contenders, interleaved in rounds (A B C, A B C, ...), each in float32 and in bf
   .batch(1024).sentence_embedding.minilm(dtype=...).flatten()``, k = 4 actors per GPU;
 * a Towhee ``pipe`` of one row per passage with ``ray_op(ops.sentence_embedding.minilm(...),
   num_worker=k, num_gpus=1/k)``: with ray_op's batching across calls (``max_batch_size``)
-  when this checkout's ``ray_op`` has it, fed by ``p.batch`` on a pipeline with threads
-  enough; else plain ``ray_op`` under ``p.batch`` (one Ray call per row, on fewer passages).
-  Towhee's own runtime caps this form: one graph a row, about 3,000 rows/s on a 2-vCPU VM
-  with an operator that costs nothing under ``wide``'s batch, 2,000 under Towhee's
-  (``w8_overhead.py``);
+  when this checkout's ``ray_op`` has it, run by ``towhee_ray.wide``'s ``batch``, which
+  sends the rows of such a pipe to the actors in full batches without Towhee's graph per
+  row (``w8_overhead.py`` measures its ceiling); else plain ``ray_op`` under ``p.batch``
+  (one Ray call per row, on fewer passages);
 * a Towhee ``pipe`` of lists: each pipeline call takes a list of 1,024 passages and its
   ``map`` node gives the whole list to the ``ray_op`` in one call (the operator takes lists;
   no gathering across calls), fed 2 lists per actor by ``p.batch`` (Towhee calls a node one
@@ -246,8 +245,9 @@ def datacollection_runner(plan: Plan, dtype: str) -> Callable[[List[str]], np.nd
 
 def rows_pipe_vectors(embed: Any, passages: List[str], rows_in_flight: int) -> List[Any]:
     """The per-row pipe form: one pipeline call a passage (``p.batch``), ``embed`` (a
-    ``ray_op``, or any callable) in its ``map`` node; ``rows_in_flight`` rows at once (the
-    pipeline's threads from ``towhee_ray.wide``); 0: Towhee's own pipeline (its thread pool, its batch)."""
+    ``ray_op``, or any callable) in its ``map`` node; ``rows_in_flight`` rows at once under
+    ``towhee_ray.wide`` (its threads, or for a batching ``ray_op`` its rows in batches); 0:
+    Towhee's own pipeline (its thread pool, its batch)."""
     from towhee import pipe
 
     p = pipe.input('text').map('text', 'vector', embed).output('vector')

@@ -9,11 +9,13 @@ figure is that form's ceiling on this machine. Contenders, interleaved in rounds
 * the DataCollection form: ``set_parallel(num_worker=2, backend='ray').batch(1024)``, the
   operator on each list of 1,024 in a Ray actor, ``flatten()``;
 * a Towhee pipe, one row per passage (``p.batch``), the operator in the pipe itself, no Ray:
-  Towhee's own ceiling for this form, whatever backend runs the operator;
+  the ceiling of a per-row pipe on Towhee's graphs (one graph a row), whatever runs the
+  operator;
 * the same pipe under ``towhee_ray.wide``, whose ``batch`` keeps a window of calls started
-  rather than all of them: the ceiling of the per-row forms below, which all use it;
-* the same pipe with the operator in ``ray_op(..., max_batch_size=256)`` actors, rows enough
-  in flight for full batches (W8's pipe form);
+  rather than all of them, still a graph a row;
+* the same pipe with the operator in ``ray_op(..., max_batch_size=256)`` actors under
+  ``wide`` (W8's pipe form): a pipe whose every node is a ``ray_op`` batching across calls
+  runs without Towhee's graphs, its rows sent to the actors in full batches;
 * a Towhee pipe of lists, rows within each list: ``flat_map``, ``window(1024)`` calling the
   ``ray_op``, ``flat_map``;
 * a Towhee pipe of lists, a list a row: ``map`` gives the ``ray_op`` each list of 1,024 in
@@ -21,7 +23,7 @@ figure is that form's ceiling on this machine. Contenders, interleaved in rounds
 
 Marginal passages/s as in W8: N over the time the 2N run took more than the N run.
 
-    python benchmarks/w8_overhead.py                 # N = 131,072 (per-row pipes: 16,384), 3 rounds
+    python benchmarks/w8_overhead.py                 # N = 131,072 (per-row pipes, no Ray: 16,384), 3 rounds
     python benchmarks/w8_overhead.py --quick         # N = 256, 1 round: a smoke test
     python benchmarks/w8_overhead.py --json /tmp/w8_overhead.json
 """
@@ -54,8 +56,9 @@ from towhee_ray import ray_op   # noqa: E402
 DIMENSION = 384
 # Actors of the Ray forms: one per core of the 2-vCPU VM these figures come from.
 WORKERS = 2
-# Passages (N, then 2N) of the forms that carry tens of thousands a second, and of the
-# per-row forms, which carry thousands: each run long enough (seconds) for a stable margin.
+# Passages (N, then 2N) of the forms that carry thousands or more a second, and of the
+# per-row forms on Towhee's graphs (no Ray), which carry a few thousand: each run long enough
+# (seconds) for a stable margin.
 N = 131_072
 ROW_N = 16_384
 QUICK_N = 256
@@ -115,7 +118,7 @@ def runners() -> Dict[str, Callable[[List[str]], List[Any]]]:
 
 def sizes(quick: bool) -> Dict[str, int]:
     """N of each form."""
-    return {name: QUICK_N if quick else ROW_N if 'one row a call' in name else N for name in FORMS}
+    return {name: QUICK_N if quick else ROW_N if 'one row a call, no Ray' in name else N for name in FORMS}
 
 
 def contender(run: Callable[[List[str]], List[Any]], passages: List[str],

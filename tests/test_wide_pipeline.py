@@ -153,7 +153,8 @@ def test_a_pipe_of_batching_ray_ops_sends_full_batches_and_gives_each_row_what_t
          .output('x', 'size', 'z'))
     queues = wide(p).batch([(x, -x) for x in range(100)])
     sizes = [16] * 96 + [4] * 4
-    assert [queue.to_list() for queue in queues] == [[[x, size, x * size - x]] for x, size in zip(range(100), sizes)]
+    assert [queue.to_list() for queue in queues] == [[[x, size, x * size - x]]
+                                                      for x, size in zip(range(100), sizes)]
     assert _batch_sizes(tagged) == _batch_sizes(pairs) == {16: 6, 4: 1}
     through_towhee = p(5, -5)   # Towhee's own graph, for one call
     assert queues[5].schema == through_towhee.schema and queues[5].type_schema == through_towhee.type_schema
@@ -169,8 +170,10 @@ def test_a_bad_row_of_a_batched_pipe_raises_towhees_error_after_the_rows_before_
     tagged = ray_op(pool_ops.Tagged, num_worker=1, max_batch_size=8)
     p = wide(pipe.input('x').map('x', 'y', tagged).output('y'))
     results = p.stream([0, 1, 2, -3, 4, 5])
-    assert [next(results).get()[0][:2] for _ in range(3)] == [(0, 1), (1, 1), (2, 1)]   # alone after the batch failed
-    with pytest.raises(RuntimeError, match=r'^Node-ray_op\(Tagged\)-0 runs failed, error msg: bad row -3, ') as raised:
+    # alone, after their batch failed
+    assert [next(results).get()[0][:2] for _ in range(3)] == [(0, 1), (1, 1), (2, 1)]
+    with pytest.raises(RuntimeError,
+                       match=r'^Node-ray_op\(Tagged\)-0 runs failed, error msg: bad row -3, ') as raised:
         next(results)
     assert isinstance(raised.value.__cause__, ValueError)
     assert 'called as one row of a list (max_batch_size=8)' in '\n'.join(raised.value.__cause__.__notes__)
@@ -181,12 +184,14 @@ def test_a_bad_row_of_a_batched_pipe_raises_towhees_error_after_the_rows_before_
 @pytest.mark.timeout(240)
 @pytest.mark.usefixtures('ray_cluster')
 def test_a_batch_of_a_batched_pipe_whose_actor_dies_runs_its_rows_alone_and_only_the_crashing_row_fails():
-    tagged = ray_op(functools.partial(pool_ops.Tagged, die_on=13), num_worker=1, max_batch_size=4, max_retries=0)
+    tagged = ray_op(functools.partial(pool_ops.Tagged, die_on=13), num_worker=1, max_batch_size=4,
+                    max_retries=0)
     p = wide(pipe.input('x').map('x', 'y', tagged).output('y'))
     results = p.stream(range(10, 20))
     assert [next(results).get()[0][:2] for _ in range(3)] == [(10, 1), (11, 1), (12, 1)]
-    with pytest.raises(RuntimeError, match=r'^Node-ray_op\(Tagged\)-0 runs failed, error msg: ray_op\(Tagged\): '
-                                           r'the Ray worker process running a call with arguments \(13,\) died') as raised:
+    died = (r'^Node-ray_op\(Tagged\)-0 runs failed, error msg: ray_op\(Tagged\): the Ray worker process '
+            r'running a call with arguments \(13,\) died')
+    with pytest.raises(RuntimeError, match=died) as raised:
         next(results)
     assert isinstance(raised.value.__cause__, WorkerError)
     assert [queue.get()[0][:2] for queue in p.batch([14, 15])] == [(14, 2), (15, 2)]

@@ -161,7 +161,8 @@ class _BatchedRows:
     def of(cls, dag: Any, in_flight: int) -> Optional['_BatchedRows']:
         """The batched rows of ``dag``, or ``None`` where one of its nodes is anything else
         (it then runs on Towhee's graphs)."""
-        if any(column_type != ColumnType.SCALAR for edge in dag.edges.values() for _, column_type in edge['data']):
+        if any(column_type != ColumnType.SCALAR
+               for edge in dag.edges.values() for _, column_type in edge['data']):
             return None
         nodes, name = [], dag.nodes['_input'].next_nodes
         while len(name) == 1 and name[0] != '_output':
@@ -197,7 +198,8 @@ class _BatchedRows:
         values = (inputs,) if len(self._input_names) == 1 else inputs
         if len(values) != len(self._input_names):   # Towhee's DataQueue.put asserts it
             raise AssertionError(f'the pipeline takes {len(self._input_names)} inputs '
-                                 f'({", ".join(self._input_names)}), a call gave {len(values)}: {inputs!r:.80}')
+                                 f'({", ".join(self._input_names)}), a call gave {len(values)}: '
+                                 f'{inputs!r:.80}')
         return dict(zip(self._input_names, values))
 
 
