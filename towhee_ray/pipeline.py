@@ -31,6 +31,13 @@ has in flight at once; that is what to raise:
   ('row 0', True)
   >>> count.close()
 
+* under :func:`wide`, a pipe whose every node between input and output is a ``map``
+  through a ``ray_op`` with ``max_batch_size`` runs its rows without Towhee's graphs:
+  ``wide(p).batch`` and ``wide(p).stream`` send each node's rows to its ``ray_op`` in full
+  batches from the calling thread (``in_flight`` rows a node at most; the last batch
+  partial), and give each row the ``DataQueue`` and the error Towhee's nodes would
+  (:class:`~towhee_ray.wide_pipeline.WidePipeline`). A pipe with any other node runs on
+  Towhee's graphs, one per row, as above.
 * threads of your own calling ``p(row)`` do not add rows in flight: each call runs its
   graph in the same pipeline's thread pool. Use ``p.batch`` on such a pipeline instead.
 * ``window`` needs no gathering across calls: ``.window('text', 'vectors', 64, 64, embed)``
@@ -48,13 +55,14 @@ has in flight at once; that is what to raise:
   >>> lengths.close()
 
 **Bulk work: a pipe of lists.** Towhee's own runtime (one graph per row of ``p.batch``)
-limits a per-row pipe to about 3,000 rows/s on the 2-vCPU VM even with no Ray (under
-:func:`wide`'s ``batch``; 2,000 under Towhee's own). Make each
+limits a per-row pipe to about 2,500 rows/s on the 2-vCPU VM even with no Ray (under
+:func:`wide`'s ``batch``; 1,500 under Towhee's own); a pipe of batching ``ray_op``s under
+:func:`wide`, which needs no graphs, to about 19,500. Make each
 pipeline call a list of texts instead, whose ``map`` node gives the whole list to the
 ``ray_op`` in one call (an operator that takes lists), with ``p.batch`` over two lists per
 actor (what :func:`wide` gives it): with an operator that costs nothing that carries about
-66,000 passages/s there, 0.77x a DataCollection ``ray`` step; the ``window`` form above, rows
-within each list, about 21,000 (``benchmarks/w8_overhead.py``; docs/pipelines.md shows both).
+52,000 passages/s there, 0.85x a DataCollection ``ray`` step; the ``window`` form above, rows
+within each list, about 17,000 (``benchmarks/w8_overhead.py``; docs/pipelines.md shows them).
 
   >>> def make_lengths():   # takes a list of texts
   ...     return lambda texts: [len(text) for text in texts]
@@ -459,7 +467,9 @@ def wide(pipeline: Any, in_flight: Optional[int] = None) -> 'WidePipeline':
     It returns a :class:`~towhee_ray.wide_pipeline.WidePipeline`, Towhee's pipeline class
     but for ``batch``, which keeps at most ``2 x in_flight`` calls started (Towhee's starts
     them all before it waits for one, which takes the driver gigabytes and most of its time
-    for tens of thousands of rows), and ``stream``, the same lazily.
+    for tens of thousands of rows), and ``stream``, the same lazily. A pipeline whose every
+    node is a ``map`` through a ``ray_op`` with ``max_batch_size`` runs both without
+    Towhee's graphs: its rows go to the actors in full batches (``in_flight`` rows a node).
 
     >>> from towhee import pipe
     >>> double = ray_op(lambda: (lambda numbers: [2 * n for n in numbers]), num_worker=2)

@@ -13,6 +13,12 @@ calls are unfinished, so at most that many exist at once whatever the input's le
 results come back in input order, and ``stream`` hands each over as soon as it and those
 before it are done.
 
+A pipeline whose every node between input and output is a ``map`` through a ``ray_op``
+that batches across calls needs no graphs at all: :class:`_BatchedRows` sends each node's
+rows to its actors in full batches from the calling thread, and builds for each row the
+output queue Towhee's graph would (a per-row pipe with an operator that costs nothing went
+from ~1,000 rows/s to ~19,500 on the 2-vCPU VM, ``benchmarks/w8_overhead.py``).
+
 Importing this module imports Towhee (``wide`` does, when first called).
 """
 from __future__ import annotations
@@ -45,6 +51,11 @@ class WidePipeline(RuntimePipeline):
     ``p.flush()``, ``p.dag_repr`` as there) with one difference: ``batch`` keeps at most
     ``2 x in_flight`` calls started, so that its memory stays flat however many inputs it
     gets, and :meth:`stream` gives the results one by one as they are ready.
+
+    A pipeline whose every node between input and output is a ``map`` through a
+    ``ray_op`` batching across calls (``max_batch_size``) runs ``batch`` and ``stream``
+    without Towhee's graphs: each node's rows go to its ``ray_op`` in full batches,
+    ``in_flight`` rows a node at most (``_BatchedRows``); the results and errors are the same.
 
     >>> from towhee import pipe
     >>> from towhee_ray import wide
