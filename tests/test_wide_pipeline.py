@@ -200,13 +200,16 @@ def test_a_batch_of_a_batched_pipe_whose_actor_dies_runs_its_rows_alone_and_only
 
 @pytest.mark.usefixtures('ray_cluster')
 def test_closing_a_batched_stream_early_waits_for_the_batches_it_sent_and_sends_no_more():
-    tagged = ray_op(functools.partial(pool_ops.Tagged, seconds=0.05), num_worker=1, max_batch_size=4)
-    p = wide(pipe.input('x').map('x', 'y', tagged).output('y'))   # 8 rows in flight: 2 batches
+    first = ray_op(functools.partial(pool_ops.Tagged, seconds=0.05), num_worker=1, max_batch_size=4)
+    second = ray_op(functools.partial(pool_ops.Tagged, seconds=0.05), num_worker=1, max_batch_size=4)
+    p = wide(pipe.input('x').map('x', ('a', 'size', 'pid'), first).map('a', 'y', second).output('y'),
+             in_flight=8)   # 8 rows in flight a node: 2 batches
     results = p.stream(range(1000))
     assert next(results).get()[0][:2] == (0, 4)
     results.close()
-    rows = tagged.stats()[0]['rows']
-    assert rows <= 3 * 4   # the batch given out and the two sent behind it, at most
+    rows = [op.stats()[0]['rows'] for op in (first, second)]
+    assert rows[0] <= 4 * 5 and rows[1] <= 4 * 3   # a few batches each, not 1,000 rows
     time.sleep(0.3)
-    assert tagged.stats()[0]['rows'] == rows
-    tagged.close()
+    assert [op.stats()[0]['rows'] for op in (first, second)] == rows
+    first.close()
+    second.close()

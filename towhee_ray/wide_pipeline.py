@@ -189,7 +189,7 @@ class _BatchedRows:
         return cls(dag, nodes, in_flight)
 
     def stream(self, batch_inputs: Iterable[Any]) -> Iterator[DataQueue]:
-        rows: Iterator[Any] = (self._row(inputs) for inputs in batch_inputs)
+        rows: Generator = (self._row(inputs) for inputs in batch_inputs)
         for node, batches in zip(self._nodes, self._batches):
             rows = _through(node, rows, batches)
         try:
@@ -214,7 +214,7 @@ class _BatchedRows:
         return dict(zip(self._input_names, values))
 
 
-def _through(node: Any, rows: Iterator[Any], batches: int) -> Iterator[Any]:
+def _through(node: Any, rows: Generator, batches: int) -> Iterator[Any]:
     """``rows`` through the map ``node`` (a ``ray_op`` batching across calls), in order; a
     row that failed before passes as it is."""
     batcher = node.op_info.operator._batcher
@@ -239,8 +239,9 @@ def _through(node: Any, rows: Iterator[Any], batches: int) -> Iterator[Any]:
                 yield _Failed(node, error)
             else:
                 yield row
-    finally:
+    finally:   # closed early: this node's batches sent finish, then the nodes before it
         outcomes.close()
+        rows.close()
 
 
 def _outputs(node: Any, result: Any) -> Dict[str, Any]:
