@@ -166,6 +166,39 @@ def test_a_pipe_of_batching_ray_ops_sends_full_batches_and_gives_each_row_what_t
 
 
 @pytest.mark.usefixtures('ray_cluster')
+def test_functions_between_batching_ray_ops_run_in_the_pipelines_threads_without_graphs():
+    # functions (a lambda, a callable object) around a batching ray_op: no graph per row,
+    # the functions called from several threads at once (as Towhee's nodes call them), the
+    # ray_op's rows in full batches; what each row gets is what Towhee's own batch gives
+    threads = set()
+
+    def shift(x):
+        threads.add(threading.get_ident())
+        time.sleep(0.001)   # waits, as a function reading a file would
+        return x + 1
+
+    tagged = ray_op(pool_ops.Tagged, num_worker=2, max_batch_size=16)
+    p = (pipe.input('x')
+         .map('x', 'shifted', shift)
+         .map('shifted', ('y', 'size', 'pid'), tagged)
+         .map(('y', 'size'), ('double', 'same'), lambda y, size: (2 * y, size == 16 or y >= 97))
+         .output('x', 'double', 'same'))
+    queues = wide(p).batch(range(100))
+    rows = [queue.to_list() for queue in queues]
+    assert rows == [[[x, 2 * x + 2, True]] for x in range(100)]
+    assert _batch_sizes(tagged) == {16: 6, 4: 1} and len(threads) > 1
+    towhee_queues = p.batch(range(5))   # Towhee's own graphs (their batches are smaller)
+    assert queues[0].schema == towhee_queues[0].schema
+    assert [queue.to_list()[0][:2] for queue in towhee_queues] == [row[0][:2] for row in rows[:5]]
+    failing = wide(pipe.input('x').map('x', 'y', tagged).map('y', 'z', lambda y: 1 / (y[0] - 3)).output('z'))
+    results = failing.stream(range(10))
+    assert [next(results).get()[0] for _ in range(3)] == [-1 / 3, -1 / 2, -1]
+    with pytest.raises(RuntimeError, match=r'^Node-lambda-\d+ runs failed, error msg: division by zero, '):
+        next(results)
+    tagged.close()
+
+
+@pytest.mark.usefixtures('ray_cluster')
 def test_a_bad_row_of_a_batched_pipe_raises_towhees_error_after_the_rows_before_it():
     tagged = ray_op(pool_ops.Tagged, num_worker=1, max_batch_size=8)
     p = wide(pipe.input('x').map('x', 'y', tagged).output('y'))

@@ -31,11 +31,12 @@ has in flight at once; that is what to raise:
   ('row 0', True)
   >>> count.close()
 
-* under :func:`wide`, a pipe whose every node between input and output is a ``map``
-  through a ``ray_op`` with ``max_batch_size`` runs its rows without Towhee's graphs:
-  ``wide(p).batch`` and ``wide(p).stream`` send each node's rows to its ``ray_op`` in full
-  batches from the calling thread (``in_flight`` rows a node at most; the last batch
-  partial), and give each row the ``DataQueue`` and the error Towhee's nodes would
+* under :func:`wide`, a pipe whose every node between input and output is a ``map``,
+  through a ``ray_op`` with ``max_batch_size`` (one at least) or a function, runs its rows
+  without Towhee's graphs: ``wide(p).batch`` and ``wide(p).stream`` send a ``ray_op``
+  node's rows to it in full batches from the calling thread (``in_flight`` rows a node at
+  most; the last batch partial), call a function node in the pipeline's threads, and give
+  each row the ``DataQueue`` and the error Towhee's nodes would
   (:class:`~towhee_ray.wide_pipeline.WidePipeline`). A pipe with any other node runs on
   Towhee's graphs, one per row, as above.
 * threads of your own calling ``p(row)`` do not add rows in flight: each call runs its
@@ -468,8 +469,9 @@ def wide(pipeline: Any, in_flight: Optional[int] = None) -> 'WidePipeline':
     but for ``batch``, which keeps at most ``2 x in_flight`` calls started (Towhee's starts
     them all before it waits for one, which takes the driver gigabytes and most of its time
     for tens of thousands of rows), and ``stream``, the same lazily. A pipeline whose every
-    node is a ``map`` through a ``ray_op`` with ``max_batch_size`` runs both without
-    Towhee's graphs: its rows go to the actors in full batches (``in_flight`` rows a node).
+    node is a ``map``, through a ``ray_op`` with ``max_batch_size`` (one at least) or a
+    function, runs both without Towhee's graphs: its rows go to the actors in full batches
+    (``in_flight`` rows a node).
 
     >>> from towhee import pipe
     >>> double = ray_op(lambda: (lambda numbers: [2 * n for n in numbers]), num_worker=2)

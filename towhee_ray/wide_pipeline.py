@@ -13,10 +13,11 @@ calls are unfinished, so at most that many exist at once whatever the input's le
 results come back in input order, and ``stream`` hands each over as soon as it and those
 before it are done.
 
-A pipeline whose every node between input and output is a ``map`` through a ``ray_op``
-that batches across calls needs no graphs at all: :class:`_BatchedRows` sends each node's
-rows to its actors in full batches from the calling thread, and builds for each row the
-output queue Towhee's graph would (a per-row pipe with an operator that costs nothing went
+A pipeline whose every node between input and output is a ``map``, through a ``ray_op``
+that batches across calls (one at least) or a function, needs no graphs at all:
+:class:`_BatchedRows` sends a ``ray_op`` node's rows to its actors in full batches from
+the calling thread, calls a function node in the pipeline's threads, and builds for each
+row the output queue Towhee's graph would (a per-row pipe with an operator that costs nothing went
 from ~1,000 rows/s to ~19,500 on the 2-vCPU VM, ``benchmarks/w8_overhead.py``).
 
 Importing this module imports Towhee (``wide`` does, when first called).
@@ -24,7 +25,9 @@ Importing this module imports Towhee (``wide`` does, when first called).
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 from collections.abc import Generator
+from concurrent.futures import Executor, Future
 import math
 import traceback
 from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
@@ -52,10 +55,11 @@ class WidePipeline(RuntimePipeline):
     ``2 x in_flight`` calls started, so that its memory stays flat however many inputs it
     gets, and :meth:`stream` gives the results one by one as they are ready.
 
-    A pipeline whose every node between input and output is a ``map`` through a
-    ``ray_op`` batching across calls (``max_batch_size``) runs ``batch`` and ``stream``
-    without Towhee's graphs: each node's rows go to its ``ray_op`` in full batches,
-    ``in_flight`` rows a node at most (``_BatchedRows``); the results and errors are the same.
+    A pipeline whose every node between input and output is a ``map``, through a
+    ``ray_op`` batching across calls (``max_batch_size``; one at least) or a function, runs
+    ``batch`` and ``stream`` without Towhee's graphs: a ``ray_op`` node's rows go to it in
+    full batches, ``in_flight`` rows a node at most (``_BatchedRows``); the results and
+    errors are the same.
 
     >>> from towhee import pipe
     >>> from towhee_ray import wide
@@ -67,7 +71,7 @@ class WidePipeline(RuntimePipeline):
     def __init__(self, dag: Any, in_flight: int) -> None:
         super().__init__(dag, max_workers=_threads(len(dag.nodes), in_flight))
         self.in_flight = in_flight
-        self._batched = _BatchedRows.of(dag, in_flight)
+        self._batched = _BatchedRows.of(dag, in_flight, self._thread_pool)
 
     def batch(self, batch_inputs: Iterable[Any]) -> List[Any]:
         """Each input's output queue (a Towhee ``DataQueue``), in input order, as Towhee's
@@ -148,28 +152,30 @@ class _Failed:
 
 
 class _BatchedRows:
-    """Rows of a pipeline whose every node between input and output is a ``map`` through a
-    ``ray_op`` that batches across calls (``max_batch_size``), run without Towhee's graphs:
-    each node's rows go to its ``ray_op`` in batches, sent from the calling thread
-    (:meth:`~towhee_ray.backends.ray.batching.Batcher.outcomes`), ``in_flight`` rows at
-    most per node; the rest is what Towhee's nodes do (columns by name, an operator's tuple
-    spread over a node's output columns, a ``DataQueue`` per row in the output's schema,
-    a failed row raising Towhee's ``RuntimeError`` naming its node).
+    """Rows of a pipeline whose every node between input and output is a ``map``, through
+    a ``ray_op`` that batches across calls (``max_batch_size``; one at least) or through a
+    function, run without Towhee's graphs: a ``ray_op`` node's rows go to it in batches,
+    sent from the calling thread (:meth:`~towhee_ray.backends.ray.batching.Batcher.outcomes`),
+    a function node's rows to the pipeline's threads (as Towhee's nodes call it, from many
+    threads at once), ``in_flight`` rows at most per node; the rest is what Towhee's nodes
+    do (columns by name, an operator's tuple spread over a node's output columns, a
+    ``DataQueue`` per row in the output's schema, a failed row raising Towhee's
+    ``RuntimeError`` naming its node).
 
     A Towhee graph per row costs the driver a few threads, queues and locks, which caps a
     per-row pipe at a few thousand rows a second whatever feeds it; this carries what the
     ``ray_op`` does (``benchmarks/w8_overhead.py`` measures both)."""
 
-    def __init__(self, dag: Any, nodes: List[Any], in_flight: int) -> None:
+    def __init__(self, dag: Any, nodes: List[Any], in_flight: int, threads: Executor) -> None:
         self._nodes = nodes
-        self._batches = [max(1, math.ceil(in_flight / node.op_info.operator._batcher.max_batch_size))
-                         for node in nodes]
+        self._in_flight = in_flight
+        self._threads = threads
         self._input_names = [name for name, _ in dag.edges[dag.nodes['_input'].in_edges[0]]['data']]
         self._output_schema = dag.edges[dag.nodes['_output'].out_edges[0]]['data']
         self._output_names = [name for name, _ in self._output_schema]
 
     @classmethod
-    def of(cls, dag: Any, in_flight: int) -> Optional['_BatchedRows']:
+    def of(cls, dag: Any, in_flight: int, threads: Executor) -> Optional['_BatchedRows']:
         """The batched rows of ``dag``, or ``None`` where one of its nodes is anything else
         (it then runs on Towhee's graphs)."""
         if any(column_type != ColumnType.SCALAR
@@ -178,20 +184,22 @@ class _BatchedRows:
         nodes, name = [], dag.nodes['_input'].next_nodes
         while len(name) == 1 and name[0] != '_output':
             node = dag.nodes[name[0]]
-            operator = node.op_info.operator
-            if not (node.iter_info.type == 'map' and isinstance(operator, RayOp) and operator._batcher
+            if not (node.iter_info.type == 'map' and node.op_info.type in ('lambda', 'callable')
                     and node.config.acc_info is None and node.config.server is None):
                 return None
             nodes.append(node)
             name = node.next_nodes
-        if not nodes or name != ['_output'] or len(dag.nodes) != len(nodes) + 2:
+        if (name != ['_output'] or len(dag.nodes) != len(nodes) + 2
+                or not any(_batcher(node) for node in nodes)):
             return None
-        return cls(dag, nodes, in_flight)
+        return cls(dag, nodes, in_flight, threads)
 
     def stream(self, batch_inputs: Iterable[Any]) -> Iterator[DataQueue]:
         rows: Generator = (self._row(inputs) for inputs in batch_inputs)
-        for node, batches in zip(self._nodes, self._batches):
-            rows = _through(node, rows, batches)
+        for node in self._nodes:
+            batcher = _batcher(node)
+            rows = (_through(node, rows, batcher, max(1, math.ceil(self._in_flight / batcher.max_batch_size)))
+                    if batcher else _through_function(node, rows, self._threads, self._in_flight))
         try:
             for row in rows:
                 if row.__class__ is _Failed:
@@ -214,10 +222,15 @@ class _BatchedRows:
         return dict(zip(self._input_names, values))
 
 
-def _through(node: Any, rows: Generator, batches: int) -> Iterator[Any]:
-    """``rows`` through the map ``node`` (a ``ray_op`` batching across calls), in order; a
-    row that failed before passes as it is."""
-    batcher = node.op_info.operator._batcher
+def _batcher(node: Any) -> Any:
+    """The batcher of a node's ``ray_op`` that batches across calls; None for another function."""
+    operator = node.op_info.operator
+    return operator._batcher if isinstance(operator, RayOp) else None
+
+
+def _through(node: Any, rows: Generator, batcher: Any, batches: int) -> Iterator[Any]:
+    """``rows`` through the map ``node`` (a ``ray_op`` batching across calls with
+    ``batcher``), in order; a row that failed before passes as it is."""
     held: Deque[Any] = collections.deque()
 
     def calls() -> Iterator[Optional[Tuple[Tuple[Any, ...], Dict[str, Any]]]]:
@@ -241,6 +254,34 @@ def _through(node: Any, rows: Generator, batches: int) -> Iterator[Any]:
                 yield row
     finally:   # closed early: this node's batches sent finish, then the nodes before it
         outcomes.close()
+        rows.close()
+
+
+def _through_function(node: Any, rows: Generator, threads: Executor, in_flight: int) -> Iterator[Any]:
+    """``rows`` through the map ``node`` (a function), called in ``threads``, ``in_flight``
+    rows at once, in order; a row that failed before passes as it is."""
+    function = node.op_info.operator
+    started: Deque[Tuple[Any, Optional[Future]]] = collections.deque()
+
+    def finish(row: Any, future: Optional[Future]) -> Any:
+        if future is None:
+            return row
+        try:
+            row.update(_outputs(node, future.result()))
+        except Exception as error:
+            return _Failed(node, error)
+        return row
+
+    try:
+        for row in rows:
+            started.append((row, None if row.__class__ is _Failed
+                            else threads.submit(function, *(row[name] for name in node.inputs))))
+            if len(started) >= in_flight:
+                yield finish(*started.popleft())
+        while started:
+            yield finish(*started.popleft())
+    finally:   # closed early: the calls started finish, then the nodes before this one
+        concurrent.futures.wait([future for _, future in started if future is not None])
         rows.close()
 
 
