@@ -94,6 +94,7 @@ from towhee_ray.operators import OperatorSpec, spec_from_towhee_op
 from towhee_ray.quiet import quiet_towhee
 
 if TYPE_CHECKING:
+    from towhee_ray.backends.ray.batching import Batcher
     from towhee_ray.wide_pipeline import WidePipeline
 
 logger = logging.getLogger(__name__)
@@ -306,6 +307,19 @@ class RayOp:
         if self._batcher is not None:
             return self._batcher(args, kws)
         return self._pool.call('call', (args, kws), functools.partial(describe_call, args))
+
+    @property
+    def batcher(self) -> Optional['Batcher']:
+        """The :class:`~towhee_ray.backends.ray.batching.Batcher` that gathers calls into
+        operator calls on lists, ``None`` without ``max_batch_size``: :func:`wide` sends a
+        pipe's rows through it a batch at a time.
+
+        >>> ray_op(lambda: abs).batcher is None
+        True
+        >>> ray_op(lambda: abs, max_batch_size=8).batcher.max_batch_size
+        8
+        """
+        return self._batcher
 
     @property
     def calls_to_fill(self) -> int:

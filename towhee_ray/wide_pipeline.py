@@ -30,7 +30,7 @@ from collections.abc import Generator
 from concurrent.futures import Executor, Future
 import math
 import traceback
-from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from towhee.runtime.data_queue import ColumnType, DataQueue
 from towhee.runtime.runtime_pipeline import RuntimePipeline, _Graph
@@ -231,7 +231,7 @@ class _BatchedRows:
 def _batcher(node: Any) -> Any:
     """The batcher of a node's ``ray_op`` that batches across calls; None for another function."""
     operator = node.op_info.operator
-    return operator._batcher if isinstance(operator, RayOp) else None
+    return operator.batcher if isinstance(operator, RayOp) else None
 
 
 def _through(node: Any, rows: Generator, batcher: Any, batches: int) -> Iterator[Any]:
@@ -249,15 +249,7 @@ def _through(node: Any, rows: Generator, batcher: Any, batches: int) -> Iterator
     try:
         for outcome in outcomes:
             row, args = held.popleft()
-            if args is None:
-                yield row
-                continue
-            try:
-                row.update(_outputs(node, batcher.result(outcome, args)))
-            except Exception as error:
-                yield _Failed(node, error)
-            else:
-                yield row
+            yield row if args is None else _finished(node, row, batcher.result, outcome, args)
     finally:   # closed early: this node's batches sent finish, then the nodes before it
         outcomes.close()
         rows.close()
@@ -281,18 +273,7 @@ def _through_function(node: Any, rows: Generator, threads: Executor, in_flight: 
     def finish(task: List[Any], future: Optional[Future]) -> Iterator[Any]:
         outcomes = iter(future.result() if future is not None else ())
         for row in task:
-            if row.__class__ is _Failed:
-                yield row
-                continue
-            called, value = next(outcomes)
-            try:
-                if not called:
-                    raise value
-                row.update(_outputs(node, value))
-            except Exception as error:
-                yield _Failed(node, error)
-            else:
-                yield row
+            yield row if row.__class__ is _Failed else _finished(node, row, _returned, next(outcomes))
 
     started: Deque[Tuple[List[Any], Optional[Future]]] = collections.deque()
     task: List[Any] = []
@@ -316,6 +297,24 @@ def _through_function(node: Any, rows: Generator, threads: Executor, in_flight: 
     finally:   # closed early: the calls started finish, then the nodes before this one
         concurrent.futures.wait([future for _, future in started if future is not None])
         rows.close()
+
+
+def _returned(outcome: Tuple[bool, Any]) -> Any:
+    """The value a function call returned, or the error it raised raised again."""
+    called, value = outcome
+    if not called:
+        raise value
+    return value
+
+
+def _finished(node: Any, row: Dict[str, Any], result: Callable[..., Any], *args: Any) -> Any:
+    """``row`` with the map ``node``'s output columns from ``result(*args)``, or the row
+    :class:`_Failed` at ``node`` where it raises."""
+    try:
+        row.update(_outputs(node, result(*args)))
+    except Exception as error:
+        return _Failed(node, error)
+    return row
 
 
 def _outputs(node: Any, result: Any) -> Dict[str, Any]:
