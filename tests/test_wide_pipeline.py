@@ -9,12 +9,12 @@ import time
 
 import pytest
 from towhee import pipe
-from towhee.runtime.data_queue import DataQueue
+from towhee.runtime.data_queue import ColumnType, DataQueue
 from towhee.runtime.runtime_pipeline import RuntimePipeline
 
 from tests import pool_ops
 from towhee_ray import DataCollection, WorkerError, ray_op, wide
-from towhee_ray.wide_pipeline import WINDOW_PER_CALL_IN_FLIGHT
+from towhee_ray.wide_pipeline import WINDOW_PER_CALL_IN_FLIGHT, _OutputQueues
 
 
 def outputs(queues):
@@ -139,6 +139,31 @@ def _batch_sizes(op):
     for stat in op.stats():
         sizes.update(stat['batch_sizes'])
     return dict(sizes)
+
+
+def _towhees_output_queue(schema, values):
+    queue = DataQueue(schema, max_size=0)
+    queue.put(values)
+    queue.seal()
+    return queue
+
+
+@pytest.mark.parametrize('towhees_fields', [True, False], ids=['template', 'constructor'])
+def test_a_batched_pipes_output_queue_is_the_one_towhees_output_node_leaves(monkeypatch, towhees_fields):
+    schema = [('a', ColumnType.SCALAR), ('b', ColumnType.SCALAR)]
+    if not towhees_fields:   # a Towhee whose DataQueue has other fields: its constructor builds each
+        monkeypatch.setattr(_OutputQueues, 'FIELDS', _OutputQueues.FIELDS | {'_another'})
+    output_queue = _OutputQueues(schema)
+    for values in ([1, 'x'], [[1, 2], (3,)], [None, 'x']):   # a None value: a queue with no row
+        queue, towhees = output_queue(values), _towhees_output_queue(schema, values)
+        assert type(queue) is DataQueue and vars(queue).keys() == vars(towhees).keys()
+        assert ((queue.sealed, queue.size, queue.max_size, queue.schema, queue.type_schema)
+                == (towhees.sealed, towhees.size, towhees.max_size, towhees.schema, towhees.type_schema))
+        other = output_queue(values[::-1])   # queues of one schema share no row
+        assert queue.get_dict() == towhees.get_dict() and queue.size == towhees.size == 0
+        assert queue.get() is towhees.get() is None                        # read: empty, never waits
+        assert queue.put([2, 'y']) is towhees.put([2, 'y']) is False        # sealed
+        assert other.to_list() == _towhees_output_queue(schema, values[::-1]).to_list()
 
 
 @pytest.mark.usefixtures('ray_cluster')
