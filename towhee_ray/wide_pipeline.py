@@ -250,8 +250,8 @@ class _OutputQueues:
     def __init__(self, schema: List[Tuple[str, ColumnType]]) -> None:
         self._schema = schema
         template = DataQueue(schema, max_size=0)
-        self._fields = None if set(vars(template)) != self.FIELDS else {
-            name: value for name, value in vars(template).items() if name != '_data'}
+        self._fields = None if set(vars(template)) != self.FIELDS else [
+            (name, value) for name, value in vars(template).items() if name != '_data']
         self._columns = [type(column) for column in template._data]
 
     def __call__(self, values: List[Any]) -> DataQueue:
@@ -261,7 +261,8 @@ class _OutputQueues:
             queue.seal()
             return queue
         queue = object.__new__(DataQueue)
-        queue.__dict__.update(self._fields)
+        for name, value in self._fields:   # one by one: a queue's __dict__ is never made
+            setattr(queue, name, value)
         queue._data = [column() for column in self._columns]
         queue.put(values)
         queue._sealed = True   # what seal() does to a queue of scalars, less waking its waiters: none
