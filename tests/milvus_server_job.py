@@ -5,7 +5,7 @@ which write them to the server themselves.
     python milvus_server_job.py URI COLLECTION MARKER [--stop-at N]
 
 With ``--stop-at N`` the worker that makes row N writes MARKER and sleeps there. Prints the
-rows written and the pid.
+rows written, the rows skipped as stored already and the pid.
 """
 import argparse
 import os
@@ -34,12 +34,13 @@ def main():
         vector = np.random.default_rng(i).random(16, dtype=np.float32)
         return vector / np.linalg.norm(vector)
 
+    skipped = []
     result = (DataCollection['id']((i for i in range(ROWS)))
-              .skip_existing['id'](args.collection, uri=args.uri, batch=50)
+              .skip_existing['id'](args.collection, uri=args.uri, batch=50, callback=skipped.append)
               .set_parallel(2, backend='ray', chunk_size=10)
               .runas_op['id', 'vec'](func=embed)
               .to_milvus['id', 'vec'](collection=args.collection, uri=args.uri, batch=10))
-    print(result.insert_count, os.getpid())
+    print(result.insert_count, len(skipped), os.getpid())
 
 
 if __name__ == '__main__':

@@ -64,7 +64,7 @@ def step_tasks(name: str, states: Sequence[str] = (
     return [task for task in tasks if task.state in states]
 
 
-def _kill_session(session: int) -> None:
+def kill_session(session: int) -> None:
     """SIGKILL every process still in the session ``session`` (a child started with
     ``start_new_session=True`` leads it; Ray processes it started stay in it)."""
     import psutil
@@ -122,15 +122,15 @@ def run_once(args: Sequence[str], timeout: float, *, env: Optional[Dict[str, str
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        _kill_session(process.pid)
+        kill_session(process.pid)
         stdout, stderr = process.communicate()
         raise AssertionError(f'{" ".join(map(str, args))[:200]} did not finish within {timeout:g} s; '
                              f'its output:\n{stdout[-4000:]}\n{stderr[-4000:]}') from None
     except BaseException:
-        _kill_session(process.pid)
+        kill_session(process.pid)
         process.communicate()
         raise
-    _kill_session(process.pid)
+    kill_session(process.pid)
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
