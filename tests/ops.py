@@ -3,6 +3,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import towhee
 
 
@@ -17,6 +18,20 @@ class AddOne:
 
     def __call__(self, x):
         return x + 1
+
+
+@towhee.register(name='tests_ns/vectors')
+class Vectors:
+    """A float32 vector of ``dim`` filled with its number; for a list of numbers, the list of
+    their vectors (as an embedding operator on a batch); a negative number's has ``dim + 1``."""
+
+    def __init__(self, dim: int = 8) -> None:
+        self.dim = dim
+
+    def __call__(self, x):
+        if isinstance(x, list):
+            return [self(item) for item in x]
+        return np.full(self.dim + (x < 0), x, dtype=np.float32)
 
 
 @towhee.register(name='tests_ns/where')

@@ -277,7 +277,9 @@ class SentOutputs:
     itself (their arrays out of band, as Ray does: not copied) and hands Ray the bytes and
     the buffers; it pickles each output alone only when that fails, and puts the step's
     failure on its input (an ``Empty`` in a ``safe()`` chain) in the place of each that
-    cannot travel. Unpickled, it is the list of outputs.
+    cannot travel. Arrays of one shape, as outputs or as an output's list, travel as one
+    matrix (:func:`~towhee_ray.backends.stacked.stacked_outputs`). Unpickled, it is the
+    list of outputs.
 
     >>> outputs = pickle.loads(pickle.dumps(SentOutputs(Guarded(abs, safe=True), [1, 2],
     ...                                                 [1, (i for i in range(2))])))
@@ -296,9 +298,12 @@ element of each item it gives."))
 
     def __reduce__(self) -> Tuple[Any, ...]:
         from ray import cloudpickle
+
+        from towhee_ray.backends.stacked import stacked_outputs
         buffers: List[Any] = []
         try:
-            data = cloudpickle.dumps(self.outputs, protocol=5, buffer_callback=buffers.append)
+            data = cloudpickle.dumps(stacked_outputs(self.outputs), protocol=5,
+                                     buffer_callback=buffers.append)
         except Exception:
             buffers = []
             data = cloudpickle.dumps(self._checked(), protocol=5, buffer_callback=buffers.append)

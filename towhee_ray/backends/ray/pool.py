@@ -53,6 +53,7 @@ from towhee_ray.backends.ray.faults import (WORKER_DIED, died_error, fetch, out_
                                             unfinished_on_worker)
 from towhee_ray.backends.ray.heap import keep_freed_heap
 from towhee_ray.backends.ray.shipping import Payload
+from towhee_ray.backends.stacked import stacked
 from towhee_ray.checks import shown
 from towhee_ray.guard import Failure, LoadFailure, SentOutputs, load_error
 
@@ -172,11 +173,11 @@ class _OperatorActor:
         each argument as a list, as Ray Serve's ``@serve.batch`` does; one outcome per row:
         its result, or a :class:`~towhee_ray.guard.Failure` with its own error. When the
         call on all of them raises, each row is run again alone, so that only a bad row
-        fails."""
+        fails. Results that are vectors of one shape travel as one matrix (stacked.py)."""
         if self._failure is not None:
             return self._failure
         self._rows += len(rows)
-        return self._answer(rows)
+        return stacked(self._answer(rows))
 
     def _answer(self, rows: List[Tuple[Tuple[Any, ...], Dict[str, Any]]]) -> List[Any]:
         try:
