@@ -9,13 +9,13 @@ import signal
 import threading
 
 import pytest
-from towhee import ops
+from towhee import ops, pipe
 
 from tests import ops as test_ops  # noqa: F401  (registers tests_ns/broken_init)
 from tests import pool_ops
 from tests.pool_ops import lines
 from tests.support import eventually, gcs_address
-from towhee_ray import DataCollection, WorkerError, ray_op
+from towhee_ray import DataCollection, WorkerError, ray_op, wide
 from towhee_ray.backends.ray.backend import RayBackend
 from towhee_ray.backends.ray.pool import ActorPool
 from towhee_ray.backends.ray.shipping import Payload
@@ -170,3 +170,54 @@ def test_a_pool_names_its_step_alike_in_errors_and_in_ray():
     with pytest.raises(RuntimeError, match=r'^operator pool-tests/upper was closed; create a new one'):
         pool.call('call', (('abc',), {}), 'a call')
     assert eventually(lambda: not live_actors('towhee_ray operator pool-tests/upper'))
+
+
+#: The pool's actor class with a base from a module only the driver can import: Ray's
+#: workers then cannot load it, as on nodes whose Python lacks a module towhee_ray imports
+#: (towhee, or this towhee_ray); each worker given it exits, as if its call crashed it.
+DRIVER_ONLY_ACTOR = '''
+import ray
+from towhee_ray.backends.ray import pool
+
+import driver_only_base
+
+
+@ray.remote
+class OperatorActor(pool._OperatorActor.__ray_actor_class__, driver_only_base.Base):
+    pass
+'''
+
+
+@pytest.mark.parametrize('user', ['ray step', 'ray_op', 'ray_op batching'])
+def test_actors_whose_class_the_workers_cannot_load_fail_the_step_at_once(user, tmp_path, monkeypatch, mocker,
+                                                                          caplog):
+    (tmp_path / 'driver_only_base.py').write_text('class Base:\n    pass\n')
+    (tmp_path / 'driver_only_actor.py').write_text(DRIVER_ONLY_ACTOR)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import driver_only_actor
+    mocker.patch('towhee_ray.backends.ray.pool._OperatorActor', driver_only_actor.OperatorActor)
+    if user == 'ray step':
+        with pytest.raises(ModuleNotFoundError) as raised:
+            (DataCollection(['a b c'] * 8).set_parallel(2, backend='ray')
+             .towhee.text_split(max_words=2).to_list())
+        failure, step = raised.value, 'operator towhee/text-split'
+    elif user == 'ray_op':
+        op = ray_op(ops.towhee.text_split(max_words=2), num_worker=2)
+        with pytest.raises(ModuleNotFoundError) as raised:
+            op('a b c')
+        with pytest.raises(ModuleNotFoundError, match=r"^ray_op\(towhee/text-split\): the Ray workers"):
+            op('d e f')   # raised again, without asking the actors
+        op.close()
+        failure, step = raised.value, 'ray_op(towhee/text-split)'
+    else:   # each batch that died would run again row by row: 64 rows, up to 4 deaths each
+        with ray_op(pool_ops.Tagged, num_worker=2, max_batch_size=8) as op:
+            p = wide(pipe.input('x').map('x', 'y', op).output('y'), in_flight=32)
+            with pytest.raises(RuntimeError) as raised:
+                p.batch(list(range(64)))
+        failure, step = raised.value.__cause__, 'ray_op(Tagged)'
+    assert str(failure).startswith(f"{step}: the Ray workers cannot load towhee_ray's actor: "
+                                   f"ModuleNotFoundError: No module named 'driver_only_base'. Where they "
+                                   f"run, Python lacks what towhee_ray ")
+    assert 'install towhee_ray with its requirements on every node' in str(failure)
+    assert failure.name == 'driver_only_base'
+    assert 'replacing it' not in caplog.text   # no call was blamed, and no actor replaced

@@ -434,9 +434,10 @@ def step_error(failure: Failure, step: str, position: int) -> BaseException:
 
 class LoadFailure:
     """A Ray worker could not load a step's function or operator (``stage='load'``: an
-    exception while unpickling it, such as a module the worker cannot import), or could
-    not build a ``ray_op`` operator (``stage='build'``: its ``__init__`` raised). Not a
-    crash: the step fails at once, with :func:`load_error`."""
+    exception while unpickling it, such as a module the worker cannot import), could not
+    build a ``ray_op`` operator (``stage='build'``: its ``__init__`` raised), or could not
+    load towhee_ray's own actor class (``stage='actor'``: its Python lacks a module that
+    towhee_ray imports). Not a crash: the step fails at once, with :func:`load_error`."""
 
     __slots__ = ('exception', 'worker_traceback', 'stage')
 
@@ -474,6 +475,13 @@ def load_error(failure: LoadFailure, step: str, what: Optional[str] = None) -> B
         return error
     if failure.stage == 'build':
         message = f'{step}: building the operator in its Ray actor failed: {type(error).__name__}: {error}'
+    elif failure.stage == 'actor':
+        from towhee_ray import __version__
+        message = (f"{step}: the Ray workers cannot load towhee_ray's actor: {type(error).__name__}: "
+                   f'{error}. Where they run, Python lacks what towhee_ray {__version__} imports (one '
+                   f'of its requirements, such as towhee, or towhee_ray itself in this version): install '
+                   f'towhee_ray with its requirements on every node, or ship what is missing with '
+                   f'towhee_ray.init(pip_packages=[...]).')
     else:
         message = (f'{what or step} cannot be loaded in a Ray worker: {type(error).__name__}: '
                    f'{error}. {LOAD_ADVICE}')

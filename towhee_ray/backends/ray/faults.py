@@ -12,7 +12,9 @@ fails it.
 """
 from __future__ import annotations
 
+import builtins
 import contextlib
+import re
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Protocol, TypeVar, Union
 
 import ray
@@ -92,6 +94,48 @@ def unloadable_result(error: BaseException) -> Optional[BaseException]:
 def out_of_tries(call: SentCall, max_retries: int) -> bool:
     """Whether ``call`` has died more often than ``max_retries`` allows (-1: no limit)."""
     return 0 <= max_retries < call.deaths
+
+
+#: What Ray says when a worker cannot load an actor's class (``temporary_actor_method`` in its
+#: function_manager.py); the worker then exits, as if the call it was given crashed it.
+CLASS_NOT_LOADED = 'failed to import on the worker'
+_EXCEPTION_LINE = re.compile(r'([A-Za-z_][A-Za-z0-9_.]*(?:Error|Exception)): (.*)')
+
+
+def class_not_loaded(error: BaseException) -> Optional[LoadFailure]:
+    """The :class:`~towhee_ray.guard.LoadFailure` of an actor whose worker could not load its
+    class, from Ray's error for its death (``None`` for any other death): no call can run on
+    any actor of its kind, so no call is to blame, and none should run again. For
+    towhee_ray's own actors this means the Python where the workers run has no towhee_ray,
+    another version of it, or lacks a package it imports.
+
+    >>> died = RuntimeError("The actor died ... RuntimeError: The actor with name _OperatorActor "
+    ...                     "failed to import on the worker. This may be ...:\\n\\nTraceback (most recent "
+    ...                     "call last):\\n  File function_manager.py, line 696\\n"
+    ...                     "ModuleNotFoundError: No module named 'towhee_ray.backends.stacked'\\n")
+    >>> failure = class_not_loaded(died)
+    >>> type(failure.exception).__name__, failure.exception.name
+    ('ModuleNotFoundError', 'towhee_ray.backends.stacked')
+    >>> class_not_loaded(RuntimeError('The actor died unexpectedly before finishing this task.')) is None
+    True
+    """
+    text = str(error)
+    start = text.find(CLASS_NOT_LOADED)
+    if start < 0:
+        return None
+    lines = text[start:].splitlines()[1:]
+    cause = next((match for match in map(_EXCEPTION_LINE.fullmatch, (line.strip() for line in lines))
+                  if match), None)
+    kind, message = cause.groups() if cause else ('ImportError', text[start:].splitlines()[0])
+    built_in = getattr(builtins, kind, None)
+    if isinstance(built_in, type) and issubclass(built_in, Exception):
+        exception = built_in(message)
+    else:   # an exception class of a package: its name and message say it
+        exception = ImportError(f'{kind}: {message}')
+    if isinstance(exception, ModuleNotFoundError):
+        missing = re.fullmatch(r"No module named '([^']+)'", message)
+        exception.name = missing.group(1) if missing else None
+    return LoadFailure(exception, '\n'.join(lines).strip(), stage='actor')
 
 
 def died_error(what: str, running: str, max_retries: int, error: BaseException,

@@ -49,8 +49,8 @@ import ray
 from towhee_ray import cluster
 from towhee_ray.backends.chunking import timed_map
 from towhee_ray.backends.ray import names, resources
-from towhee_ray.backends.ray.faults import (WORKER_DIED, died_error, fetch, out_of_tries, ray_calls,
-                                            unfinished_on_worker)
+from towhee_ray.backends.ray.faults import (WORKER_DIED, class_not_loaded, died_error, fetch, out_of_tries,
+                                            ray_calls, unfinished_on_worker)
 from towhee_ray.backends.ray.heap import keep_freed_heap
 from towhee_ray.backends.ray.shipping import Payload
 from towhee_ray.backends.stacked import stacked
@@ -334,7 +334,7 @@ class ActorPool:
         """Send the calls held in the driver, oldest first, each to the least busy actor
         that runs no call alone, while there is one (``call.ref`` stays None until then)."""
         sent = False
-        while self._held and self._slots is not None:
+        while self._held and self._slots is not None and self._failure is None:
             slot = self._slots.least_busy()
             if slot is None:
                 break
@@ -382,6 +382,8 @@ class ActorPool:
             while call.ref is None:   # held in the driver until an actor takes it
                 if call.unsent is not None:
                     raise call.unsent
+                if self._failure is not None:   # its actors cannot load the operator or their class
+                    raise load_error(self._failure, self.step)
                 if self._closed:
                     raise RuntimeError(f'{self.step} was closed while {call.what} was waiting for an actor')
                 with ray_calls(self.step):   # Ray gone: a WorkerError that says so
@@ -414,6 +416,10 @@ class ActorPool:
         if self._closed:
             raise RuntimeError(f'{self.step} was closed while {call.what} was running') from error
         self._forget(call)
+        failure = class_not_loaded(error)
+        if failure is not None:   # no actor of this pool can run a call: none is to blame or runs again
+            self._failure = failure
+            raise load_error(failure, self.step) from error
         slots = self._slots
         if call.generation == slots.generations[call.slot]:   # the first call to notice
             unfinished = unfinished_on_worker(call, self._in_flight)
