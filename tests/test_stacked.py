@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 from towhee import ops, pipe
 
-from tests import ops as test_ops   # noqa: F401 - registers tests_ns/vectors
+from tests import ops as test_ops   # registers tests_ns/vectors
 from towhee_ray import DataCollection, ray_op, wide
 from towhee_ray.backends.stacked import StackedRows, stacked, stacked_outputs
 
 
-def vector(x, dim=8):
-    return np.full(dim + (x < 0), x, dtype=np.float32)
+vector = test_ops.Vectors()   # a number's vector: 8 float32s, 9 for a negative number
 
 
 def assert_vectors(got, numbers):
@@ -73,6 +72,21 @@ def test_a_ray_op_batchs_vectors_arrive_as_rows_of_one_matrix_each_callers_own()
         # a batch of two shapes, or with a failed row, arrives row by row, each its own
         assert_vectors([queue.get()[0] for queue in p.batch([1, -2, 3])], [1, -2, 3])
         assert embed.stats()[0]['batch_sizes'] == {16: 2, 3: 1}
+
+
+@pytest.mark.usefixtures('ray_cluster')
+def test_a_ray_op_given_a_list_returns_its_vectors_as_rows_of_one_matrix():
+    # a pipe of lists: each call's argument a batch, its result that batch's vectors
+    with ray_op(ops.tests_ns.vectors(), num_worker=1) as embed:
+        p = pipe.input('x').map('x', 'y', embed).output('y')
+        got = p(list(range(16))).get()[0]
+        assert type(got) is list
+        assert_vectors(got, range(16))
+        assert all(row.base is got[0].base for row in got)   # one matrix
+        assert_vectors(p([1, -2, 3]).get()[0], [1, -2, 3])      # two shapes: as they are
+        assert_vectors([p(5).get()[0]], [5])                      # one vector: as it is
+        again = p(list(range(16))).get()[0]
+        assert again[0].base is not got[0].base                   # each call its own matrix
 
 
 @pytest.mark.usefixtures('ray_cluster')

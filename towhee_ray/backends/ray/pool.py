@@ -159,12 +159,14 @@ class _OperatorActor:
     def call(self, args: Tuple[Any, ...], kws: Dict[str, Any]) -> Any:
         """One ``ray_op`` call; the operator's own error comes back as a
         :class:`~towhee_ray.guard.Failure`, which the pool raises as the operator's own
-        exception type, naming the ``ray_op`` and the call (not as Ray's ``RayTaskError``)."""
+        exception type, naming the ``ray_op`` and the call (not as Ray's ``RayTaskError``).
+        A result that is a list of vectors of one shape (an operator given a batch) travels
+        as one matrix (stacked.py)."""
         if self._failure is not None:
             return self._failure
         self._calls += 1
         try:
-            return self._operator(*args, **kws)
+            return stacked(self._operator(*args, **kws))
         except Exception as error:
             return Failure(None, error, traceback.format_exc())
 
