@@ -18,7 +18,7 @@ that batches across calls (one at least) or a function, needs no graphs at all:
 :class:`_BatchedRows` sends a ``ray_op`` node's rows to its actors in full batches from
 the calling thread, calls a function node in the pipeline's threads, and builds for each
 row the output queue Towhee's graph would (a per-row pipe with an operator that costs nothing went
-from ~1,000 rows/s to ~31,000 on the 2-vCPU VM, ``benchmarks/w8_overhead.py``).
+from ~1,000 rows/s to ~41,000 on the 2-vCPU VM, ``benchmarks/w8_overhead.py``).
 
 Importing this module imports Towhee (``wide`` does, when first called).
 """
