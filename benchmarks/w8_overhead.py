@@ -16,6 +16,10 @@ figure is that form's ceiling on this machine. Contenders, interleaved in rounds
 * the same pipe with the operator in ``ray_op(..., max_batch_size=256)`` actors under
   ``wide`` (W8's pipe form): a pipe whose every node is a ``ray_op`` batching across calls
   runs without Towhee's graphs, its rows sent to the actors in full batches;
+* a Towhee pipe of documents, as Towhee's ingest pipelines for RAG have it: a call per
+  document of 32 passages, ``flat_map`` splitting it, ``map`` through the same batching
+  ``ray_op`` under ``wide`` (without graphs too, the passages of every document in flight
+  sent in full batches);
 * a Towhee pipe of lists, rows within each list: ``flat_map``, ``window(1024)`` calling the
   ``ray_op``, ``flat_map``;
 * a Towhee pipe of lists, a list a row: ``map`` gives the ``ray_op`` each list of 1,024 in
@@ -52,7 +56,7 @@ from w8_gpu import (PASSAGES_PER_CALL, PIPE_MAX_BATCH_SIZE, BATCH_WAIT_TIMEOUT_S
                     window_pipe_vectors)
 
 import towhee_ray   # noqa: E402,I100
-from towhee_ray import ray_op   # noqa: E402
+from towhee_ray import ray_op, wide   # noqa: E402
 
 DIMENSION = 384
 # Actors of the Ray forms: one per core of the 2-vCPU VM these figures come from.
@@ -74,7 +78,11 @@ QUICK_N = 256
 ALONE_IN_FLIGHT = 16
 FORMS = ('DataCollection, Ray actors', 'Towhee pipe, one row a call, no Ray',
          'Towhee pipe, one row a call, no Ray, wide batch', 'Towhee pipe, one row a call, ray_op batching',
+         'Towhee pipe of documents, flat_map + ray_op batching',
          'Towhee pipe of lists, window + ray_op', 'Towhee pipe of lists, map + ray_op')
+# Passages a document of the pipe of documents, joined by a character no passage holds.
+PASSAGES_PER_DOCUMENT = 32
+SEPARATOR = '\x1e'
 
 
 @towhee.register(name='w8_overhead/zero_vectors')
@@ -88,6 +96,23 @@ class ZeroVectors:
         if isinstance(texts, str):
             return self.zero.copy()
         return [self.zero.copy() for _ in texts]
+
+
+def split_document(document: str) -> List[str]:
+    """A document's passages: the pipe of documents' ``flat_map``."""
+    return document.split(SEPARATOR)
+
+
+def documents_pipe_vectors(embed: Any, passages: List[str], per_document: int) -> List[Any]:
+    """The pipe of documents: ``passages`` joined into documents of ``per_document``, one
+    pipeline call a document, ``flat_map`` splitting it, ``embed`` (a ``ray_op`` batching
+    across calls) in its ``map`` node, under ``wide`` (as many passages in flight as fill
+    the actors)."""
+    p = wide(towhee.pipe.input('document').flat_map('document', 'passage', split_document)
+             .map('passage', 'vector', embed).output('vector'))
+    documents = [SEPARATOR.join(passages[start:start + per_document])
+                 for start in range(0, len(passages), per_document)]
+    return [row[0] for queue in p.batch(documents) for row in queue.to_list()]
 
 
 def runners() -> Dict[str, Callable[[List[str]], List[Any]]]:
@@ -113,13 +138,16 @@ def runners() -> Dict[str, Callable[[List[str]], List[Any]]]:
     # each ray_op form keeps as many calls in flight as fill its actors (calls_to_fill)
     rows_ray_op = on_ray_op(lambda embed, passages: rows_pipe_vectors(embed, passages, embed.calls_to_fill),
                             max_batch_size=PIPE_MAX_BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_TIMEOUT_S)
+    documents_ray_op = on_ray_op(lambda embed, passages: documents_pipe_vectors(
+        embed, passages, PASSAGES_PER_DOCUMENT), max_batch_size=PIPE_MAX_BATCH_SIZE,
+        batch_wait_timeout_s=BATCH_WAIT_TIMEOUT_S)
     windows_ray_op = on_ray_op(lambda embed, passages: window_pipe_vectors(
         embed, passages, PASSAGES_PER_CALL, embed.calls_to_fill))
     lists_ray_op = on_ray_op(lambda embed, passages: lists_pipe_vectors(
         embed, passages, PASSAGES_PER_CALL, embed.calls_to_fill))
 
-    return dict(zip(FORMS, (datacollection, towhee_alone, wide_alone, rows_ray_op, windows_ray_op,
-                            lists_ray_op)))
+    return dict(zip(FORMS, (datacollection, towhee_alone, wide_alone, rows_ray_op, documents_ray_op,
+                            windows_ray_op, lists_ray_op)))
 
 
 def sizes(quick: bool) -> Dict[str, int]:

@@ -51,7 +51,8 @@ def test_w8_overhead_smoke_reports_every_form_with_its_rate(tmp_path, python_pro
     assert [row['case'] for row in report['rows']] == [
         'DataCollection, Ray actors', 'Towhee pipe, one row a call, no Ray',
         'Towhee pipe, one row a call, no Ray, wide batch', 'Towhee pipe, one row a call, ray_op batching',
-        'Towhee pipe of lists, window + ray_op', 'Towhee pipe of lists, map + ray_op']
+        'Towhee pipe of documents, flat_map + ray_op batching', 'Towhee pipe of lists, window + ray_op',
+        'Towhee pipe of lists, map + ray_op']
     for row in report['rows']:
         assert row['case'] in run.stdout and row['passages_2n'] == 512
         assert row['with_start_passages_per_s'] > 0 and len(row['marginal_passages_per_s_rounds']) == 1

@@ -271,3 +271,93 @@ def test_closing_a_batched_stream_early_waits_for_the_batches_it_sent_and_sends_
     assert [op.stats()[0]['rows'] for op in (first, second)] == rows
     first.close()
     second.close()
+
+
+def _words(document):
+    return document.split()
+
+
+def _lengths():   # an operator taking a list of words: each word's length
+    return lambda words: [len(word) for word in words]
+
+
+def _splits():    # an operator taking a list of documents: each one's words
+    return lambda documents: [document.split() for document in documents]
+
+
+def _longer_than_one():
+    return lambda words: [len(word) > 1 for word in words]
+
+
+DOCUMENTS = ['a bb ccc', '', 'dd', 'e ff gg hhh iiii', 'x y']
+
+
+@pytest.mark.usefixtures('ray_cluster')
+@pytest.mark.parametrize('build', [
+    lambda ops: (pipe.input('d').flat_map('d', 'w', _words).map('w', 'n', ops['lengths'])
+                 .output('d', 'w', 'n')),
+    lambda ops: pipe.input('d').flat_map('d', 'w', ops['splits']).map('w', 'n', len).output('w', 'n'),
+    lambda ops: (pipe.input('d').flat_map('d', 'w', _words).filter('w', 'kept', 'w', ops['longer'])
+                 .output('kept')),
+    lambda ops: (pipe.input('d').flat_map('d', 'w', _words).map('w', 'n', ops['lengths'])
+                 .filter(('w', 'n'), ('w', 'n'), 'n', lambda n: n != 2).output('d', 'n')),
+    lambda ops: (pipe.input('d').filter('d', 'd', 'd', lambda d: len(d) > 2)
+                 .map('d', 'n', ops['lengths']).output('d', 'n')),
+    lambda ops: (pipe.input('d').flat_map('d', 'w', _words).flat_map('w', 'c', list)
+                 .map('c', 'n', ops['lengths']).output('c', 'n')),
+    lambda ops: (pipe.input('d').flat_map('d', ('i', 'w'), lambda d: list(enumerate(d.split())))
+                 .map('w', 'n', ops['lengths']).output('i', 'n')),
+    lambda ops: (pipe.input('d').map('d', 'e', lambda d: None if d == 'dd' else d)
+                 .map('e', 'n', ops['lengths']).output('n')),
+], ids=['split-then-embed', 'split-by-ray_op', 'filter-by-ray_op', 'filter-rows-together', 'filter-a-call',
+        'split-twice', 'split-into-two-columns', 'a-none-value'])
+def test_a_pipe_that_splits_and_filters_runs_without_graphs_and_gives_what_towhee_gives(build):
+    # Towhee's RAG ingest shape (documents -> flat_map -> a batching ray_op): each node's
+    # operator calls, from the rows of every call in flight, go to the ray_op in full batches;
+    # the rows, scalar columns, empty splits and None values are what Towhee's graphs give
+    ops = {'lengths': ray_op(_lengths, num_worker=2, max_batch_size=4),
+           'splits': ray_op(_splits, num_worker=1, max_batch_size=2),
+           'longer': ray_op(_longer_than_one, num_worker=1, max_batch_size=4)}
+    p = build(ops)
+    documents = DOCUMENTS * 3 + [None]   # a None input: Towhee's nodes read no row of it
+    expected = outputs(p.batch(documents))
+    used = [op for op in ops.values() if op.stats()]
+    before = {id(op): _batch_sizes(op) for op in used}
+    assert outputs(wide(p, in_flight=8).batch(documents)) == expected
+    for op in used:   # full batches but for the last: none of Towhee's one row at a time
+        sizes = collections.Counter(_batch_sizes(op)) - collections.Counter(before[id(op)])
+        assert sum(sizes.values()) < sum(size * count for size, count in sizes.items())
+        assert sum(count for size, count in sizes.items() if size < op.batcher.max_batch_size) <= 1
+    for op in ops.values():
+        op.close()
+
+
+@pytest.mark.usefixtures('ray_cluster')
+def test_a_split_pipe_whose_row_fails_raises_towhees_error_for_its_call_alone():
+    lengths = ray_op(_lengths, num_worker=1, max_batch_size=4)
+    p = wide(pipe.input('d').flat_map('d', 'w', _words).map('w', 'n', lengths)
+             .map('n', 'inverse', lambda n: 1 / (n - 3)).output('inverse'))
+    results = p.stream(['a bb', 'a ccc b', 'dd'])
+    assert next(results).to_list() == [[-0.5], [-1.0]]
+    failed = r'^Node-lambda-\d+ runs failed, error msg: division by zero, '
+    with pytest.raises(RuntimeError, match=failed) as raised:
+        next(results)
+    assert isinstance(raised.value.__cause__, ZeroDivisionError)
+    assert outputs(p.batch(['dd', 'e'])) == [[[-1.0]], [[-0.5]]]   # the pipe runs on
+    lengths.close()
+
+
+@pytest.mark.usefixtures('ray_cluster')
+def test_a_pipe_whose_rows_towhee_would_not_keep_together_runs_on_towhees_graphs():
+    # a node called once a call after a flat_map (Towhee calls it again as rows arrive), or
+    # a flat_map leaving another row's queue column beside its own: Towhee's graphs run it
+    lengths = ray_op(_lengths, num_worker=1, max_batch_size=4)
+    pipes = [pipe.input('d').flat_map('d', 'w', _words).map('w', 'n', lengths).map('d', 'm', len)
+             .output('m', 'n'),
+             pipe.input('d').flat_map('d', 'w', _words).map('w', 'n', lengths).flat_map('w', 'c', list)
+             .output('n', 'c')]
+    for p in pipes:
+        wide_p = wide(p, in_flight=4)
+        assert wide_p._batched is None
+        assert outputs(wide_p.batch(DOCUMENTS)) == outputs(p.batch(DOCUMENTS))
+    lengths.close()

@@ -13,12 +13,16 @@ calls are unfinished, so at most that many exist at once whatever the input's le
 results come back in input order, and ``stream`` hands each over as soon as it and those
 before it are done.
 
-A pipeline whose every node between input and output is a ``map``, through a ``ray_op``
-that batches across calls (one at least) or a function, needs no graphs at all:
-:class:`_BatchedRows` sends a ``ray_op`` node's rows to its actors in full batches from
-the calling thread, calls a function node in the pipeline's threads, and builds for each
-row the output queue Towhee's graph would (a per-row pipe with an operator that costs nothing went
-from ~1,000 rows/s to ~41,000 on the 2-vCPU VM, ``benchmarks/w8_overhead.py``).
+A pipeline whose every node between input and output is a ``map``, ``flat_map`` or
+``filter`` through a function or a ``ray_op``, one of them a ``ray_op`` that batches across
+calls (one at least), needs no graphs at all: :class:`_BatchedRows` sends a batching
+``ray_op`` node's rows, from every call in flight, to its actors in full batches from the
+calling thread, calls a function node in the pipeline's threads, and keeps each call's
+columns as Towhee's queues would (the rows a ``flat_map`` makes, a ``filter`` thins), with
+the output queue Towhee's graph would leave. On the 2-vCPU VM, with an operator that costs
+nothing, a per-row pipe went from ~1,000 rows/s to ~41,000, and Towhee's ingest shape for
+RAG (a call per document, ``flat_map`` into passages, a batching ``ray_op``) from 1,642
+passages/s under ``wide`` on graphs to ~36,000 (``benchmarks/w8_overhead.py``).
 
 Importing this module imports Towhee (``wide`` does, when first called).
 """
@@ -32,6 +36,7 @@ import math
 import traceback
 from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
+from towhee.runtime.constants import FilterConst
 from towhee.runtime.data_queue import ColumnType, DataQueue
 from towhee.runtime.runtime_pipeline import RuntimePipeline, _Graph
 from towhee.runtime.time_profiler import TimeProfiler
@@ -61,11 +66,12 @@ class WidePipeline(RuntimePipeline):
     ``2 x in_flight`` calls started, so that its memory stays flat however many inputs it
     gets, and :meth:`stream` gives the results one by one as they are ready.
 
-    A pipeline whose every node between input and output is a ``map``, through a
-    ``ray_op`` batching across calls (``max_batch_size``; one at least) or a function, runs
-    ``batch`` and ``stream`` without Towhee's graphs: a ``ray_op`` node's rows go to it in
-    full batches, ``in_flight`` rows a node at most (``_BatchedRows``); the results and
-    errors are the same.
+    A pipeline whose every node between input and output is a ``map``, ``flat_map`` or
+    ``filter`` through a function or a ``ray_op``, one of them a ``ray_op`` batching across
+    calls (``max_batch_size``; one at least), runs ``batch`` and ``stream`` without Towhee's
+    graphs: a batching ``ray_op`` node's rows, from every call in flight, go to it in full
+    batches, ``in_flight`` rows a node at most (``_BatchedRows``); the results and errors
+    are the same.
 
     >>> from towhee import pipe
     >>> from towhee_ray import wide
@@ -157,75 +163,6 @@ class _Failed:
         self.error.__cause__ = error
 
 
-class _BatchedRows:
-    """Rows of a pipeline whose every node between input and output is a ``map``, through
-    a ``ray_op`` that batches across calls (``max_batch_size``; one at least) or through a
-    function, run without Towhee's graphs: a ``ray_op`` node's rows go to it in batches,
-    sent from the calling thread (:meth:`~towhee_ray.backends.ray.batching.Batcher.outcomes`),
-    a function node's rows to the pipeline's threads (as Towhee's nodes call it, from many
-    threads at once), ``in_flight`` rows at most per node; the rest is what Towhee's nodes
-    do (columns by name, an operator's tuple spread over a node's output columns, a
-    ``DataQueue`` per row in the output's schema, a failed row raising Towhee's
-    ``RuntimeError`` naming its node).
-
-    A Towhee graph per row costs the driver a few threads, queues and locks, which caps a
-    per-row pipe at a few thousand rows a second whatever feeds it; this carries what the
-    ``ray_op`` does (``benchmarks/w8_overhead.py`` measures both)."""
-
-    def __init__(self, dag: Any, nodes: List[Any], in_flight: int, threads: Executor) -> None:
-        self._nodes = nodes
-        self._in_flight = in_flight
-        self._threads = threads
-        self._input_names = [name for name, _ in dag.edges[dag.nodes['_input'].in_edges[0]]['data']]
-        output_schema = dag.edges[dag.nodes['_output'].out_edges[0]]['data']
-        self._output_names = [name for name, _ in output_schema]
-        self._output_queue = _OutputQueues(output_schema)
-
-    @classmethod
-    def of(cls, dag: Any, in_flight: int, threads: Executor) -> Optional['_BatchedRows']:
-        """The batched rows of ``dag``, or ``None`` where one of its nodes is anything else
-        (it then runs on Towhee's graphs)."""
-        if any(column_type != ColumnType.SCALAR
-               for edge in dag.edges.values() for _, column_type in edge['data']):
-            return None
-        nodes, name = [], dag.nodes['_input'].next_nodes
-        while len(name) == 1 and name[0] != '_output':
-            node = dag.nodes[name[0]]
-            if not (node.iter_info.type == 'map' and node.op_info.type in ('lambda', 'callable')
-                    and node.config.acc_info is None and node.config.server is None):
-                return None
-            nodes.append(node)
-            name = node.next_nodes
-        if (name != ['_output'] or len(dag.nodes) != len(nodes) + 2
-                or not any(_batcher(node) for node in nodes)):
-            return None
-        return cls(dag, nodes, in_flight, threads)
-
-    def stream(self, batch_inputs: Iterable[Any]) -> Iterator[DataQueue]:
-        rows: Generator = (self._row(inputs) for inputs in batch_inputs)
-        for node in self._nodes:
-            batcher = _batcher(node)
-            rows = (_through(node, rows, batcher, max(1, math.ceil(self._in_flight / batcher.max_batch_size)))
-                    if batcher else _through_function(node, rows, self._threads, self._in_flight))
-        try:
-            for row in rows:
-                if row.__class__ is _Failed:
-                    raise row.error
-                yield self._output_queue([row[name] for name in self._output_names])
-        finally:
-            rows.close()   # each node's batches sent finish
-
-    def _row(self, inputs: Any) -> Dict[str, Any]:
-        """A call's inputs by column, as the input node reads them: a value for a pipeline
-        of one input, else a tuple of its inputs."""
-        values = (inputs,) if len(self._input_names) == 1 else inputs
-        if len(values) != len(self._input_names):   # Towhee's DataQueue.put asserts it
-            raise AssertionError(f'the pipeline takes {len(self._input_names)} inputs '
-                                 f'({", ".join(self._input_names)}), a call gave {len(values)}: '
-                                 f'{inputs!r:.80}')
-        return dict(zip(self._input_names, values))
-
-
 class _OutputQueues:
     """The output queue of a row, as Towhee's graph leaves it: a sealed ``DataQueue`` in the
     output's schema, holding the row (none for a row with a ``None`` value).
@@ -269,93 +206,327 @@ class _OutputQueues:
         return queue
 
 
+class _Call:
+    """One pipeline call's columns, as Towhee's queues would hold them between two nodes:
+    ``scalars`` (one value a column), ``rows`` (the queue columns, a dict a row, all of one
+    length: ``None`` until a ``flat_map`` makes them), ``error`` (Towhee's error for the
+    call, once a node failed on it) and ``empty`` (a node found one of its scalar columns
+    missing or ``None``: Towhee's node then reads no row, so nothing after it runs and the
+    call's output queue is empty)."""
+
+    __slots__ = ('scalars', 'rows', 'error', 'empty')
+
+    def __init__(self, scalars: Dict[str, Any]) -> None:
+        self.scalars = scalars
+        self.rows: Optional[List[Dict[str, Any]]] = None
+        self.error: Optional[BaseException] = None
+        self.empty = False
+
+
+class _Step:
+    """A node of a pipe run without graphs: a ``map``, ``flat_map`` or ``filter`` through a
+    function or a ``ray_op``, what it reads (``per_row``: its input has queue columns, so its
+    operator is called once a row of them; else once a call) and what it makes of each
+    result, as Towhee's node of that kind does."""
+
+    def __init__(self, node: Any, in_schema: Dict[str, ColumnType]) -> None:
+        self.node = node
+        self.kind = node.iter_info.type
+        self.outputs = list(node.outputs)
+        self.per_row = ColumnType.QUEUE in in_schema.values()
+        if self.kind == 'filter':
+            self.renamed = list(zip(self.outputs, node.inputs))
+            arguments = node.iter_info.param[FilterConst.param.filter_by]
+        else:
+            arguments = node.inputs
+        # each argument: (its column, whether it is a queue column: read from the row)
+        self.arguments = [(name, in_schema[name] == ColumnType.QUEUE) for name in arguments]
+        self.scalar_columns = [name for name, kind in in_schema.items() if kind == ColumnType.SCALAR]
+        self.batcher = _batcher(node)
+
+    @classmethod
+    def of(cls, node: Any, in_schema: Dict[str, ColumnType], out_schema: Dict[str, ColumnType],
+           queues_made: bool) -> Optional['_Step']:
+        """The step of ``node``, or ``None`` where Towhee's graph would not keep its queue
+        columns row by row (it then runs on Towhee's graphs): a node with an accelerator or a
+        server, a hub operator used directly, another kind of node, a node called once a call
+        after queue columns were made (Towhee calls it again as their rows arrive), a
+        ``flat_map`` or ``filter`` that leaves queue columns of other rows beside its own."""
+        kind, op_type = node.iter_info.type, node.op_info.type
+        if (kind not in ('map', 'flat_map', 'filter') or op_type not in ('lambda', 'callable')
+                or node.config.acc_info is not None or node.config.server is not None):
+            return None
+        step = cls(node, in_schema)
+        queue_arguments = [is_queue for _, is_queue in step.arguments]
+        queue_outputs = {name for name, column in out_schema.items() if column == ColumnType.QUEUE}
+        made = ColumnType.QUEUE if step.per_row or kind == 'flat_map' else ColumnType.SCALAR
+        if (step.per_row != any(queue_arguments) or (queues_made and not step.per_row)
+                or any(out_schema.get(name, made) != made for name in step.outputs)):
+            return None
+        if kind in ('flat_map', 'filter') and not queue_outputs <= set(step.outputs):
+            return None
+        if kind == 'filter' and step.per_row and not all(in_schema[name] == ColumnType.QUEUE
+                                                         for _, name in step.renamed):
+            return None
+        return step
+
+    def opens(self, call: _Call) -> int:
+        """How many operator calls ``call`` needs of this node (none for a call that failed
+        or is empty); marks it empty where Towhee's node would read no row of it."""
+        if call.error is not None or call.empty:
+            return 0
+        scalars = call.scalars
+        for name in self.scalar_columns:
+            if scalars.get(name) is None:
+                call.empty = True
+                return 0
+        return len(call.rows) if self.per_row else 1
+
+    def arguments_of(self, call: _Call) -> Iterator[Tuple[Any, ...]]:
+        """The operator's arguments for each of its calls on ``call``, in order."""
+        scalars = call.scalars
+        if not self.per_row:
+            yield tuple([scalars[name] for name, _ in self.arguments])
+            return
+        arguments = self.arguments
+        for row in call.rows:
+            yield tuple([row[name] if is_queue else scalars[name] for name, is_queue in arguments])
+
+    def apply(self, entry: List[Any], called: bool, value: Any) -> None:
+        """The result (or error) of the operator's next call on ``entry``'s call, into its
+        columns, as Towhee's node puts it: ``entry`` is ``[call, calls due, rows made]``."""
+        call = entry[0]
+        index = len(call.rows) - entry[1] if self.per_row else 0
+        entry[1] -= 1
+        if call.error is not None:
+            return
+        try:
+            if not called:
+                raise value
+            if self.kind == 'map':
+                (call.rows[index] if self.per_row else call.scalars).update(_outputs(self.node, value))
+            elif self.kind == 'flat_map':
+                outputs = self.outputs
+                if len(outputs) == 1:
+                    entry[2].extend({outputs[0]: item} for item in value)
+                else:
+                    entry[2].extend({name: item[i] for i, name in enumerate(outputs)} for item in value)
+            elif self.per_row:   # filter
+                if value:
+                    row = call.rows[index]
+                    entry[2].append({new: row[old] for new, old in self.renamed})
+            else:
+                scalars = call.scalars
+                kept = [(new, scalars[old]) for new, old in self.renamed] if value else []
+                for new, _ in self.renamed:
+                    scalars.pop(new, None)
+                scalars.update(kept)
+        except Exception as error:
+            call.error = _Failed(self.node, error).error
+
+    def close(self, entry: List[Any]) -> _Call:
+        """``entry``'s call once every operator call on it is in: rows made replace its rows."""
+        call = entry[0]
+        if call.error is None and not call.empty and (self.kind == 'flat_map'
+                                                      or (self.kind == 'filter' and self.per_row)):
+            call.rows = entry[2]
+        return call
+
+
+class _BatchedRows:
+    """A pipe whose every node between input and output is a ``map``, ``flat_map`` or
+    ``filter`` through a function or a ``ray_op``, one of them a ``ray_op`` batching across
+    calls (``max_batch_size``; one at least), run without Towhee's graphs: a batching
+    ``ray_op`` node's operator calls, from the rows of every pipeline call in flight, go to
+    it in batches sent from the calling thread
+    (:meth:`~towhee_ray.backends.ray.batching.Batcher.outcomes`); a function node's go to the
+    pipeline's threads (as Towhee's nodes call it, from many threads at once), ``in_flight``
+    of them at most per node. The rest is what Towhee's nodes do: columns by name, scalar
+    columns and queue columns (the rows a ``flat_map`` makes, a ``map`` keeps and a ``filter``
+    thins), an operator's tuple spread over a node's output columns, a ``DataQueue`` per call
+    in the output's schema, a failed call raising Towhee's ``RuntimeError`` naming its node.
+
+    A Towhee graph per call costs the driver a few threads, queues and locks, and its nodes
+    pass rows one at a time, which caps a per-row pipe at a few thousand rows a second
+    whatever feeds it; this carries what the ``ray_op`` does
+    (``benchmarks/w8_overhead.py`` measures both)."""
+
+    def __init__(self, dag: Any, steps: List[_Step], in_flight: int, threads: Executor) -> None:
+        self._steps = steps
+        self._in_flight = in_flight
+        self._threads = threads
+        self._input_names = [name for name, _ in dag.edges[dag.nodes['_input'].in_edges[0]]['data']]
+        output = dag.nodes['_output']
+        self._output_scalars = [name for name, column in dag.edges[output.in_edges[0]]['data']
+                                if column == ColumnType.SCALAR]
+        self._output_schema = dag.edges[output.out_edges[0]]['data']
+        self._output_names = [name for name, _ in self._output_schema]
+        self._queue_output = ColumnType.QUEUE in (column for _, column in self._output_schema)
+        self._output_queue = _OutputQueues(self._output_schema)
+
+    @classmethod
+    def of(cls, dag: Any, in_flight: int, threads: Executor) -> Optional['_BatchedRows']:
+        """The batched rows of ``dag``, or ``None`` where one of its nodes is anything else
+        (it then runs on Towhee's graphs)."""
+        if any(column_type != ColumnType.SCALAR for name, column_type in dag.edges[
+                dag.nodes['_input'].out_edges[0]]['data']):
+            return None
+        steps, name, queues_made = [], dag.nodes['_input'].next_nodes, False
+        while len(name) == 1 and name[0] != '_output':
+            node = dag.nodes[name[0]]
+            if len(node.in_edges) != 1 or len(node.out_edges) != 1:
+                return None
+            out_schema = dict(dag.edges[node.out_edges[0]]['data'])
+            step = _Step.of(node, dict(dag.edges[node.in_edges[0]]['data']), out_schema, queues_made)
+            if step is None:
+                return None
+            queues_made = queues_made or ColumnType.QUEUE in out_schema.values()
+            steps.append(step)
+            name = node.next_nodes
+        output_schema = dag.edges[dag.nodes['_output'].out_edges[0]]['data'] if name == ['_output'] else []
+        if (name != ['_output'] or len(dag.nodes) != len(steps) + 2
+                or not any(step.batcher for step in steps)
+                or (queues_made and ColumnType.QUEUE not in (column for _, column in output_schema))):
+            return None
+        return cls(dag, steps, in_flight, threads)
+
+    def stream(self, batch_inputs: Iterable[Any]) -> Iterator[DataQueue]:
+        calls: Generator = (self._call(inputs) for inputs in batch_inputs)
+        for step in self._steps:
+            batcher = step.batcher
+            outcomes = (_batched(batcher, max(1, math.ceil(self._in_flight / batcher.max_batch_size)))
+                        if batcher else _in_threads(step, self._threads, self._in_flight))
+            calls = _through(step, calls, outcomes)
+        try:
+            for call in calls:
+                if call.error is not None:
+                    raise call.error
+                yield self._output(call)
+        finally:
+            calls.close()   # each node's operator calls sent finish
+
+    def _call(self, inputs: Any) -> _Call:
+        """A call's inputs by column, as the input node reads them: a value for a pipeline
+        of one input, else a tuple of its inputs."""
+        values = (inputs,) if len(self._input_names) == 1 else inputs
+        if len(values) != len(self._input_names):   # Towhee's DataQueue.put asserts it
+            raise AssertionError(f'the pipeline takes {len(self._input_names)} inputs '
+                                 f'({", ".join(self._input_names)}), a call gave {len(values)}: '
+                                 f'{inputs!r:.80}')
+        return _Call(dict(zip(self._input_names, values)))
+
+    def _output(self, call: _Call) -> DataQueue:
+        """The call's output queue, as Towhee's output node leaves it."""
+        scalars = call.scalars
+        if not self._queue_output:   # one row: the queue is built from a template
+            if call.empty:
+                return self._output_queue([None] * len(self._output_names))
+            return self._output_queue([scalars.get(name) for name in self._output_names])
+        queue = DataQueue(self._output_schema, max_size=0)
+        if not call.empty and all(scalars.get(name) is not None for name in self._output_scalars):
+            rows = call.rows or ()
+            queue.batch_put([[row[name] for row in rows] if column == ColumnType.QUEUE else [scalars[name]]
+                             for name, column in self._output_schema])
+        queue.seal()
+        return queue
+
+
+# An operator's calls on the rows of a node, in order, as (called, its result or error).
+Outcomes = Callable[[Iterator[Tuple[Any, ...]]], Iterator[Tuple[bool, Any]]]
+
+
+def _through(step: _Step, calls: Generator, outcomes_of: Outcomes) -> Generator:
+    """``calls`` through ``step``'s node, in order: its operator called on each call's rows
+    (or once a call) by ``outcomes_of``; a call that failed or is empty passes as it is."""
+    held: Deque[List[Any]] = collections.deque()   # per call: [call, operator calls due, rows made]
+
+    def arguments() -> Iterator[Tuple[Any, ...]]:
+        for call in calls:
+            due = step.opens(call)
+            held.append([call, due, []])
+            if due:
+                yield from step.arguments_of(call)
+
+    outcomes = outcomes_of(arguments())
+    try:
+        for called, value in outcomes:
+            while not held[0][1]:
+                yield step.close(held.popleft())
+            entry = held[0]
+            step.apply(entry, called, value)
+            if not entry[1]:
+                yield step.close(held.popleft())
+        while held:
+            yield step.close(held.popleft())
+    finally:   # closed early: this node's operator calls sent finish, then the nodes before it
+        outcomes.close()
+        calls.close()
+
+
 def _batcher(node: Any) -> Any:
     """The batcher of a node's ``ray_op`` that batches across calls; None for another function."""
     operator = node.op_info.operator
     return operator.batcher if isinstance(operator, RayOp) else None
 
 
-def _through(node: Any, rows: Generator, batcher: Any, batches: int) -> Iterator[Any]:
-    """``rows`` through the map ``node`` (a ``ray_op`` batching across calls with
-    ``batcher``), in order; a row that failed before passes as it is."""
-    held: Deque[Any] = collections.deque()
+def _batched(batcher: Any, batches: int) -> Outcomes:
+    """A ``ray_op`` batching across calls called on each arguments, ``batches`` batches at
+    once, sent from the calling thread."""
+    def outcomes_of(arguments: Iterator[Tuple[Any, ...]]) -> Iterator[Tuple[bool, Any]]:
+        sent: Deque[Tuple[Any, ...]] = collections.deque()
 
-    def calls() -> Iterator[Optional[Tuple[Tuple[Any, ...], Dict[str, Any]]]]:
-        for row in rows:
-            args = None if row.__class__ is _Failed else tuple([row[name] for name in node.inputs])
-            held.append((row, args))
-            yield None if args is None else (args, {})
+        def calls() -> Iterator[Tuple[Tuple[Any, ...], Dict[str, Any]]]:
+            for args in arguments:
+                sent.append(args)
+                yield args, {}
 
-    outcomes = batcher.outcomes(calls(), batches)
-    try:
-        for outcome in outcomes:
-            row, args = held.popleft()
-            yield row if args is None else _finished(node, row, batcher.result, outcome, args)
-    finally:   # closed early: this node's batches sent finish, then the nodes before it
-        outcomes.close()
-        rows.close()
+        outcomes = batcher.outcomes(calls(), batches)
+        try:
+            for outcome in outcomes:
+                args = sent.popleft()
+                try:
+                    yield True, batcher.result(outcome, args)
+                except Exception as error:
+                    yield False, error
+        finally:
+            outcomes.close()
+    return outcomes_of
 
 
-def _through_function(node: Any, rows: Generator, threads: Executor, in_flight: int) -> Iterator[Any]:
-    """``rows`` through the map ``node`` (a function), in order: called in ``threads``,
-    :data:`ROWS_PER_THREAD_TASK` rows a task one after the other, ``in_flight`` rows at once;
-    a row that failed before passes as it is."""
-    function = node.op_info.operator
+def _in_threads(step: _Step, threads: Executor, in_flight: int) -> Outcomes:
+    """A node's function called on each arguments in ``threads``, :data:`ROWS_PER_THREAD_TASK`
+    calls a task one after the other, ``in_flight`` calls at once; a ``flat_map``'s results
+    are iterated there too."""
+    function = step.node.op_info.operator
+    flat = step.kind == 'flat_map'
 
     def call_each(calls: List[Tuple[Any, ...]]) -> List[Tuple[bool, Any]]:   # in a thread
         outcomes = []
         for args in calls:
             try:
-                outcomes.append((True, function(*args)))
+                outcomes.append((True, list(function(*args)) if flat else function(*args)))
             except Exception as error:
                 outcomes.append((False, error))
         return outcomes
 
-    def finish(task: List[Any], future: Optional[Future]) -> Iterator[Any]:
-        outcomes = iter(future.result() if future is not None else ())
-        for row in task:
-            yield row if row.__class__ is _Failed else _finished(node, row, _returned, next(outcomes))
-
-    started: Deque[Tuple[List[Any], Optional[Future]]] = collections.deque()
-    task: List[Any] = []
-
-    def start() -> None:
-        calls = [tuple([row[name] for name in node.inputs]) for row in task if row.__class__ is not _Failed]
-        started.append((task, threads.submit(call_each, calls) if calls else None))
-
-    try:
-        for row in rows:
-            task.append(row)
-            if len(task) >= ROWS_PER_THREAD_TASK:
-                start()
-                task = []
-                if len(started) * ROWS_PER_THREAD_TASK >= in_flight:
-                    yield from finish(*started.popleft())
-        if task:
-            start()
-        while started:
-            yield from finish(*started.popleft())
-    finally:   # closed early: the calls started finish, then the nodes before this one
-        concurrent.futures.wait([future for _, future in started if future is not None])
-        rows.close()
-
-
-def _returned(outcome: Tuple[bool, Any]) -> Any:
-    """The value a function call returned, or the error it raised raised again."""
-    called, value = outcome
-    if not called:
-        raise value
-    return value
-
-
-def _finished(node: Any, row: Dict[str, Any], result: Callable[..., Any], *args: Any) -> Any:
-    """``row`` with the map ``node``'s output columns from ``result(*args)``, or the row
-    :class:`_Failed` at ``node`` where it raises."""
-    try:
-        row.update(_outputs(node, result(*args)))
-    except Exception as error:
-        return _Failed(node, error)
-    return row
+    def outcomes_of(arguments: Iterator[Tuple[Any, ...]]) -> Iterator[Tuple[bool, Any]]:
+        started: Deque[Future] = collections.deque()
+        task: List[Tuple[Any, ...]] = []
+        try:
+            for args in arguments:
+                task.append(args)
+                if len(task) >= ROWS_PER_THREAD_TASK:
+                    started.append(threads.submit(call_each, task))
+                    task = []
+                    if len(started) * ROWS_PER_THREAD_TASK >= in_flight:
+                        yield from started.popleft().result()
+            if task:
+                started.append(threads.submit(call_each, task))
+            while started:
+                yield from started.popleft().result()
+        finally:   # closed early: the calls started finish
+            concurrent.futures.wait(started)
+    return outcomes_of
 
 
 def _outputs(node: Any, result: Any) -> Dict[str, Any]:
