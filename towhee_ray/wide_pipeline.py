@@ -22,7 +22,8 @@ columns as Towhee's queues would (the rows a ``flat_map`` makes, a ``filter`` th
 the output queue Towhee's graph would leave. On the 2-vCPU VM, with an operator that costs
 nothing, a per-row pipe went from ~1,000 rows/s to ~41,000, and Towhee's ingest shape for
 RAG (a call per document, ``flat_map`` into passages, a batching ``ray_op``) from 1,642
-passages/s under ``wide`` on graphs to ~36,000 (``benchmarks/w8_overhead.py``).
+passages/s under ``wide`` on graphs to ~36,000 (the help topics split at blank lines; the
+pipe of documents of ``benchmarks/w8_overhead.py``: 44,435).
 
 Importing this module imports Towhee (``wide`` does, when first called).
 """
@@ -34,7 +35,7 @@ from collections.abc import Generator
 from concurrent.futures import Executor, Future
 import math
 import traceback
-from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from towhee.runtime.constants import FilterConst
 from towhee.runtime.data_queue import ColumnType, DataQueue
@@ -393,10 +394,8 @@ class _BatchedRows:
     def stream(self, batch_inputs: Iterable[Any]) -> Iterator[DataQueue]:
         calls: Generator = (self._call(inputs) for inputs in batch_inputs)
         for step in self._steps:
-            batcher = step.batcher
-            outcomes = (_batched(batcher, max(1, math.ceil(self._in_flight / batcher.max_batch_size)))
-                        if batcher else _in_threads(step, self._threads, self._in_flight))
-            calls = _through(step, calls, outcomes)
+            batches = max(1, math.ceil(self._in_flight / step.batcher.max_batch_size)) if step.batcher else 0
+            calls = _through(step, calls, batches, self._threads, self._in_flight)
         try:
             for call in calls:
                 if call.error is not None:
@@ -431,25 +430,52 @@ class _BatchedRows:
         return queue
 
 
-# An operator's calls on the rows of a node, in order, as (called, its result or error).
-Outcomes = Callable[[Iterator[Tuple[Any, ...]]], Iterator[Tuple[bool, Any]]]
-
-
-def _through(step: _Step, calls: Generator, outcomes_of: Outcomes) -> Generator:
+def _through(step: _Step, calls: Generator, batches: int, threads: Executor, in_flight: int) -> Generator:
     """``calls`` through ``step``'s node, in order: its operator called on each call's rows
-    (or once a call) by ``outcomes_of``; a call that failed or is empty passes as it is."""
+    (or once a call), by its ``ray_op`` in ``batches`` batches at once sent from this thread
+    where it batches across calls, else in ``threads``, ``in_flight`` calls at once; a call
+    that failed or is empty passes as it is."""
     held: Deque[List[Any]] = collections.deque()   # per call: [call, operator calls due, rows made]
+    makes_rows = step.kind != 'map'
+    per_row = step.per_row
+    names = [name for name, _ in step.arguments]
+    batcher = step.batcher
+    sent: Deque[Tuple[Any, ...]] = collections.deque()   # a batching ray_op's arguments, for its errors
 
-    def arguments() -> Iterator[Tuple[Any, ...]]:
+    def arguments() -> Iterator[Any]:
         for call in calls:
             due = step.opens(call)
-            held.append([call, due, []])
-            if due:
-                yield from step.arguments_of(call)
+            held.append([call, due, [] if makes_rows else None])
+            if not due:
+                continue
+            if per_row:
+                for args in step.arguments_of(call):
+                    if batcher:
+                        sent.append(args)
+                        yield args, {}
+                    else:
+                        yield args
+                continue
+            scalars = call.scalars   # once a call: its scalars, without a generator a call
+            args = tuple([scalars[name] for name in names])
+            if batcher:
+                sent.append(args)
+                yield args, {}
+            else:
+                yield args
 
-    outcomes = outcomes_of(arguments())
+    outcomes = (batcher.outcomes(arguments(), batches) if batcher
+                else _in_threads(step, threads, in_flight, arguments()))
     try:
-        for called, value in outcomes:
+        for outcome in outcomes:
+            if batcher:
+                args = sent.popleft()
+                try:
+                    called, value = True, batcher.result(outcome, args)
+                except Exception as error:
+                    called, value = False, error
+            else:
+                called, value = outcome
             while not held[0][1]:
                 yield step.close(held.popleft())
             entry = held[0]
@@ -469,34 +495,11 @@ def _batcher(node: Any) -> Any:
     return operator.batcher if isinstance(operator, RayOp) else None
 
 
-def _batched(batcher: Any, batches: int) -> Outcomes:
-    """A ``ray_op`` batching across calls called on each arguments, ``batches`` batches at
-    once, sent from the calling thread."""
-    def outcomes_of(arguments: Iterator[Tuple[Any, ...]]) -> Iterator[Tuple[bool, Any]]:
-        sent: Deque[Tuple[Any, ...]] = collections.deque()
-
-        def calls() -> Iterator[Tuple[Tuple[Any, ...], Dict[str, Any]]]:
-            for args in arguments:
-                sent.append(args)
-                yield args, {}
-
-        outcomes = batcher.outcomes(calls(), batches)
-        try:
-            for outcome in outcomes:
-                args = sent.popleft()
-                try:
-                    yield True, batcher.result(outcome, args)
-                except Exception as error:
-                    yield False, error
-        finally:
-            outcomes.close()
-    return outcomes_of
-
-
-def _in_threads(step: _Step, threads: Executor, in_flight: int) -> Outcomes:
-    """A node's function called on each arguments in ``threads``, :data:`ROWS_PER_THREAD_TASK`
-    calls a task one after the other, ``in_flight`` calls at once; a ``flat_map``'s results
-    are iterated there too."""
+def _in_threads(step: _Step, threads: Executor, in_flight: int,
+                arguments: Iterator[Tuple[Any, ...]]) -> Generator:
+    """A node's function called on each of ``arguments`` in ``threads``, in order, as
+    ``(called, its result or error)``: :data:`ROWS_PER_THREAD_TASK` calls a task one after
+    the other, ``in_flight`` calls at once; a ``flat_map``'s results are iterated there too."""
     function = step.node.op_info.operator
     flat = step.kind == 'flat_map'
 
@@ -509,24 +512,22 @@ def _in_threads(step: _Step, threads: Executor, in_flight: int) -> Outcomes:
                 outcomes.append((False, error))
         return outcomes
 
-    def outcomes_of(arguments: Iterator[Tuple[Any, ...]]) -> Iterator[Tuple[bool, Any]]:
-        started: Deque[Future] = collections.deque()
-        task: List[Tuple[Any, ...]] = []
-        try:
-            for args in arguments:
-                task.append(args)
-                if len(task) >= ROWS_PER_THREAD_TASK:
-                    started.append(threads.submit(call_each, task))
-                    task = []
-                    if len(started) * ROWS_PER_THREAD_TASK >= in_flight:
-                        yield from started.popleft().result()
-            if task:
+    started: Deque[Future] = collections.deque()
+    task: List[Tuple[Any, ...]] = []
+    try:
+        for args in arguments:
+            task.append(args)
+            if len(task) >= ROWS_PER_THREAD_TASK:
                 started.append(threads.submit(call_each, task))
-            while started:
-                yield from started.popleft().result()
-        finally:   # closed early: the calls started finish
-            concurrent.futures.wait(started)
-    return outcomes_of
+                task = []
+                if len(started) * ROWS_PER_THREAD_TASK >= in_flight:
+                    yield from started.popleft().result()
+        if task:
+            started.append(threads.submit(call_each, task))
+        while started:
+            yield from started.popleft().result()
+    finally:   # closed early: the calls started finish
+        concurrent.futures.wait(started)
 
 
 def _outputs(node: Any, result: Any) -> Dict[str, Any]:
