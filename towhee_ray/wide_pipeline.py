@@ -284,12 +284,8 @@ class _Step:
         return len(call.rows) if self.per_row else 1
 
     def arguments_of(self, call: _Call) -> Iterator[Tuple[Any, ...]]:
-        """The operator's arguments for each of its calls on ``call``, in order."""
-        scalars = call.scalars
-        if not self.per_row:
-            yield tuple([scalars[name] for name, _ in self.arguments])
-            return
-        arguments = self.arguments
+        """The operator's arguments for each row of ``call``, in order (a node ``per_row``)."""
+        scalars, arguments = call.scalars, self.arguments
         for row in call.rows:
             yield tuple([row[name] if is_queue else scalars[name] for name, is_queue in arguments])
 
@@ -396,11 +392,16 @@ class _BatchedRows:
         for step in self._steps:
             batches = max(1, math.ceil(self._in_flight / step.batcher.max_batch_size)) if step.batcher else 0
             calls = _through(step, calls, batches, self._threads, self._in_flight)
+        one_row, names, output_queue = not self._queue_output, self._output_names, self._output_queue
         try:
             for call in calls:
                 if call.error is not None:
                     raise call.error
-                yield self._output(call)
+                if one_row and not call.empty:   # the common case, inline: a call a row
+                    scalars = call.scalars
+                    yield output_queue([scalars.get(name) for name in names])
+                else:
+                    yield self._output(call)
         finally:
             calls.close()   # each node's operator calls sent finish
 
