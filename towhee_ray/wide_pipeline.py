@@ -20,10 +20,10 @@ calls (one at least), needs no graphs at all: :class:`_BatchedRows` sends a batc
 calling thread, calls a function node in the pipeline's threads, and keeps each call's
 columns as Towhee's queues would (the rows a ``flat_map`` makes, a ``filter`` thins), with
 the output queue Towhee's graph would leave. On the 2-vCPU VM, with an operator that costs
-nothing, a per-row pipe went from ~1,000 rows/s to ~41,000, and Towhee's ingest shape for
+nothing, a per-row pipe went from ~1,000 rows/s to 30,000–41,000, and Towhee's ingest shape for
 RAG (a call per document, ``flat_map`` into passages, a batching ``ray_op``) from 1,642
 passages/s under ``wide`` on graphs to ~36,000 (the help topics split at blank lines; the
-pipe of documents of ``benchmarks/w8_overhead.py``: 44,435).
+pipe of documents of ``benchmarks/w8_overhead.py``: 51,943).
 
 Importing this module imports Towhee (``wide`` does, when first called).
 """
