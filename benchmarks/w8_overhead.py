@@ -52,7 +52,7 @@ import towhee   # noqa: E402
 from report import commit   # noqa: E402
 from rounds import DEFAULT_ROUNDS, LoadWatch, format_spread, interleaved   # noqa: E402
 from w8_gpu import (PASSAGES_PER_CALL, PIPE_MAX_BATCH_SIZE, BATCH_WAIT_TIMEOUT_S, datacollection_vectors,   # noqa: E402,I100
-                    gpu_corpus, lists_pipe_vectors, marginal, median_or_none, rows_pipe_vectors,
+                    gpu_corpus, in_lists, lists_pipe_vectors, marginal, median_or_none, rows_pipe_vectors,
                     window_pipe_vectors)
 
 import towhee_ray   # noqa: E402,I100
@@ -110,8 +110,7 @@ def documents_pipe_vectors(embed: Any, passages: List[str], per_document: int) -
     the actors)."""
     p = wide(towhee.pipe.input('document').flat_map('document', 'passage', split_document)
              .map('passage', 'vector', embed).output('vector'))
-    documents = [SEPARATOR.join(passages[start:start + per_document])
-                 for start in range(0, len(passages), per_document)]
+    documents = [SEPARATOR.join(document) for document in in_lists(passages, per_document)]
     return [row[0] for queue in p.batch(documents) for row in queue.to_list()]
 
 

@@ -153,15 +153,12 @@ def _finish(graph: _Graph) -> Any:
         graph.release_op()
 
 
-class _Failed:
-    """A row that failed at a node: the error Towhee's graph would raise for its call."""
-
-    __slots__ = ('error',)
-
-    def __init__(self, node: Any, error: BaseException) -> None:
-        details = ''.join(traceback.format_exception(error))
-        self.error = RuntimeError(f'Node-{node.name} runs failed, error msg: {error}, {details}\n')
-        self.error.__cause__ = error
+def _node_error(node: Any, error: BaseException) -> RuntimeError:
+    """The error Towhee's graph raises for a call whose row failed at ``node`` with ``error``."""
+    details = ''.join(traceback.format_exception(error))
+    raised = RuntimeError(f'Node-{node.name} runs failed, error msg: {error}, {details}\n')
+    raised.__cause__ = error
+    return raised
 
 
 class _OutputQueues:
@@ -319,7 +316,7 @@ class _Step:
                     scalars.pop(new, None)
                 scalars.update(kept)
         except Exception as error:
-            call.error = _Failed(self.node, error).error
+            call.error = _node_error(self.node, error)
 
     def close(self, entry: List[Any]) -> _Call:
         """``entry``'s call once every operator call on it is in: rows made replace its rows."""
@@ -353,10 +350,8 @@ class _BatchedRows:
         self._in_flight = in_flight
         self._threads = threads
         self._input_names = [name for name, _ in dag.edges[dag.nodes['_input'].in_edges[0]]['data']]
-        output = dag.nodes['_output']
-        self._output_scalars = [name for name, column in dag.edges[output.in_edges[0]]['data']
-                                if column == ColumnType.SCALAR]
-        self._output_schema = dag.edges[output.out_edges[0]]['data']
+        self._output_schema = dag.edges[dag.nodes['_output'].out_edges[0]]['data']
+        self._output_scalars = [name for name, column in self._output_schema if column == ColumnType.SCALAR]
         self._output_names = [name for name, _ in self._output_schema]
         self._queue_output = ColumnType.QUEUE in (column for _, column in self._output_schema)
         self._output_queue = _OutputQueues(self._output_schema)
@@ -392,16 +387,11 @@ class _BatchedRows:
         for step in self._steps:
             batches = max(1, math.ceil(self._in_flight / step.batcher.max_batch_size)) if step.batcher else 0
             calls = _through(step, calls, batches, self._threads, self._in_flight)
-        one_row, names, output_queue = not self._queue_output, self._output_names, self._output_queue
         try:
             for call in calls:
                 if call.error is not None:
                     raise call.error
-                if one_row and not call.empty:   # the common case, inline: a call a row
-                    scalars = call.scalars
-                    yield output_queue([scalars.get(name) for name in names])
-                else:
-                    yield self._output(call)
+                yield self._output(call)
         finally:
             calls.close()   # each node's operator calls sent finish
 
@@ -449,21 +439,13 @@ def _through(step: _Step, calls: Generator, batches: int, threads: Executor, in_
             held.append([call, due, [] if makes_rows else None])
             if not due:
                 continue
-            if per_row:
-                for args in step.arguments_of(call):
-                    if batcher:
-                        sent.append(args)
-                        yield args, {}
-                    else:
-                        yield args
-                continue
-            scalars = call.scalars   # once a call: its scalars, without a generator a call
-            args = tuple([scalars[name] for name in names])
-            if batcher:
-                sent.append(args)
-                yield args, {}
-            else:
-                yield args
+            scalars = call.scalars   # once a call: its scalars (no generator a call)
+            for args in step.arguments_of(call) if per_row else (tuple([scalars[name] for name in names]),):
+                if batcher:
+                    sent.append(args)
+                    yield args, {}
+                else:
+                    yield args
 
     outcomes = (batcher.outcomes(arguments(), batches) if batcher
                 else _in_threads(step, threads, in_flight, arguments()))
