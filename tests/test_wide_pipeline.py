@@ -8,7 +8,8 @@ import threading
 import time
 
 import pytest
-from towhee import pipe
+from towhee import ops as hub_ops, pipe, register
+from towhee.operator import SharedType
 from towhee.runtime.data_queue import ColumnType, DataQueue
 from towhee.runtime.runtime_pipeline import RuntimePipeline
 
@@ -309,8 +310,13 @@ DOCUMENTS = ['a bb ccc', '', 'dd', 'e ff gg hhh iiii', 'x y']
                  .map('w', 'n', ops['lengths']).output('i', 'n')),
     lambda ops: (pipe.input('d').map('d', 'e', lambda d: None if d == 'dd' else d)
                  .map('e', 'n', ops['lengths']).output('n')),
+    lambda ops: (pipe.input('d').flat_map('d', 'w', hub_ops.towhee.text_split(max_words=1))
+                 .map('w', 'n', ops['lengths']).output('w', 'n')),
+    lambda ops: (pipe.input('d').map('d', 'n', ops['lengths'])
+                 .map('d', 'parts', hub_ops.towhee.text_split(max_words=2)).output('n', 'parts')),
 ], ids=['split-then-embed', 'split-by-ray_op', 'filter-by-ray_op', 'filter-rows-together', 'filter-a-call',
-        'split-twice', 'split-into-two-columns', 'a-none-value'])
+        'split-twice', 'split-into-two-columns', 'a-none-value', 'split-by-a-hub-operator',
+        'a-hub-operator-after-the-ray_op'])
 def test_a_pipe_that_splits_and_filters_runs_without_graphs_and_gives_what_towhee_gives(build):
     # Towhee's RAG ingest shape (documents -> flat_map -> a batching ray_op): each node's
     # operator calls, from the rows of every call in flight, go to the ray_op in full batches;
@@ -360,4 +366,103 @@ def test_a_pipe_whose_rows_towhee_would_not_keep_together_runs_on_towhees_graphs
         wide_p = wide(p, in_flight=4)
         assert wide_p._batched is None
         assert outputs(wide_p.batch(DOCUMENTS)) == outputs(p.batch(DOCUMENTS))
+    lengths.close()
+
+
+@register(name='towhee-ray-tests/one-caller-at-a-time')
+class _OneCallerAtATime:
+    """A hub operator that is not shareable: it fails if two threads call one instance at once."""
+    shared_type = SharedType.NotShareable
+    built = 0
+
+    def __init__(self):
+        type(self).built += 1
+        self._busy = threading.Lock()
+
+    def __call__(self, word):
+        if not self._busy.acquire(blocking=False):
+            raise AssertionError('two threads called one NotShareable instance at once')
+        try:
+            time.sleep(0.0005)
+            return word.upper()
+        finally:
+            self._busy.release()
+
+
+@pytest.mark.usefixtures('ray_cluster')
+def test_a_hub_operator_used_directly_runs_without_graphs_one_instance_a_thread_from_the_pipes_pool():
+    # Towhee's ingest shape as users write it: a hub operator splits, the ray_op embeds, a hub
+    # operator that is not shareable runs after it; each thread's run of rows holds its own
+    # instance from the pipeline's operator pool, built once and reused, as Towhee's graphs do
+    lengths = ray_op(_lengths, num_worker=2, max_batch_size=8)
+    p = (pipe.input('d').flat_map('d', 'w', hub_ops.towhee.text_split(max_words=1))
+         .map('w', 'n', lengths).map('w', 'loud', hub_ops.towhee_ray_tests.one_caller_at_a_time())
+         .output('loud', 'n'))
+    documents = [f'{document} {k}' for k in range(200) for document in DOCUMENTS]
+    expected = outputs(p.batch(documents))
+    _OneCallerAtATime.built = 0
+    wide_p = wide(p, in_flight=64)
+    assert wide_p._batched is not None
+    assert outputs(wide_p.batch(documents)) == expected
+    assert 1 <= _OneCallerAtATime.built <= wide_p._thread_pool._max_workers
+    built = _OneCallerAtATime.built
+    assert outputs(wide_p.batch(documents[:50])) == expected[:50]
+    assert _OneCallerAtATime.built == built   # the pool's instances serve the next batch
+    lengths.close()
+
+
+@register(name='towhee-ray-tests/count-in-call')
+class _CountInCall:
+    """A hub operator Towhee builds for each call (NotReusable): it counts the rows it saw."""
+    shared_type = SharedType.NotReusable
+
+    def __init__(self):
+        self.seen = 0
+
+    def __call__(self, word):
+        self.seen += 1
+        return self.seen
+
+
+@pytest.mark.usefixtures('ray_cluster')
+def test_a_pipe_with_a_hub_operator_towhee_builds_for_each_call_runs_on_towhees_graphs():
+    lengths = ray_op(_lengths, num_worker=1, max_batch_size=4)
+    p = (pipe.input('d').flat_map('d', 'w', _words).map('w', 'n', lengths)
+         .map('w', 'seen', hub_ops.towhee_ray_tests.count_in_call()).output('n', 'seen'))
+    wide_p = wide(p, in_flight=4)
+    assert outputs(wide_p.batch(DOCUMENTS)) == outputs(p.batch(DOCUMENTS))   # counts start at 1 a call
+    assert wide_p._batched is None
+    lengths.close()
+
+
+@register(name='towhee-ray-tests/built-while-allowed')
+class _BuiltWhileAllowed:
+    allowed = True
+
+    def __init__(self):
+        if not type(self).allowed:
+            raise OSError('the model file is gone')
+
+    def __call__(self, word):
+        return word
+
+
+@pytest.mark.usefixtures('ray_cluster')
+def test_a_hub_operator_that_cannot_be_built_raises_towhees_error_before_any_row_goes(monkeypatch):
+    lengths = ray_op(_lengths, num_worker=1, max_batch_size=4)
+    p = (pipe.input('d').flat_map('d', 'w', _words).map('w', 'n', lengths)
+         .map('w', 'same', hub_ops.towhee_ray_tests.built_while_allowed()).output('n', 'same'))
+    monkeypatch.setattr(_BuiltWhileAllowed, 'allowed', False)   # Towhee built it at .output()
+    wide_p = wide(p, in_flight=4)
+    sent = sum(stat['rows'] for stat in lengths.stats())
+    failed = (r'^Node-towhee-ray-tests/built-while-allowed-\d+ runs failed, error msg: Create '
+              r'towhee-ray-tests/built-while-allowed-\d+ operator towhee-ray-tests/built-while-allowed:main '
+              r'with args None and kws None failed, err: the model file is gone')
+    with pytest.raises(RuntimeError, match=failed) as raised:
+        wide_p.batch(DOCUMENTS)
+    assert isinstance(raised.value.__cause__.__cause__, OSError)
+    assert sum(stat['rows'] for stat in lengths.stats()) == sent   # no row went
+    monkeypatch.setattr(_BuiltWhileAllowed, 'allowed', True)
+    assert outputs(wide_p.batch(DOCUMENTS)) == outputs(p.batch(DOCUMENTS))
+    assert wide_p._batched is not None
     lengths.close()

@@ -485,11 +485,11 @@ def wide(pipeline: Any, in_flight: Optional[int] = None) -> 'WidePipeline':
     but for ``batch``, which keeps at most ``2 x in_flight`` calls started (Towhee's starts
     them all before it waits for one, which takes the driver gigabytes and most of its time
     for tens of thousands of rows), and ``stream``, the same lazily. A pipeline whose every
-    node is a ``map``, ``flat_map`` or ``filter`` through a function or a ``ray_op``, one of
-    them a ``ray_op`` with ``max_batch_size`` (one at least), runs both without Towhee's
-    graphs: the rows of every call in flight go to the actors in full batches (``in_flight``
-    rows a node), so a pipe that splits documents into passages feeds its model as a pipe
-    of passages does.
+    node is a ``map``, ``flat_map`` or ``filter`` through a function, a ``ray_op`` or a hub
+    operator, one of them a ``ray_op`` with ``max_batch_size`` (one at least), runs both
+    without Towhee's graphs: the rows of every call in flight go to the actors in full
+    batches (``in_flight`` rows a node), so a pipe that splits documents into passages feeds
+    its model as a pipe of passages does.
 
     >>> from towhee import pipe
     >>> double = ray_op(lambda: (lambda numbers: [2 * n for n in numbers]), num_worker=2)

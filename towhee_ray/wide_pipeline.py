@@ -14,16 +14,19 @@ results come back in input order, and ``stream`` hands each over as soon as it a
 before it are done.
 
 A pipeline whose every node between input and output is a ``map``, ``flat_map`` or
-``filter`` through a function or a ``ray_op``, one of them a ``ray_op`` that batches across
-calls (one at least), needs no graphs at all: :class:`_BatchedRows` sends a batching
-``ray_op`` node's rows, from every call in flight, to its actors in full batches from the
-calling thread, calls a function node in the pipeline's threads, and keeps each call's
-columns as Towhee's queues would (the rows a ``flat_map`` makes, a ``filter`` thins), with
-the output queue Towhee's graph would leave. On the 2-vCPU VM, with an operator that costs
-nothing, a per-row pipe went from ~1,000 rows/s to 30,000–41,000, and Towhee's ingest shape for
-RAG (a call per document, ``flat_map`` into passages, a batching ``ray_op``) from 1,642
-passages/s under ``wide`` on graphs to ~36,000 (the help topics split at blank lines; the
-pipe of documents of ``benchmarks/w8_overhead.py``: 51,943).
+``filter`` through a function, a ``ray_op`` or a hub operator (``towhee.ops...``), one of
+them a ``ray_op`` that batches across calls (one at least), needs no graphs at all:
+:class:`_BatchedRows` sends a batching ``ray_op`` node's rows, from every call in flight, to
+its actors in full batches from the calling thread, calls a function or hub operator node in
+the pipeline's threads (a hub operator's instances from the pipeline's operator pool, as
+Towhee's graphs take them), and keeps each call's columns as Towhee's queues would (the
+rows a ``flat_map`` makes, a ``filter`` thins), with the output queue Towhee's graph would
+leave. On the 2-vCPU VM, with an operator that costs nothing, a per-row pipe went from
+~1,000 rows/s to 30,000–41,000, and Towhee's ingest shape for RAG (a call per document,
+``flat_map`` into passages, a batching ``ray_op``) from 1,642 passages/s under ``wide`` on
+graphs to ~36,000 (the help topics split at blank lines; the pipe of documents of
+``benchmarks/w8_overhead.py``: 51,943), and split by the hub's ``towhee/text-split`` (which
+kept it on graphs before) from 1,977 to ~35,000.
 
 Importing this module imports Towhee (``wide`` does, when first called).
 """
@@ -37,8 +40,11 @@ import math
 import traceback
 from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from towhee.runtime.constants import FilterConst
+from towhee.operator import SharedType
+from towhee.runtime.constants import FilterConst, OPType
 from towhee.runtime.data_queue import ColumnType, DataQueue
+from towhee.runtime.operator_manager import OperatorPool
+from towhee.runtime.runtime_conf import set_runtime_config
 from towhee.runtime.runtime_pipeline import RuntimePipeline, _Graph
 from towhee.runtime.time_profiler import TimeProfiler
 
@@ -68,11 +74,11 @@ class WidePipeline(RuntimePipeline):
     gets, and :meth:`stream` gives the results one by one as they are ready.
 
     A pipeline whose every node between input and output is a ``map``, ``flat_map`` or
-    ``filter`` through a function or a ``ray_op``, one of them a ``ray_op`` batching across
-    calls (``max_batch_size``; one at least), runs ``batch`` and ``stream`` without Towhee's
-    graphs: a batching ``ray_op`` node's rows, from every call in flight, go to it in full
-    batches, ``in_flight`` rows a node at most (``_BatchedRows``); the results and errors
-    are the same.
+    ``filter`` through a function, a ``ray_op`` or a hub operator, one of them a ``ray_op``
+    batching across calls (``max_batch_size``; one at least), runs ``batch`` and ``stream``
+    without Towhee's graphs: a batching ``ray_op`` node's rows, from every call in flight, go
+    to it in full batches, ``in_flight`` rows a node at most (``_BatchedRows``); the results
+    and errors are the same.
 
     >>> from towhee import pipe
     >>> from towhee_ray import wide
@@ -84,7 +90,7 @@ class WidePipeline(RuntimePipeline):
     def __init__(self, dag: Any, in_flight: int) -> None:
         super().__init__(dag, max_workers=_threads(len(dag.nodes), in_flight))
         self.in_flight = in_flight
-        self._batched = _BatchedRows.of(dag, in_flight, self._thread_pool)
+        self._batched = _BatchedRows.of(dag, in_flight, self._thread_pool, self._operator_pool)
 
     def batch(self, batch_inputs: Iterable[Any]) -> List[Any]:
         """Each input's output queue (a Towhee ``DataQueue``), in input order, as Towhee's
@@ -115,6 +121,8 @@ class WidePipeline(RuntimePipeline):
         [[[0]], [[0], [1]], [[0], [1], [2]]]
         >>> results.close()   # waits for the calls started, starts no more
         """
+        if self._batched is not None and not self._batched.usable():
+            self._batched = None   # a hub operator Towhee builds for each call: graphs
         if self._batched is not None:
             yield from self._batched.stream(batch_inputs)
             return
@@ -223,12 +231,14 @@ class _Call:
 
 class _Step:
     """A node of a pipe run without graphs: a ``map``, ``flat_map`` or ``filter`` through a
-    function or a ``ray_op``, what it reads (``per_row``: its input has queue columns, so its
-    operator is called once a row of them; else once a call) and what it makes of each
-    result, as Towhee's node of that kind does."""
+    function, a ``ray_op`` or a hub operator used directly, what it reads (``per_row``: its
+    input has queue columns, so its operator is called once a row of them; else once a call)
+    and what it makes of each result, as Towhee's node of that kind does."""
 
-    def __init__(self, node: Any, in_schema: Dict[str, ColumnType]) -> None:
+    def __init__(self, node: Any, in_schema: Dict[str, ColumnType], pool: OperatorPool) -> None:
         self.node = node
+        # a hub operator's instances come from the pipeline's operator pool, as a graph's do
+        self.pool = pool if node.op_info.type in _HUB_TYPES else None
         self.kind = node.iter_info.type
         self.outputs = list(node.outputs)
         self.per_row = ColumnType.QUEUE in in_schema.values()
@@ -244,17 +254,17 @@ class _Step:
 
     @classmethod
     def of(cls, node: Any, in_schema: Dict[str, ColumnType], out_schema: Dict[str, ColumnType],
-           queues_made: bool) -> Optional['_Step']:
+           queues_made: bool, pool: OperatorPool) -> Optional['_Step']:
         """The step of ``node``, or ``None`` where Towhee's graph would not keep its queue
         columns row by row (it then runs on Towhee's graphs): a node with an accelerator or a
-        server, a hub operator used directly, another kind of node, a node called once a call
-        after queue columns were made (Towhee calls it again as their rows arrive), a
+        server, another kind of node or operator (a nested pipeline), a node called once a
+        call after queue columns were made (Towhee calls it again as their rows arrive), a
         ``flat_map`` or ``filter`` that leaves queue columns of other rows beside its own."""
         kind, op_type = node.iter_info.type, node.op_info.type
-        if (kind not in ('map', 'flat_map', 'filter') or op_type not in ('lambda', 'callable')
+        if (kind not in ('map', 'flat_map', 'filter') or op_type not in _FUNCTION_TYPES + _HUB_TYPES
                 or node.config.acc_info is not None or node.config.server is not None):
             return None
-        step = cls(node, in_schema)
+        step = cls(node, in_schema, pool)
         queue_arguments = [is_queue for _, is_queue in step.arguments]
         queue_outputs = {name for name, column in out_schema.items() if column == ColumnType.QUEUE}
         made = ColumnType.QUEUE if step.per_row or kind == 'flat_map' else ColumnType.SCALAR
@@ -267,6 +277,38 @@ class _Step:
                                                          for _, name in step.renamed):
             return None
         return step
+
+    def acquire(self) -> Any:
+        """The node's operator, for a run of calls in one thread: its function, or a hub
+        operator's instance from the pipeline's operator pool, as each Towhee graph acquires
+        one (the one instance of a ``Shareable`` operator, else one no other run holds: built
+        the first time, reused after). An operator that cannot be built raises the
+        ``RuntimeError`` Towhee's node fails with, its own error as the cause."""
+        info = self.node.op_info
+        if self.pool is None:
+            return info.operator
+        try:
+            with set_runtime_config(self.node.config):
+                return self.pool.acquire_op(self.node.uid, info.operator, info.init_args, info.init_kws,
+                                            info.tag, info.latest)
+        except Exception as error:
+            raise RuntimeError(f'Create {self.node.name} operator {info.operator}:{info.tag} with args '
+                               f'{info.init_args} and kws {info.init_kws} failed, err: {error}') from error
+
+    def release(self, operator: Any) -> None:
+        """Give the operator :meth:`acquire` gave back to the pool, for the next run."""
+        if self.pool is not None:
+            self.pool.release_op(operator)
+
+    def reusable(self) -> bool:
+        """Whether one operator instance may serve rows of many calls: False for a hub
+        operator that says it is ``NotReusable`` (Towhee builds it for each call). Builds
+        the operator once (kept in the pool), so one that cannot be built raises here."""
+        operator = self.acquire()
+        try:
+            return getattr(operator, 'shared_type', None) != SharedType.NotReusable
+        finally:
+            self.release(operator)
 
     def opens(self, call: _Call) -> int:
         """How many operator calls ``call`` needs of this node (none for a call that failed
@@ -329,13 +371,16 @@ class _Step:
 
 class _BatchedRows:
     """A pipe whose every node between input and output is a ``map``, ``flat_map`` or
-    ``filter`` through a function or a ``ray_op``, one of them a ``ray_op`` batching across
-    calls (``max_batch_size``; one at least), run without Towhee's graphs: a batching
-    ``ray_op`` node's operator calls, from the rows of every pipeline call in flight, go to
-    it in batches sent from the calling thread
-    (:meth:`~towhee_ray.backends.ray.batching.Batcher.outcomes`); a function node's go to the
-    pipeline's threads (as Towhee's nodes call it, from many threads at once), ``in_flight``
-    of them at most per node. The rest is what Towhee's nodes do: columns by name, scalar
+    ``filter`` through a function, a ``ray_op`` or a hub operator, one of them a ``ray_op``
+    batching across calls (``max_batch_size``; one at least), run without Towhee's graphs: a
+    batching ``ray_op`` node's operator calls, from the rows of every pipeline call in
+    flight, go to it in batches sent from the calling thread
+    (:meth:`~towhee_ray.backends.ray.batching.Batcher.outcomes`); a function or hub operator
+    node's go to the pipeline's threads (as Towhee's nodes call it, from many threads at
+    once; each thread's run of calls holds a hub operator instance from the pipeline's
+    operator pool, as a Towhee graph does), ``in_flight`` of them at most per node. A pipe
+    with a hub operator Towhee builds for each call (``NotReusable``) runs on Towhee's graphs
+    (:meth:`usable`). The rest is what Towhee's nodes do: columns by name, scalar
     columns and queue columns (the rows a ``flat_map`` makes, a ``map`` keeps and a ``filter``
     thins), an operator's tuple spread over a node's output columns, a ``DataQueue`` per call
     in the output's schema, a failed call raising Towhee's ``RuntimeError`` naming its node.
@@ -347,6 +392,7 @@ class _BatchedRows:
 
     def __init__(self, dag: Any, steps: List[_Step], in_flight: int, threads: Executor) -> None:
         self._steps = steps
+        self._checked = False   # each hub operator built once and found reusable (usable())
         self._in_flight = in_flight
         self._threads = threads
         self._input_names = [name for name, _ in dag.edges[dag.nodes['_input'].in_edges[0]]['data']]
@@ -357,7 +403,7 @@ class _BatchedRows:
         self._output_queue = _OutputQueues(self._output_schema)
 
     @classmethod
-    def of(cls, dag: Any, in_flight: int, threads: Executor) -> Optional['_BatchedRows']:
+    def of(cls, dag: Any, in_flight: int, threads: Executor, pool: OperatorPool) -> Optional['_BatchedRows']:
         """The batched rows of ``dag``, or ``None`` where one of its nodes is anything else
         (it then runs on Towhee's graphs)."""
         if any(column_type != ColumnType.SCALAR for name, column_type in dag.edges[
@@ -369,7 +415,7 @@ class _BatchedRows:
             if len(node.in_edges) != 1 or len(node.out_edges) != 1:
                 return None
             out_schema = dict(dag.edges[node.out_edges[0]]['data'])
-            step = _Step.of(node, dict(dag.edges[node.in_edges[0]]['data']), out_schema, queues_made)
+            step = _Step.of(node, dict(dag.edges[node.in_edges[0]]['data']), out_schema, queues_made, pool)
             if step is None:
                 return None
             queues_made = queues_made or ColumnType.QUEUE in out_schema.values()
@@ -381,6 +427,20 @@ class _BatchedRows:
                 or (queues_made and ColumnType.QUEUE not in (column for _, column in output_schema))):
             return None
         return cls(dag, steps, in_flight, threads)
+
+    def usable(self) -> bool:
+        """Whether the pipe can run here: each hub operator is built (once, before any row
+        goes; one that cannot be built raises Towhee's error) and may serve rows of many
+        calls. A ``NotReusable`` one, which Towhee builds for each call, makes it False."""
+        if not self._checked:
+            for step in self._steps:
+                try:
+                    if step.pool is not None and not step.reusable():
+                        return False
+                except Exception as error:
+                    raise _node_error(step.node, error)   # noqa: B904 - its cause is the error
+            self._checked = True
+        return True
 
     def stream(self, batch_inputs: Iterable[Any]) -> Iterator[DataQueue]:
         calls: Generator = (self._call(inputs) for inputs in batch_inputs)
@@ -472,6 +532,10 @@ def _through(step: _Step, calls: Generator, batches: int, threads: Executor, in_
         calls.close()
 
 
+_FUNCTION_TYPES = (OPType.LAMBDA, OPType.CALLABLE)
+_HUB_TYPES = (OPType.HUB, OPType.BUILTIN)   # built by Towhee's loader: towhee.ops.<namespace>.<name>(...)
+
+
 def _batcher(node: Any) -> Any:
     """The batcher of a node's ``ray_op`` that batches across calls; None for another function."""
     operator = node.op_info.operator
@@ -483,16 +547,22 @@ def _in_threads(step: _Step, threads: Executor, in_flight: int,
     """A node's function called on each of ``arguments`` in ``threads``, in order, as
     ``(called, its result or error)``: :data:`ROWS_PER_THREAD_TASK` calls a task one after
     the other, ``in_flight`` calls at once; a ``flat_map``'s results are iterated there too."""
-    function = step.node.op_info.operator
     flat = step.kind == 'flat_map'
 
     def call_each(calls: List[Tuple[Any, ...]]) -> List[Tuple[bool, Any]]:   # in a thread
+        try:
+            function = step.acquire()
+        except Exception as error:
+            return [(False, error)] * len(calls)
         outcomes = []
-        for args in calls:
-            try:
-                outcomes.append((True, list(function(*args)) if flat else function(*args)))
-            except Exception as error:
-                outcomes.append((False, error))
+        try:
+            for args in calls:
+                try:
+                    outcomes.append((True, list(function(*args)) if flat else function(*args)))
+                except Exception as error:
+                    outcomes.append((False, error))
+        finally:
+            step.release(function)
         return outcomes
 
     started: Deque[Future] = collections.deque()
