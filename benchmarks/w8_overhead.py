@@ -17,7 +17,8 @@ figure is that form's ceiling on this machine. Contenders, interleaved in rounds
   ``wide`` (W8's pipe form): a pipe whose every node is a ``ray_op`` batching across calls
   runs without Towhee's graphs, its rows sent to the actors in full batches;
 * a Towhee pipe of documents, as Towhee's ingest pipelines for RAG have it: a call per
-  document of 32 passages, ``flat_map`` splitting it, ``map`` through the same batching
+  document of 32 passages, ``flat_map`` splitting it through a hub operator (registered
+  with ``@towhee.register``, used as ``towhee.ops...``), ``map`` through the same batching
   ``ray_op`` under ``wide`` (without graphs too, the passages of every document in flight
   sent in full batches);
 * a Towhee pipe of lists, rows within each list: ``flat_map``, ``window(1024)`` calling the
@@ -98,17 +99,20 @@ class ZeroVectors:
         return [self.zero.copy() for _ in texts]
 
 
+@towhee.register(name='w8_overhead/split_document')
 def split_document(document: str) -> List[str]:
-    """A document's passages: the pipe of documents' ``flat_map``."""
+    """A document's passages: the pipe of documents' ``flat_map``, a hub operator."""
     return document.split(SEPARATOR)
 
 
 def documents_pipe_vectors(embed: Any, passages: List[str], per_document: int) -> List[Any]:
     """The pipe of documents: ``passages`` joined into documents of ``per_document``, one
-    pipeline call a document, ``flat_map`` splitting it, ``embed`` (a ``ray_op`` batching
-    across calls) in its ``map`` node, under ``wide`` (as many passages in flight as fill
-    the actors)."""
-    p = wide(towhee.pipe.input('document').flat_map('document', 'passage', split_document)
+    pipeline call a document, ``flat_map`` splitting it through a hub operator used directly
+    (``towhee.ops.w8_overhead.split_document()``, as a pipe splits with
+    ``ops.towhee.text_split(...)``), ``embed`` (a ``ray_op`` batching across calls) in its
+    ``map`` node, under ``wide`` (as many passages in flight as fill the actors)."""
+    split = towhee.ops.w8_overhead.split_document()
+    p = wide(towhee.pipe.input('document').flat_map('document', 'passage', split)
              .map('passage', 'vector', embed).output('vector'))
     documents = [SEPARATOR.join(document) for document in in_lists(passages, per_document)]
     return [row[0] for queue in p.batch(documents) for row in queue.to_list()]
@@ -208,10 +212,10 @@ def main() -> None:
               'passages_per_call': PASSAGES_PER_CALL, 'max_batch_size': PIPE_MAX_BATCH_SIZE, 'rows': rows}
     print(f"W8's forms with an operator that costs nothing: N and 2N passages, {rounds} interleaved "
           f'round(s), {WORKERS} actors, commit {report["commit"]}')
-    print(f'{"case":<48} {"N":>8} {"marginal p/s":>26} {"with start p/s":>26}')
+    print(f'{"case":<52} {"N":>8} {"marginal p/s":>26} {"with start p/s":>26}')
     for row in rows:
         known = [value for value in row['marginal_passages_per_s_rounds'] if value is not None]
-        print(f"{row['case']:<48} {row['passages_n']:>8,} {format_spread(known, 0) if known else 'n/a':>26} "
+        print(f"{row['case']:<52} {row['passages_n']:>8,} {format_spread(known, 0) if known else 'n/a':>26} "
               f"{format_spread(row['with_start_passages_per_s_rounds'], 0):>26}")
     print(load.summary())
     if args.json:
