@@ -544,9 +544,10 @@ def _batcher(node: Any) -> Any:
 
 def _in_threads(step: _Step, threads: Executor, in_flight: int,
                 arguments: Iterator[Tuple[Any, ...]]) -> Generator:
-    """A node's function called on each of ``arguments`` in ``threads``, in order, as
-    ``(called, its result or error)``: :data:`ROWS_PER_THREAD_TASK` calls a task one after
-    the other, ``in_flight`` calls at once; a ``flat_map``'s results are iterated there too."""
+    """A node's function (or hub operator) called on each of ``arguments`` in ``threads``, in
+    order, as ``(called, its result or error)``: :data:`ROWS_PER_THREAD_TASK` calls a task
+    one after the other on the operator the task acquired (:meth:`_Step.acquire`), ``in_flight``
+    calls at once; a ``flat_map``'s results are iterated there too."""
     flat = step.kind == 'flat_map'
 
     def call_each(calls: List[Tuple[Any, ...]]) -> List[Tuple[bool, Any]]:   # in a thread
