@@ -58,7 +58,7 @@ has in flight at once; that is what to raise:
 **Bulk work: a pipe of lists.** Towhee's own runtime (one graph per row of ``p.batch``)
 limits a per-row pipe to about 2,700 rows/s on the 2-vCPU VM even with no Ray (under
 :func:`wide`'s ``batch``; 1,600 under Towhee's own); a pipe of batching ``ray_op``s
-under :func:`wide`, which needs no graphs, to 30,000-41,000 (a pipe of documents split by a
+under :func:`wide`, which needs no graphs, to about 31,000 (a pipe of documents split by a
 ``flat_map``: about 55,000). Make each pipeline call a list of texts instead, whose ``map``
 node gives the whole list to the ``ray_op`` in one call (an operator that takes lists), with
 ``p.batch`` over two lists per actor (what :func:`wide` gives it): with an operator that

@@ -22,7 +22,7 @@ the pipeline's threads (a hub operator's instances from the pipeline's operator 
 Towhee's graphs take them), and keeps each call's columns as Towhee's queues would (the
 rows a ``flat_map`` makes, a ``filter`` thins), with the output queue Towhee's graph would
 leave. On the 2-vCPU VM, with an operator that costs nothing, a per-row pipe went from
-~1,000 rows/s to 30,000–41,000, and Towhee's ingest shape for RAG (a call per document,
+~1,000 rows/s to ~31,000, and Towhee's ingest shape for RAG (a call per document,
 ``flat_map`` into passages, a batching ``ray_op``) from 1,642 passages/s under ``wide`` on
 graphs to ~36,000 (the help topics split at blank lines), and split by the hub's
 ``towhee/text-split`` (a hub operator kept it on graphs before) from 1,977 to ~35,000; the
