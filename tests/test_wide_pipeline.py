@@ -369,6 +369,13 @@ def test_a_pipe_whose_rows_towhee_would_not_keep_together_runs_on_towhees_graphs
     lengths.close()
 
 
+def test_the_operator_kinds_towhee_builds_by_name_are_towhees_own():
+    from towhee.runtime.constants import OPType
+
+    from towhee_ray.pipeline import HUB_OPERATOR_TYPES
+    assert HUB_OPERATOR_TYPES == (OPType.HUB, OPType.BUILTIN)
+
+
 @register(name='towhee-ray-tests/one-caller-at-a-time')
 class _OneCallerAtATime:
     """A hub operator that is not shareable: it fails if two threads call one instance at once."""

@@ -105,6 +105,10 @@ logger = logging.getLogger(__name__)
 # element (run again one element at a time to find it) costs little. Not tuned by a
 # measurement yet; the chunking above it adapts the number of batches per chunk.
 PIPELINE_BATCH_SIZE = 16
+# The kinds of a pipeline node's operator that Towhee's loader builds by name, from its
+# registry or a hub (``towhee.ops.<namespace>.<name>(...)``, or a name as a string): Towhee's
+# ``OPType.HUB`` and ``OPType.BUILTIN``, without importing Towhee here (a test checks them).
+HUB_OPERATOR_TYPES = ('hub', 'built_in')
 
 
 # -- registered operators travel with what uses them -----------------------------------
@@ -575,7 +579,7 @@ class PipelineSpec:
         self._pipeline: Optional[Any] = pipeline   # in this process: use it as it is
         self._dag = pipeline.dag_repr.dag_dict
         hub_names = [node.op_info.operator for node in pipeline.dag_repr.nodes.values()
-                     if node.op_info.type in ('hub', 'builtin') and isinstance(node.op_info.operator, str)]
+                     if node.op_info.type in HUB_OPERATOR_TYPES and isinstance(node.op_info.operator, str)]
         self._operators = registered_operators(hub_names)
 
     def create(self) -> _PipelineRunner:

@@ -48,7 +48,7 @@ from towhee.runtime.runtime_conf import set_runtime_config
 from towhee.runtime.runtime_pipeline import RuntimePipeline, _Graph
 from towhee.runtime.time_profiler import TimeProfiler
 
-from towhee_ray.pipeline import RayOp, _threads
+from towhee_ray.pipeline import HUB_OPERATOR_TYPES, RayOp, _threads
 
 # Calls started and unfinished, per call the pipeline has threads for: twice, so that while
 # the driver waits for the oldest call, the threads freed by calls finished after it take
@@ -238,7 +238,7 @@ class _Step:
     def __init__(self, node: Any, in_schema: Dict[str, ColumnType], pool: OperatorPool) -> None:
         self.node = node
         # a hub operator's instances come from the pipeline's operator pool, as a graph's do
-        self.pool = pool if node.op_info.type in _HUB_TYPES else None
+        self.pool = pool if node.op_info.type in HUB_OPERATOR_TYPES else None
         self.kind = node.iter_info.type
         self.outputs = list(node.outputs)
         self.per_row = ColumnType.QUEUE in in_schema.values()
@@ -261,7 +261,7 @@ class _Step:
         call after queue columns were made (Towhee calls it again as their rows arrive), a
         ``flat_map`` or ``filter`` that leaves queue columns of other rows beside its own."""
         kind, op_type = node.iter_info.type, node.op_info.type
-        if (kind not in ('map', 'flat_map', 'filter') or op_type not in _FUNCTION_TYPES + _HUB_TYPES
+        if (kind not in ('map', 'flat_map', 'filter') or op_type not in _FUNCTION_TYPES + HUB_OPERATOR_TYPES
                 or node.config.acc_info is not None or node.config.server is not None):
             return None
         step = cls(node, in_schema, pool)
@@ -533,7 +533,6 @@ def _through(step: _Step, calls: Generator, batches: int, threads: Executor, in_
 
 
 _FUNCTION_TYPES = (OPType.LAMBDA, OPType.CALLABLE)
-_HUB_TYPES = (OPType.HUB, OPType.BUILTIN)   # built by Towhee's loader: towhee.ops.<namespace>.<name>(...)
 
 
 def _batcher(node: Any) -> Any:
