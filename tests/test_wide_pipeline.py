@@ -290,6 +290,10 @@ def _longer_than_one():
     return lambda words: [len(word) > 1 for word in words]
 
 
+def _word_splitter():   # a plain ray_op's operator: one document's words
+    return _words
+
+
 DOCUMENTS = ['a bb ccc', '', 'dd', 'e ff gg hhh iiii', 'x y']
 
 
@@ -314,20 +318,26 @@ DOCUMENTS = ['a bb ccc', '', 'dd', 'e ff gg hhh iiii', 'x y']
                  .map('w', 'n', ops['lengths']).output('w', 'n')),
     lambda ops: (pipe.input('d').map('d', 'n', ops['lengths'])
                  .map('d', 'parts', hub_ops.towhee.text_split(max_words=2)).output('n', 'parts')),
+    lambda ops: (pipe.input('d').flat_map('d', 'w', ops['words']).map('w', 'n', ops['lengths'])
+                 .output('w', 'n')),
+    lambda ops: (pipe.input('d').flat_map('d', 'w', _words).map('w', 'n', ops['lengths'])
+                 .map('n', 'm', ops['double']).output('w', 'm')),
 ], ids=['split-then-embed', 'split-by-ray_op', 'filter-by-ray_op', 'filter-rows-together', 'filter-a-call',
         'split-twice', 'split-into-two-columns', 'a-none-value', 'split-by-a-hub-operator',
-        'a-hub-operator-after-the-ray_op'])
+        'a-hub-operator-after-the-ray_op', 'split-by-a-plain-ray_op', 'a-plain-ray_op-after-the-batching-one'])
 def test_a_pipe_that_splits_and_filters_runs_without_graphs_and_gives_what_towhee_gives(build):
     # Towhee's RAG ingest shape (documents -> flat_map -> a batching ray_op): each node's
     # operator calls, from the rows of every call in flight, go to the ray_op in full batches;
     # the rows, scalar columns, empty splits and None values are what Towhee's graphs give
     ops = {'lengths': ray_op(_lengths, num_worker=2, max_batch_size=4),
            'splits': ray_op(_splits, num_worker=1, max_batch_size=2),
-           'longer': ray_op(_longer_than_one, num_worker=1, max_batch_size=4)}
+           'longer': ray_op(_longer_than_one, num_worker=1, max_batch_size=4),
+           'words': ray_op(_word_splitter, num_worker=2),   # plain: a call a document
+           'double': ray_op(lambda: (lambda n: 2 * n), num_worker=2)}
     p = build(ops)
     documents = DOCUMENTS * 3 + [None]   # a None input: Towhee's nodes read no row of it
     expected = outputs(p.batch(documents))
-    used = [op for op in ops.values() if op.stats()]
+    used = [op for op in ops.values() if op.batcher and op.stats()]
     before = {id(op): _batch_sizes(op) for op in used}
     assert outputs(wide(p, in_flight=8).batch(documents)) == expected
     for op in used:   # full batches but for the last: none of Towhee's one row at a time
@@ -351,6 +361,30 @@ def test_a_split_pipe_whose_row_fails_raises_towhees_error_for_its_call_alone():
     assert isinstance(raised.value.__cause__, ZeroDivisionError)
     assert outputs(p.batch(['dd', 'e'])) == [[[-1.0]], [[-0.5]]]   # the pipe runs on
     lengths.close()
+
+
+@pytest.mark.usefixtures('ray_cluster')
+def test_a_plain_ray_op_in_a_batched_pipe_has_every_row_in_flight_sent_and_its_errors_as_towhees():
+    # a plain ray_op (one Ray call a row: decoding on CPU actors) before a batching one (a
+    # model): its calls are sent from the driver, in_flight of them at once, so each of its
+    # actors gets calls, not only as many as threads would wait on (16 rows a thread task)
+    decode = ray_op(functools.partial(pool_ops.Tagged, seconds=0.01), num_worker=4)
+    embed = ray_op(pool_ops.Tagged, num_worker=1, max_batch_size=8)
+    p = wide(pipe.input('x').map('x', 'xs', lambda x: [x]).map('xs', 'decoded', decode)
+             .map('decoded', 'row', lambda decoded: decoded[0][0]).map('row', 'y', embed).output('y'))
+    assert p.in_flight == 16 and p._batched is not None   # embed's calls_to_fill: graph-free
+    assert [queue.get()[0][:2] for queue in p.batch(range(64))] == [(x, 8) for x in range(64)]
+    assert sorted(stat['calls'] for stat in decode.stats()) == [16, 16, 16, 16]
+    results = p.stream([1, 2, -3, 4])   # Tagged raises for a negative number: its row alone
+    assert [next(results).get()[0][:2] for _ in range(2)] == [(1, 3), (2, 3)]   # a batch of 3
+    with pytest.raises(RuntimeError, match=r'^Node-ray_op\(Tagged\)-1 runs failed, error msg: bad row -3, ') as raised:
+        next(results)
+    assert isinstance(raised.value.__cause__, ValueError)
+    assert "ray_op(Tagged) raised this in its Ray actor on a call with arguments ([-3],)" in '\n'.join(
+        raised.value.__cause__.__notes__)
+    assert [queue.get()[0][:2] for queue in p.batch([4, 5])] == [(4, 2), (5, 2)]   # the pipe runs on
+    decode.close()
+    embed.close()
 
 
 @pytest.mark.usefixtures('ray_cluster')

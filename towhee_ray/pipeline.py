@@ -32,11 +32,13 @@ has in flight at once; that is what to raise:
   >>> count.close()
 
 * under :func:`wide`, a pipe whose every node between input and output is a ``map``,
-  through a ``ray_op`` with ``max_batch_size`` (one at least) or a function, runs its rows
-  without Towhee's graphs: ``wide(p).batch`` and ``wide(p).stream`` send a ``ray_op``
-  node's rows to it in full batches from the calling thread (``in_flight`` rows a node at
-  most; the last batch partial), call a function node in the pipeline's threads, and give
-  each row the ``DataQueue`` and the error Towhee's nodes would
+  ``flat_map`` or ``filter`` through a function, a ``ray_op`` or a hub operator, one of
+  them a ``ray_op`` with ``max_batch_size`` (one at least), runs its rows without Towhee's
+  graphs: ``wide(p).batch`` and ``wide(p).stream`` send a batching ``ray_op`` node's rows
+  to it in full batches from the calling thread (``in_flight`` rows a node at most; the
+  last batch partial) and a plain ``ray_op`` node's a Ray call each, ``in_flight`` at once,
+  call a function or hub operator node in the pipeline's threads, and give each call the
+  ``DataQueue`` and the error Towhee's nodes would
   (:class:`~towhee_ray.wide_pipeline.WidePipeline`). A pipe with any other node runs on
   Towhee's graphs, one per row, as above.
 * threads of your own calling ``p(row)`` do not add rows in flight: each call runs its
@@ -77,13 +79,15 @@ costs nothing that carries about 160,000 passages/s there, about half a DataColl
 from __future__ import annotations
 
 import atexit
+import collections
 import functools
 import inspect
 import itertools
 import logging
+import math
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from towhee_ray.backends.options import DEFAULT_NUM_WORKER, check_num_worker
 from towhee_ray.backends.ray.batching import DEFAULT_BATCH_WAIT_TIMEOUT_S, check_batching, describe_call
@@ -325,6 +329,45 @@ class RayOp:
         8
         """
         return self._batcher
+
+    def outcomes(self, calls: Iterable[Tuple[Any, ...]], in_flight: int) -> Iterator[Tuple[bool, Any]]:
+        """Each of ``calls`` (a call's arguments) run, in order, as ``(True, its result)`` or
+        ``(False, the error)`` that calling the wrapper would raise: sent from this thread
+        as they are drawn, ``in_flight`` calls sent and unfinished at most (in batches of
+        ``max_batch_size`` where it batches across calls), so that no thread waits per call.
+        This is how :func:`wide` runs a pipe's rows through it without Towhee's graphs.
+        Closed early, it waits for the calls it sent.
+
+        >>> inverse = ray_op(lambda: (lambda x: 1 / x), num_worker=2)
+        >>> [(called, type(value).__name__) for called, value in inverse.outcomes([(1,), (0,), (4,)], 2)]
+        [(True, 'float'), (False, 'ZeroDivisionError'), (True, 'float')]
+        >>> inverse.close()
+        """
+        if self._batcher is None:
+            from towhee_ray.backends.ray.pool import PoolCall
+            return self._pool.in_order((PoolCall('call', (args, {}), functools.partial(describe_call, args))
+                                        for args in calls), in_flight)
+        return self._batched(calls, in_flight)
+
+    def _batched(self, calls: Iterable[Tuple[Any, ...]], in_flight: int) -> Iterator[Tuple[bool, Any]]:
+        batcher = self._batcher
+        sent: Deque[Tuple[Any, ...]] = collections.deque()   # the arguments of each call, for its error
+
+        def rows() -> Iterator[Tuple[Tuple[Any, ...], Dict[str, Any]]]:
+            for args in calls:
+                sent.append(args)
+                yield args, {}
+
+        outcomes = batcher.outcomes(rows(), max(1, math.ceil(in_flight / batcher.max_batch_size)))
+        try:
+            for outcome in outcomes:
+                try:
+                    outcome = True, batcher.result(outcome, sent.popleft())
+                except Exception as error:
+                    outcome = False, error
+                yield outcome
+        finally:   # closed early: the batches sent finish
+            outcomes.close()
 
     @property
     def calls_to_fill(self) -> int:

@@ -17,7 +17,8 @@ A pipeline whose every node between input and output is a ``map``, ``flat_map`` 
 ``filter`` through a function, a ``ray_op`` or a hub operator (``towhee.ops...``), one of
 them a ``ray_op`` that batches across calls (one at least), needs no graphs at all:
 :class:`_BatchedRows` sends a batching ``ray_op`` node's rows, from every call in flight, to
-its actors in full batches from the calling thread, calls a function or hub operator node in
+its actors in full batches from the calling thread (a plain ``ray_op`` node's a Ray call a
+row, ``in_flight`` at once, from there too), calls a function or hub operator node in
 the pipeline's threads (a hub operator's instances from the pipeline's operator pool, as
 Towhee's graphs take them), and keeps each call's columns as Towhee's queues would (the
 rows a ``flat_map`` makes, a ``filter`` thins), with the output queue Towhee's graph would
@@ -36,7 +37,6 @@ import collections
 import concurrent.futures
 from collections.abc import Generator
 from concurrent.futures import Executor, Future
-import math
 import traceback
 from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
@@ -250,7 +250,7 @@ class _Step:
         # each argument: (its column, whether it is a queue column: read from the row)
         self.arguments = [(name, in_schema[name] == ColumnType.QUEUE) for name in arguments]
         self.scalar_columns = [name for name, kind in in_schema.items() if kind == ColumnType.SCALAR]
-        self.batcher = _batcher(node)
+        self.ray_op = _ray_op(node)   # its ray_op, run from the calling thread (RayOp.outcomes)
 
     @classmethod
     def of(cls, node: Any, in_schema: Dict[str, ColumnType], out_schema: Dict[str, ColumnType],
@@ -373,9 +373,9 @@ class _BatchedRows:
     """A pipe whose every node between input and output is a ``map``, ``flat_map`` or
     ``filter`` through a function, a ``ray_op`` or a hub operator, one of them a ``ray_op``
     batching across calls (``max_batch_size``; one at least), run without Towhee's graphs: a
-    batching ``ray_op`` node's operator calls, from the rows of every pipeline call in
-    flight, go to it in batches sent from the calling thread
-    (:meth:`~towhee_ray.backends.ray.batching.Batcher.outcomes`); a function or hub operator
+    ``ray_op`` node's operator calls, from the rows of every pipeline call in flight, are
+    sent from the calling thread, ``in_flight`` at once (:meth:`~towhee_ray.pipeline.RayOp.outcomes`:
+    a batching one's in full batches, a plain one's a Ray call each); a function or hub operator
     node's go to the pipeline's threads (as Towhee's nodes call it, from many threads at
     once; each thread's run of calls holds a hub operator instance from the pipeline's
     operator pool, as a Towhee graph does), ``in_flight`` of them at most per node. A pipe
@@ -423,7 +423,7 @@ class _BatchedRows:
             name = node.next_nodes
         output_schema = dag.edges[dag.nodes['_output'].out_edges[0]]['data'] if name == ['_output'] else []
         if (name != ['_output'] or len(dag.nodes) != len(steps) + 2
-                or not any(step.batcher for step in steps)
+                or not any(step.ray_op is not None and step.ray_op.batcher for step in steps)
                 or (queues_made and ColumnType.QUEUE not in (column for _, column in output_schema))):
             return None
         return cls(dag, steps, in_flight, threads)
@@ -445,8 +445,7 @@ class _BatchedRows:
     def stream(self, batch_inputs: Iterable[Any]) -> Iterator[DataQueue]:
         calls: Generator = (self._call(inputs) for inputs in batch_inputs)
         for step in self._steps:
-            batches = max(1, math.ceil(self._in_flight / step.batcher.max_batch_size)) if step.batcher else 0
-            calls = _through(step, calls, batches, self._threads, self._in_flight)
+            calls = _through(step, calls, self._threads, self._in_flight)
         try:
             for call in calls:
                 if call.error is not None:
@@ -481,44 +480,32 @@ class _BatchedRows:
         return queue
 
 
-def _through(step: _Step, calls: Generator, batches: int, threads: Executor, in_flight: int) -> Generator:
+def _through(step: _Step, calls: Generator, threads: Executor, in_flight: int) -> Generator:
     """``calls`` through ``step``'s node, in order: its operator called on each call's rows
-    (or once a call), by its ``ray_op`` in ``batches`` batches at once sent from this thread
-    where it batches across calls, else in ``threads``, ``in_flight`` calls at once; a call
-    that failed or is empty passes as it is."""
+    (or once a call), ``in_flight`` operator calls at once: a ``ray_op``'s sent from this
+    thread (:meth:`~towhee_ray.pipeline.RayOp.outcomes`; a batching one's in full batches),
+    another's in ``threads``; a call that failed or is empty passes as it is."""
     held: Deque[List[Any]] = collections.deque()   # per call: [call, operator calls due, rows made]
     makes_rows = step.kind != 'map'
     per_row = step.per_row
     names = [name for name, _ in step.arguments]
-    batcher = step.batcher
-    sent: Deque[Tuple[Any, ...]] = collections.deque()   # a batching ray_op's arguments, for its errors
 
-    def arguments() -> Iterator[Any]:
+    def arguments() -> Iterator[Tuple[Any, ...]]:
         for call in calls:
             due = step.opens(call)
             held.append([call, due, [] if makes_rows else None])
             if not due:
                 continue
-            scalars = call.scalars   # once a call: its scalars (no generator a call)
-            for args in step.arguments_of(call) if per_row else (tuple([scalars[name] for name in names]),):
-                if batcher:
-                    sent.append(args)
-                    yield args, {}
-                else:
-                    yield args
+            if per_row:
+                yield from step.arguments_of(call)
+            else:
+                scalars = call.scalars
+                yield tuple([scalars[name] for name in names])
 
-    outcomes = (batcher.outcomes(arguments(), batches) if batcher
+    outcomes = (step.ray_op.outcomes(arguments(), in_flight) if step.ray_op is not None
                 else _in_threads(step, threads, in_flight, arguments()))
     try:
-        for outcome in outcomes:
-            if batcher:
-                args = sent.popleft()
-                try:
-                    called, value = True, batcher.result(outcome, args)
-                except Exception as error:
-                    called, value = False, error
-            else:
-                called, value = outcome
+        for called, value in outcomes:
             while not held[0][1]:
                 yield step.close(held.popleft())
             entry = held[0]
@@ -535,10 +522,10 @@ def _through(step: _Step, calls: Generator, batches: int, threads: Executor, in_
 _FUNCTION_TYPES = (OPType.LAMBDA, OPType.CALLABLE)
 
 
-def _batcher(node: Any) -> Any:
-    """The batcher of a node's ``ray_op`` that batches across calls; None for another function."""
+def _ray_op(node: Any) -> Optional[RayOp]:
+    """A node's ``ray_op``; None for another function or operator."""
     operator = node.op_info.operator
-    return operator.batcher if isinstance(operator, RayOp) else None
+    return operator if isinstance(operator, RayOp) else None
 
 
 def _in_threads(step: _Step, threads: Executor, in_flight: int,

@@ -42,7 +42,7 @@ import logging
 import os
 import threading
 import traceback
-from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
 
 import ray
 
@@ -479,6 +479,51 @@ class ActorPool:
         call = PoolCall(method, args, what, rows)
         self.submit(call)
         return self.result(call)
+
+    def in_order(self, calls: Iterable[PoolCall], in_flight: int) -> Iterator[Tuple[bool, Any]]:
+        """Each of ``calls``, sent from this thread as it is drawn, ``in_flight`` of them
+        sent and unfinished at most, and its outcome in order: ``(True, its result)``, or
+        ``(False, the error)`` that :meth:`submit` or :meth:`result` raised for it (a bad
+        call fails alone; a closed pool or an operator that cannot be loaded fails every
+        one). No thread waits per call. Closed early, it waits for the calls it sent.
+
+        >>> from towhee_ray.operators import OperatorSpec
+        >>> pool = ActorPool(Payload(OperatorSpec('inverse', lambda: lambda x: 1 / x), 'ray_op(inverse)'),
+        ...                  'ray_op(inverse)', num_worker=2)
+        >>> calls = (PoolCall('call', ((x,), {}), f'a call with arguments ({x},)') for x in (1, 0, 4))
+        >>> [(called, type(value).__name__) for called, value in pool.in_order(calls, in_flight=2)]
+        [(True, 'float'), (False, 'ZeroDivisionError'), (True, 'float')]
+        >>> pool.close()
+        """
+        sent: Deque[Union[PoolCall, BaseException]] = collections.deque()   # a call, or why it was not sent
+
+        def oldest() -> Tuple[bool, Any]:
+            call = sent.popleft()
+            if isinstance(call, BaseException):
+                return False, call
+            try:
+                return True, self.result(call)
+            except Exception as error:
+                return False, error
+
+        try:
+            for call in calls:
+                try:
+                    self.submit(call)
+                except Exception as error:
+                    sent.append(error)
+                else:
+                    sent.append(call)
+                if len(sent) >= in_flight:
+                    yield oldest()
+            while sent:
+                yield oldest()
+        finally:   # closed early (the consumer raised or stopped): the calls sent finish
+            while sent:
+                call = sent.popleft()
+                if isinstance(call, PoolCall):
+                    with contextlib.suppress(Exception):   # nobody is left to be told
+                        self.result(call)
 
     # -- the pool as a whole -------------------------------------------------------------
 
