@@ -99,7 +99,7 @@ UNBATCHED_PIPE_PASSAGES = 1024
 BATCH_WAIT_TIMEOUT_S = 0.01
 # The smoke version (no CUDA, or --quick): enough for a few calls per CPU actor, small
 # enough for the test suite. Its passages are cut to their first QUICK_MAX_WORDS words: a
-# CPU without AVX512-BF16 or AMX emulates bfloat16 at ~1/7 of float32's speed, and the
+# CPU without AVX512-BF16 or AMX emulates bfloat16 at 1/4-1/7 of float32's speed, and the
 # suite's smoke (2 rounds) took 532 s of its 600 s timeout on such a 2-vCPU VM with whole
 # passages.
 QUICK_PASSAGES = 48

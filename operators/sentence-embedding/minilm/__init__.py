@@ -194,8 +194,8 @@ def _choose_dtype(dtype: str, device: 'torch.device', torch) -> 'torch.dtype':
     if dtype == 'bfloat16' and device.type == 'cpu' and _native_cpu_bfloat16() is False:
         logger.warning(
             "sentence-embedding/minilm: dtype='bfloat16' on a CPU without AVX512-BF16 or AMX (pid %d): torch "
-            "emulates it, about 7x slower than float32 (benchmarks/w5_model.py on a 2-vCPU AMD EPYC "
-            "with AVX2 only: 6.7 passages/s against 45). Use dtype='float32' on this machine", os.getpid())
+            "emulates it, several times slower than float32 (benchmarks/w5_model.py on a 2-vCPU AMD EPYC "
+            "with AVX2 only: 11.1 passages/s against 49.3). Use dtype='float32' on this machine", os.getpid())
     return getattr(torch, dtype)
 
 
