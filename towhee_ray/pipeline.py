@@ -79,15 +79,13 @@ costs nothing that carries about 160,000 passages/s there, about half a DataColl
 from __future__ import annotations
 
 import atexit
-import collections
 import functools
 import inspect
 import itertools
 import logging
-import math
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from towhee_ray.backends.options import DEFAULT_NUM_WORKER, check_num_worker
 from towhee_ray.backends.ray.batching import DEFAULT_BATCH_WAIT_TIMEOUT_S, check_batching, describe_call
@@ -343,31 +341,11 @@ class RayOp:
         [(True, 'float'), (False, 'ZeroDivisionError'), (True, 'float')]
         >>> inverse.close()
         """
-        if self._batcher is None:
-            from towhee_ray.backends.ray.pool import PoolCall
-            return self._pool.in_order((PoolCall('call', (args, {}), functools.partial(describe_call, args))
-                                        for args in calls), in_flight)
-        return self._batched(calls, in_flight)
-
-    def _batched(self, calls: Iterable[Tuple[Any, ...]], in_flight: int) -> Iterator[Tuple[bool, Any]]:
-        batcher = self._batcher
-        sent: Deque[Tuple[Any, ...]] = collections.deque()   # the arguments of each call, for its error
-
-        def rows() -> Iterator[Tuple[Tuple[Any, ...], Dict[str, Any]]]:
-            for args in calls:
-                sent.append(args)
-                yield args, {}
-
-        outcomes = batcher.outcomes(rows(), max(1, math.ceil(in_flight / batcher.max_batch_size)))
-        try:
-            for outcome in outcomes:
-                try:
-                    outcome = True, batcher.result(outcome, sent.popleft())
-                except Exception as error:
-                    outcome = False, error
-                yield outcome
-        finally:   # closed early: the batches sent finish
-            outcomes.close()
+        if self._batcher is not None:
+            return self._batcher.outcomes(calls, in_flight)
+        from towhee_ray.backends.ray.pool import PoolCall
+        return self._pool.in_order((PoolCall('call', (args, {}), functools.partial(describe_call, args))
+                                    for args in calls), in_flight)
 
     @property
     def calls_to_fill(self) -> int:

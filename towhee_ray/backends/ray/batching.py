@@ -35,7 +35,7 @@ import collections
 import functools
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Counter, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Counter, Deque, Dict, Iterable, Iterator, List, Tuple
 
 from towhee_ray.checks import positive_int
 from towhee_ray.guard import Failure
@@ -257,18 +257,18 @@ class Batcher:
                 outcomes.append(_Raised(error))
         return outcomes
 
-    def outcomes(self, calls: Iterable[Optional[Tuple[Tuple[Any, ...], Dict[str, Any]]]],
-                 batches: int) -> Iterator[Any]:
-        """The outcome of each of ``calls`` (a call's ``(args, kws)``, all of one shape), in
-        order, for :meth:`result`; a ``None`` passes through as ``None``.
+    def outcomes(self, calls: Iterable[Tuple[Any, ...]], in_flight: int) -> Iterator[Tuple[bool, Any]]:
+        """Each of ``calls`` (a call's arguments, all of one shape) run, in order, as
+        ``(True, its result)`` or ``(False, the error)`` that calling the batcher would raise.
 
         The calls are cut into batches of ``max_batch_size`` as they are drawn from
-        ``calls``, and up to ``batches`` of them are sent and unfinished at once, from this
-        thread: nothing gathers or waits for a timeout, and no thread waits per row. This
-        is how :class:`~towhee_ray.wide_pipeline.WidePipeline` runs many rows through a
-        ``ray_op`` (a partial batch goes out only at the end of ``calls``). When the
-        generator is closed early, it waits for the batches it sent.
+        ``calls``, and as many batches as hold ``in_flight`` rows (one at least) are sent
+        and unfinished at once, from this thread: nothing gathers or waits for a timeout,
+        and no thread waits per row. This is how :meth:`~towhee_ray.pipeline.RayOp.outcomes`
+        runs many rows through a ``ray_op`` (a partial batch goes out only at the end of
+        ``calls``). When the generator is closed early, it waits for the batches it sent.
         """
+        batches = max(1, -(-in_flight // self.max_batch_size))
         ordered: Deque[List[Any]] = collections.deque()   # per call, [its outcome] once known
         sent: Deque[Tuple[Any, List[Tuple[Tuple[Any, ...], Dict[str, Any]]], List[List[Any]]]] = (
             collections.deque())
@@ -280,7 +280,7 @@ class Batcher:
                 call = self._submit(rows)
             except Exception as error:   # every row fails alike: the pool was closed, ...
                 for slot in slots:
-                    slot.append(_Raised(error))
+                    slot.append((False, error))
             else:
                 sent.append((call, rows, slots))
 
@@ -290,19 +290,21 @@ class Batcher:
                 settled = self._settle(call, its_rows)
             except Exception as error:
                 settled = [_Raised(error)] * len(its_rows)
-            for slot, outcome in zip(its_slots, settled):
-                slot.append(outcome)
+            for slot, (args, _), outcome in zip(its_slots, its_rows, settled):
+                try:
+                    slot.append((True, self.result(outcome, args)))
+                except Exception as error:
+                    slot.append((False, error))
 
         try:
-            for call in calls:
-                slot: List[Any] = [] if call is not None else [None]
+            for args in calls:
+                slot: List[Any] = []
                 ordered.append(slot)
-                if call is not None:
-                    rows.append(call)
-                    slots.append(slot)
-                    if len(rows) >= self.max_batch_size:
-                        send()
-                        rows, slots = [], []
+                rows.append((args, {}))
+                slots.append(slot)
+                if len(rows) >= self.max_batch_size:
+                    send()
+                    rows, slots = [], []
                 while len(sent) >= batches:
                     settle_oldest()
                 while ordered and ordered[0]:
