@@ -192,7 +192,7 @@ def test_a_pipe_of_batching_ray_ops_sends_full_batches_and_gives_each_row_what_t
 
 
 @pytest.mark.usefixtures('ray_cluster')
-def test_functions_between_batching_ray_ops_run_in_the_pipelines_threads_without_graphs():
+def test_functions_between_batching_ray_ops_run_in_threads_without_graphs():
     # functions (a lambda, a callable object) around a batching ray_op: no graph per row,
     # the functions called from several threads at once (as Towhee's nodes call them), the
     # ray_op's rows in full batches; what each row gets is what Towhee's own batch gives
@@ -221,6 +221,51 @@ def test_functions_between_batching_ray_ops_run_in_the_pipelines_threads_without
     assert [next(results).get()[0] for _ in range(3)] == [-1 / 3, -1 / 2, -1]
     with pytest.raises(RuntimeError, match=r'^Node-lambda-\d+ runs failed, error msg: division by zero, '):
         next(results)
+    tagged.close()
+
+
+def _node_threads():
+    return [thread for thread in threading.enumerate() if thread.name.startswith('towhee-ray ')]
+
+
+@pytest.mark.usefixtures('ray_cluster')
+def test_a_function_that_waits_gets_every_row_in_flight_at_once_and_its_threads_end_with_the_stream():
+    # a function node of a pipe run without graphs (a download before the model): while its
+    # calls wait, threads start until every row in flight is in a call, so 32 rows meet at a
+    # barrier (tasks of 16 rows had 2 calls at once: the barrier broke); each thread holds
+    # one operator, and the threads end when the stream does, closed early or not
+    barrier = threading.Barrier(32, timeout=60)
+    threads = set()
+
+    def fetch(x):
+        threads.add(threading.get_ident())
+        barrier.wait()
+        return x
+
+    tagged = ray_op(pool_ops.Tagged, num_worker=1, max_batch_size=8)
+    p = wide(pipe.input('x').map('x', 'y', fetch).map('y', ('z', 'size', 'pid'), tagged).output('z'),
+             in_flight=32)
+    assert p._batched is not None
+    assert [queue.get()[0] for queue in p.batch(range(96))] == list(range(96))
+    assert len(threads) == 32 and not _node_threads()
+    quick = wide(pipe.input('x').map('x', 'y', lambda x: threads.add(threading.get_ident()) or x + 1)
+                 .map('y', ('z', 'size', 'pid'), tagged).output('z'), in_flight=32)
+    threads.clear()
+    assert [queue.get()[0] for queue in quick.batch(range(1000))] == list(range(1, 1001))
+    assert len(threads) < 32   # a function that returns at once needs no thread per row
+
+    def slow(x):
+        time.sleep(0.02)
+        return x
+
+    results = wide(pipe.input('x').map('x', 'y', slow).map('y', ('z', 'size', 'pid'), tagged).output('z'),
+                   in_flight=32).stream(range(10_000))
+    assert next(results).get()[0] == 0
+    results.close()   # the rows handed over finish, no more go, the threads end
+    assert not _node_threads()
+    rows = tagged.stats()[0]['rows']
+    time.sleep(0.2)
+    assert tagged.stats()[0]['rows'] == rows <= 96 + 1000 + 2 * 32
     tagged.close()
 
 
@@ -367,7 +412,7 @@ def test_a_split_pipe_whose_row_fails_raises_towhees_error_for_its_call_alone():
 def test_a_plain_ray_op_in_a_batched_pipe_has_every_row_in_flight_sent_and_its_errors_as_towhees():
     # a plain ray_op (one Ray call a row: decoding on CPU actors) before a batching one (a
     # model): its calls are sent from the driver, in_flight of them at once, so each of its
-    # actors gets calls, not only as many as threads would wait on (16 rows a thread task)
+    # actors gets calls, not only as many as threads would wait on
     decode = ray_op(functools.partial(pool_ops.Tagged, seconds=0.01), num_worker=4)
     embed = ray_op(pool_ops.Tagged, num_worker=1, max_batch_size=8)
     p = wide(pipe.input('x').map('x', 'xs', lambda x: [x]).map('xs', 'decoded', decode)
@@ -433,7 +478,7 @@ class _OneCallerAtATime:
 @pytest.mark.usefixtures('ray_cluster')
 def test_a_hub_operator_used_directly_runs_without_graphs_one_instance_a_thread_from_the_pipes_pool():
     # Towhee's ingest shape as users write it: a hub operator splits, the ray_op embeds, a hub
-    # operator that is not shareable runs after it; each thread's run of rows holds its own
+    # operator that is not shareable runs after it; each of the node's threads holds its own
     # instance from the pipeline's operator pool, built once and reused, as Towhee's graphs do
     lengths = ray_op(_lengths, num_worker=2, max_batch_size=8)
     p = (pipe.input('d').flat_map('d', 'w', hub_ops.towhee.text_split(max_words=1))
@@ -445,10 +490,13 @@ def test_a_hub_operator_used_directly_runs_without_graphs_one_instance_a_thread_
     wide_p = wide(p, in_flight=64)
     assert wide_p._batched is not None
     assert outputs(wide_p.batch(documents)) == expected
-    assert 1 <= _OneCallerAtATime.built <= wide_p._thread_pool._max_workers
+    # one instance a thread, and the node's threads (more as its calls wait) in_flight at most
+    assert 1 <= _OneCallerAtATime.built <= wide_p.in_flight
     built = _OneCallerAtATime.built
-    assert outputs(wide_p.batch(documents[:50])) == expected[:50]
+    assert outputs(wide_p.batch(['one'])) == [[['ONE', 3]]]   # one row: one thread
     assert _OneCallerAtATime.built == built   # the pool's instances serve the next batch
+    assert outputs(wide_p.batch(documents[:50])) == expected[:50]
+    assert _OneCallerAtATime.built <= wide_p.in_flight
     lengths.close()
 
 

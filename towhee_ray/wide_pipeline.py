@@ -16,27 +16,28 @@ before it are done.
 A pipeline whose every node between input and output is a ``map``, ``flat_map`` or
 ``filter`` through a function, a ``ray_op`` or a hub operator (``towhee.ops...``), one of
 them a ``ray_op`` that batches across calls (one at least), needs no graphs at all:
-:class:`_BatchedRows` sends a batching ``ray_op`` node's rows, from every call in flight, to
-its actors in full batches from the calling thread (a plain ``ray_op`` node's a Ray call a
-row, ``in_flight`` at once, from there too), calls a function or hub operator node in
-the pipeline's threads (a hub operator's instances from the pipeline's operator pool, as
-Towhee's graphs take them), and keeps each call's columns as Towhee's queues would (the
-rows a ``flat_map`` makes, a ``filter`` thins), with the output queue Towhee's graph would
-leave. On the 2-vCPU VM, with an operator that costs nothing, a per-row pipe went from
-~1,000 rows/s to ~31,000, and Towhee's ingest shape for RAG (a call per document,
-``flat_map`` into passages, a batching ``ray_op``) from 1,642 passages/s under ``wide`` on
-graphs to ~36,000 (the help topics split at blank lines), and split by the hub's
-``towhee/text-split`` (a hub operator kept it on graphs before) from 1,977 to ~35,000; the
-pipe of documents of ``benchmarks/w8_overhead.py`` (a hub operator splitting) carries 54,841.
+:class:`_BatchedRows` sends a batching ``ray_op`` node's rows, from every call in flight,
+to its actors in full batches from the calling thread (a plain ``ray_op`` node's a Ray
+call a row, ``in_flight`` at once, from there too), calls a function or hub operator node
+in threads of its own, up to ``in_flight`` as its calls wait (a hub operator's instances
+from the pipeline's operator pool, as Towhee's graphs take them), and keeps each call's
+columns as Towhee's queues would (the rows a ``flat_map`` makes, a ``filter`` thins), with
+the output queue Towhee's graph would leave. On the 2-vCPU VM, with an operator that costs
+nothing, a per-row pipe went from ~1,000 rows/s to ~31,000, and Towhee's ingest shape for
+RAG (a call per document, ``flat_map`` into passages, a batching ``ray_op``) from 1,642
+passages/s under ``wide`` on graphs to ~36,000 (the help topics split at blank lines), and
+split by the hub's ``towhee/text-split`` (a hub operator kept it on graphs before) from
+1,977 to ~35,000; the pipe of documents of ``benchmarks/w8_overhead.py`` (a hub operator
+splitting) carries 54,841.
 
 Importing this module imports Towhee (``wide`` does, when first called).
 """
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 from collections.abc import Generator
-from concurrent.futures import Executor, Future
+import queue
+import threading
 import traceback
 from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
@@ -58,12 +59,12 @@ from towhee_ray.pipeline import HUB_OPERATOR_TYPES, RayOp, _threads
 # each: 2,040 and 2,189 rows/s with one, 1,820 and 1,061 with two; 128 calls in flight:
 # 1,943 and 1,877 with one, 2,506 and 1,540 with two).
 WINDOW_PER_CALL_IN_FLIGHT = 2
-# Rows of a function node handed to a thread at once, where a pipe runs without graphs
-# (_BatchedRows): the rows' calls run one after the other there. A thread hand-off per row
-# cost the driver ~90 us a row (a lambda before a batching ray_op, 2-vCPU VM: 6,647 rows/s
-# against 16,561 without the lambda); 16 rows a task keep a function that waits (on a file,
-# a URL) overlapping in_flight / 16 tasks at once.
-ROWS_PER_THREAD_TASK = 16
+# Where a pipe runs without graphs (_BatchedRows), a function or hub operator node's rows
+# go one by one through a queue to threads of its own (_in_threads), which start as the
+# calls show they wait: waiting for its oldest row, the generator looks this often, and
+# where rows wait and every thread is inside the node's call, starts one more thread, up
+# to in_flight (so ~32 threads in 32 ms for a function that waits on a URL).
+THREAD_RAMP_SECONDS = 0.001
 
 
 class WidePipeline(RuntimePipeline):
@@ -90,7 +91,7 @@ class WidePipeline(RuntimePipeline):
     def __init__(self, dag: Any, in_flight: int) -> None:
         super().__init__(dag, max_workers=_threads(len(dag.nodes), in_flight))
         self.in_flight = in_flight
-        self._batched = _BatchedRows.of(dag, in_flight, self._thread_pool, self._operator_pool)
+        self._batched = _BatchedRows.of(dag, in_flight, self._operator_pool)
 
     def batch(self, batch_inputs: Iterable[Any]) -> List[Any]:
         """Each input's output queue (a Towhee ``DataQueue``), in input order, as Towhee's
@@ -376,9 +377,10 @@ class _BatchedRows:
     ``ray_op`` node's operator calls, from the rows of every pipeline call in flight, are
     sent from the calling thread, ``in_flight`` at once (:meth:`~towhee_ray.pipeline.RayOp.outcomes`:
     a batching one's in full batches, a plain one's a Ray call each); a function or hub operator
-    node's go to the pipeline's threads (as Towhee's nodes call it, from many threads at
-    once; each thread's run of calls holds a hub operator instance from the pipeline's
-    operator pool, as a Towhee graph does), ``in_flight`` of them at most per node. A pipe
+    node's go a row at a time to threads of its own (as Towhee's nodes call it, from many
+    threads at once; each thread holds a hub operator instance from the pipeline's operator
+    pool, as a Towhee graph does), more threads as its calls wait, ``in_flight`` of them at
+    most per node (:func:`_in_threads`). A pipe
     with a hub operator Towhee builds for each call (``NotReusable``) runs on Towhee's graphs
     (:meth:`usable`). The rest is what Towhee's nodes do: columns by name, scalar
     columns and queue columns (the rows a ``flat_map`` makes, a ``map`` keeps and a ``filter``
@@ -390,11 +392,10 @@ class _BatchedRows:
     whatever feeds it; this carries what the ``ray_op`` does
     (``benchmarks/w8_overhead.py`` measures both)."""
 
-    def __init__(self, dag: Any, steps: List[_Step], in_flight: int, threads: Executor) -> None:
+    def __init__(self, dag: Any, steps: List[_Step], in_flight: int) -> None:
         self._steps = steps
         self._checked = False   # each hub operator built once and found reusable (usable())
         self._in_flight = in_flight
-        self._threads = threads
         self._input_names = [name for name, _ in dag.edges[dag.nodes['_input'].in_edges[0]]['data']]
         self._output_schema = dag.edges[dag.nodes['_output'].out_edges[0]]['data']
         self._output_scalars = [name for name, column in self._output_schema if column == ColumnType.SCALAR]
@@ -403,7 +404,7 @@ class _BatchedRows:
         self._output_queue = _OutputQueues(self._output_schema)
 
     @classmethod
-    def of(cls, dag: Any, in_flight: int, threads: Executor, pool: OperatorPool) -> Optional['_BatchedRows']:
+    def of(cls, dag: Any, in_flight: int, pool: OperatorPool) -> Optional['_BatchedRows']:
         """The batched rows of ``dag``, or ``None`` where one of its nodes is anything else
         (it then runs on Towhee's graphs)."""
         if any(column_type != ColumnType.SCALAR for name, column_type in dag.edges[
@@ -426,7 +427,7 @@ class _BatchedRows:
                 or not any(step.ray_op is not None and step.ray_op.batcher for step in steps)
                 or (queues_made and ColumnType.QUEUE not in (column for _, column in output_schema))):
             return None
-        return cls(dag, steps, in_flight, threads)
+        return cls(dag, steps, in_flight)
 
     def usable(self) -> bool:
         """Whether the pipe can run here: each hub operator is built (once, before any row
@@ -445,7 +446,7 @@ class _BatchedRows:
     def stream(self, batch_inputs: Iterable[Any]) -> Iterator[DataQueue]:
         calls: Generator = (self._call(inputs) for inputs in batch_inputs)
         for step in self._steps:
-            calls = _through(step, calls, self._threads, self._in_flight)
+            calls = _through(step, calls, self._in_flight)
         try:
             for call in calls:
                 if call.error is not None:
@@ -480,11 +481,12 @@ class _BatchedRows:
         return queue
 
 
-def _through(step: _Step, calls: Generator, threads: Executor, in_flight: int) -> Generator:
+def _through(step: _Step, calls: Generator, in_flight: int) -> Generator:
     """``calls`` through ``step``'s node, in order: its operator called on each call's rows
     (or once a call), ``in_flight`` operator calls at once: a ``ray_op``'s sent from this
     thread (:meth:`~towhee_ray.pipeline.RayOp.outcomes`; a batching one's in full batches),
-    another's in ``threads``; a call that failed or is empty passes as it is."""
+    another's in threads of its own (:func:`_in_threads`); a call that failed or is empty
+    passes as it is."""
     held: Deque[List[Any]] = collections.deque()   # per call: [call, operator calls due, rows made]
     makes_rows = step.kind != 'map'
     per_row = step.per_row
@@ -503,7 +505,7 @@ def _through(step: _Step, calls: Generator, threads: Executor, in_flight: int) -
                 yield tuple([scalars[name] for name in names])
 
     outcomes = (step.ray_op.outcomes(arguments(), in_flight) if step.ray_op is not None
-                else _in_threads(step, threads, in_flight, arguments()))
+                else _in_threads(step, in_flight, arguments()))
     try:
         for called, value in outcomes:
             while not held[0][1]:
@@ -528,46 +530,93 @@ def _ray_op(node: Any) -> Optional[RayOp]:
     return operator if isinstance(operator, RayOp) else None
 
 
-def _in_threads(step: _Step, threads: Executor, in_flight: int,
-                arguments: Iterator[Tuple[Any, ...]]) -> Generator:
-    """A node's function (or hub operator) called on each of ``arguments`` in ``threads``, in
-    order, as ``(called, its result or error)``: :data:`ROWS_PER_THREAD_TASK` calls a task
-    one after the other on the operator the task acquired (:meth:`_Step.acquire`), ``in_flight``
-    calls at once; a ``flat_map``'s results are iterated there too."""
+def _in_threads(step: _Step, in_flight: int, arguments: Iterator[Tuple[Any, ...]]) -> Generator:
+    """A node's function (or hub operator) called on each of ``arguments`` in threads of its
+    own, in order, as ``(called, its result or error)``; ``in_flight`` calls at once at most.
+
+    Each thread takes one row at a time from a queue and holds one operator for its life
+    (:meth:`_Step.acquire`); a ``flat_map``'s results are iterated there too. There is one
+    thread at first, and one more only while rows wait and every thread is inside the
+    node's call (looked at every :data:`THREAD_RAMP_SECONDS`), up to ``in_flight``: a function
+    that waits (on a file, a URL) or computes without the GIL gets as many calls at once as
+    rows are in flight, while one that returns at once keeps one thread, and hands a row
+    over for a queue's put and get. When the generator is closed early, the rows handed
+    over finish and the threads end, giving their operators back.
+    """
     flat = step.kind == 'flat_map'
+    inbox: queue.SimpleQueue = queue.SimpleQueue()   # (slot, arguments) a row; None: end
+    woken: queue.SimpleQueue = queue.SimpleQueue()   # a token when the row awaited is run
+    awaited: List[Optional[List[Any]]] = [None]   # the slot of the row this generator waits for
+    inside: List[List[bool]] = []   # per thread: [whether it is inside the node's call]
+    threads: List[threading.Thread] = []
 
-    def call_each(calls: List[Tuple[Any, ...]]) -> List[Tuple[bool, Any]]:   # in a thread
+    def serve(in_call: List[bool]) -> None:   # a thread's life
         try:
-            function = step.acquire()
-        except Exception as error:
-            return [(False, error)] * len(calls)
-        outcomes = []
+            function, failure = step.acquire(), None
+        except BaseException as error:   # noqa: B036 - each row it takes fails with it, none waits
+            function, failure = None, error
         try:
-            for args in calls:
-                try:
-                    outcomes.append((True, list(function(*args)) if flat else function(*args)))
-                except Exception as error:
-                    outcomes.append((False, error))
+            while True:
+                item = inbox.get()
+                if item is None:
+                    return
+                slot, args = item
+                if function is None:
+                    outcome = False, failure
+                else:
+                    in_call[0] = True
+                    try:
+                        outcome = True, list(function(*args)) if flat else function(*args)
+                    except BaseException as error:   # noqa: B036 - the row's own outcome, as raised
+                        outcome = False, error
+                    in_call[0] = False
+                slot.append(outcome)
+                if awaited[0] is slot:   # after the append: the generator sees one or the other
+                    woken.put(None)
         finally:
-            step.release(function)
-        return outcomes
+            if function is not None:
+                step.release(function)
 
-    started: Deque[Future] = collections.deque()
-    task: List[Tuple[Any, ...]] = []
+    def start_thread() -> None:
+        flag = [False]
+        thread = threading.Thread(target=serve, args=(flag,), daemon=True,
+                                  name=f'towhee-ray {step.node.name} {len(threads)}')
+        thread.start()
+        inside.append(flag)
+        threads.append(thread)
+
+    def oldest() -> Tuple[bool, Any]:
+        slot = ordered[0]
+        awaited[0] = slot
+        while not slot:
+            ramping = len(threads) < in_flight
+            if ramping and inbox.qsize() and all(flag[0] for flag in inside):
+                start_thread()   # rows wait and every thread is inside the node's call
+            try:
+                woken.get(timeout=THREAD_RAMP_SECONDS if ramping else None)
+            except queue.Empty:
+                pass
+        awaited[0] = None
+        return ordered.popleft()[0]
+
+    ordered: Deque[List[Tuple[bool, Any]]] = collections.deque()   # per row, [its outcome] once run
     try:
         for args in arguments:
-            task.append(args)
-            if len(task) >= ROWS_PER_THREAD_TASK:
-                started.append(threads.submit(call_each, task))
-                task = []
-                if len(started) * ROWS_PER_THREAD_TASK >= in_flight:
-                    yield from started.popleft().result()
-        if task:
-            started.append(threads.submit(call_each, task))
-        while started:
-            yield from started.popleft().result()
-    finally:   # closed early: the calls started finish
-        concurrent.futures.wait(started)
+            ordered.append([])
+            inbox.put((ordered[-1], args))
+            if not threads:
+                start_thread()
+            if len(ordered) >= in_flight:
+                yield oldest()
+            while ordered and ordered[0]:
+                yield ordered.popleft()[0]
+        while ordered:
+            yield oldest()
+    finally:   # closed early (or done): the rows handed over finish, the threads end
+        for _ in threads:
+            inbox.put(None)
+        for thread in threads:
+            thread.join()
 
 
 def _outputs(node: Any, result: Any) -> Dict[str, Any]:
