@@ -11,8 +11,9 @@ figure is that form's ceiling on this machine. Contenders, interleaved in rounds
 * a Towhee pipe, one row per passage (``p.batch``), the operator in the pipe itself, no Ray:
   the ceiling of a per-row pipe on Towhee's graphs (one graph a row), whatever runs the
   operator;
-* the same pipe under ``towhee_ray.wide``, whose ``batch`` keeps a window of calls started
-  rather than all of them, still a graph a row;
+* the same pipe under ``towhee_ray.wide``, 16 calls in flight: a pipe of functions runs
+  there without Towhee's graphs, its rows going one at a time to the node's own threads
+  (one here: the operator waits for nothing);
 * the same pipe with the operator in ``ray_op(..., max_batch_size=256)`` actors under
   ``wide`` (W8's pipe form): a pipe whose every node is a ``ray_op`` batching across calls
   runs without Towhee's graphs, its rows sent to the actors in full batches;
@@ -28,7 +29,7 @@ figure is that form's ceiling on this machine. Contenders, interleaved in rounds
 
 Marginal passages/s as in W8: N over the time the 2N run took more than the N run.
 
-    python benchmarks/w8_overhead.py                 # N = 131,072 (per-row pipes, no Ray: 16,384;
+    python benchmarks/w8_overhead.py                 # N = 131,072 (Towhee's per-row pipe, no Ray: 16,384;
                                                      #   the DataCollection form, the pipe of lists: 524,288), 3 rounds
     python benchmarks/w8_overhead.py --quick         # N = 256, 1 round: a smoke test
     python benchmarks/w8_overhead.py --json /tmp/w8_overhead.json
@@ -63,8 +64,8 @@ DIMENSION = 384
 # Actors of the Ray forms: one per core of the 2-vCPU VM these figures come from.
 WORKERS = 2
 # Passages (N, then 2N) of the forms that carry thousands or more a second, and of the
-# per-row forms on Towhee's graphs (no Ray), which carry a few thousand: each run long enough
-# (seconds) for a stable margin.
+# per-row form on Towhee's graphs (Towhee's own batch, no Ray), which carries a few thousand:
+# each run long enough (seconds) for a stable margin.
 N = 131_072
 ROW_N = 16_384
 # ... and of the forms that carry 100,000 or more (the DataCollection form, the pipe of
@@ -73,9 +74,9 @@ ROW_N = 16_384
 FAST_N = 524_288
 FAST_FORMS = ('DataCollection, Ray actors', 'Towhee pipe of lists, map + ray_op')
 QUICK_N = 256
-# Calls at once of the per-row pipe without Ray under wide (36 threads): enough to keep
-# the driver, which builds each call's graph, busy; an operator that costs nothing waits
-# for nothing.
+# Calls at once of the per-row pipe without Ray under wide: an operator that costs nothing
+# waits for nothing, so its node keeps one thread; the calls in flight only set how far
+# ahead the driver draws rows.
 ALONE_IN_FLIGHT = 16
 FORMS = ('DataCollection, Ray actors', 'Towhee pipe, one row a call, no Ray',
          'Towhee pipe, one row a call, no Ray, wide batch', 'Towhee pipe, one row a call, ray_op batching',
@@ -155,7 +156,7 @@ def runners() -> Dict[str, Callable[[List[str]], List[Any]]]:
 
 def sizes(quick: bool) -> Dict[str, int]:
     """N of each form."""
-    return {name: QUICK_N if quick else ROW_N if 'one row a call, no Ray' in name
+    return {name: QUICK_N if quick else ROW_N if name == 'Towhee pipe, one row a call, no Ray'
             else FAST_N if name in FAST_FORMS else N for name in FORMS}
 
 

@@ -35,6 +35,7 @@ def test_batch_gives_what_towhees_batch_gives_for_every_kind_of_node():
     assert outputs(wide_p.batch(iter(inputs))) == outputs(p.batch(inputs))   # any iterable
     assert wide_p.batch([]) == []
     assert wide_p(2, 3).to_list() == p(2, 3).to_list()                        # a call, as Towhee's
+    assert _ran_on(wide_p) == 'graphs'   # its filter takes a call's scalar and a flat_map's rows
 
 
 @pytest.mark.usefixtures('ray_cluster')
@@ -47,7 +48,25 @@ def test_batch_through_a_ray_op_batching_across_calls_keeps_each_row_its_own_res
     tagged.close()
 
 
-def test_stream_takes_inputs_only_as_calls_finish_and_yields_in_order():
+@pytest.fixture(params=['rows', 'graphs'])
+def runs_on(request):
+    """Where ``wide`` runs the pipes a test ends with :func:`_output`: ``'rows'`` without
+    graphs (every node a function), ``'graphs'`` on Towhee's graphs, one per call (a hub
+    operator Towhee builds for each call keeps it there)."""
+    return request.param
+
+
+def _output(p, runs_on, *names):
+    if runs_on == 'graphs':
+        p = p.map(names[0], 'seen', hub_ops.towhee_ray_tests.count_in_call())
+    return p.output(*names)
+
+
+def _ran_on(wide_p):
+    return 'graphs' if wide_p._batched is None else 'rows'
+
+
+def test_stream_takes_inputs_only_as_calls_finish_and_yields_in_order(runs_on):
     drawn = []
 
     def inputs():
@@ -57,20 +76,21 @@ def test_stream_takes_inputs_only_as_calls_finish_and_yields_in_order():
 
     in_flight = 4
     window = WINDOW_PER_CALL_IN_FLIGHT * in_flight
-    p = wide(pipe.input('x').map('x', 'y', lambda x: x + 1).output('y'), in_flight=in_flight)
+    p = wide(_output(pipe.input('x').map('x', 'y', lambda x: x + 1), runs_on, 'y'), in_flight=in_flight)
     results = p.stream(inputs())
     for k in range(100):
         assert next(results).get() == [k + 1]
         assert len(drawn) <= k + 1 + window       # never more than the window ahead
     results.close()
     assert len(drawn) <= 100 + window
+    assert _ran_on(p) == runs_on
 
 
 def _data_queues():
     return sum(isinstance(thing, DataQueue) for thing in gc.get_objects())
 
 
-def test_batch_of_many_rows_keeps_only_its_window_of_graphs():
+def test_batch_of_many_rows_keeps_only_its_window_of_graphs(runs_on):
     live = []
 
     def count_queues(x):
@@ -79,14 +99,16 @@ def test_batch_of_many_rows_keeps_only_its_window_of_graphs():
         return x
 
     before = _data_queues()
-    p = wide(pipe.input('x').map('x', 'y', count_queues).output('y'), in_flight=4)
+    p = wide(_output(pipe.input('x').map('x', 'y', count_queues), runs_on, 'y'), in_flight=4)
     assert [queue.get()[0] for queue in p.batch(range(300))] == list(range(300))
-    # a graph has 3 queues here; the outputs done are kept: 300 and at most a window of
-    # graphs (Towhee's own batch holds all 300 graphs, over 1,100 queues)
-    assert live and live[0] <= 300 + 3 * WINDOW_PER_CALL_IN_FLIGHT * 4
+    # a graph has 4 queues here; the outputs done are kept: 300 and at most a window of
+    # graphs (Towhee's own batch holds all 300 graphs, 1,200 queues); without graphs, the
+    # outputs alone
+    assert live and live[0] <= 300 + (4 * WINDOW_PER_CALL_IN_FLIGHT * 4 if runs_on == 'graphs' else 0)
+    assert _ran_on(p) == runs_on
 
 
-def test_a_failing_call_raises_towhees_error_and_the_pipeline_runs_on():
+def test_a_failing_call_raises_towhees_error_and_the_pipeline_runs_on(runs_on):
     calls = []
     lock = threading.Lock()
 
@@ -97,7 +119,7 @@ def test_a_failing_call_raises_towhees_error_and_the_pipeline_runs_on():
             raise ValueError('thirty is refused')
         return x
 
-    p = wide(pipe.input('x').map('x', 'y', fragile).output('y'), in_flight=2)
+    p = wide(_output(pipe.input('x').map('x', 'y', fragile), runs_on, 'y'), in_flight=2)
     with pytest.raises(RuntimeError, match='thirty is refused'):
         p.batch(range(1000))
     started = len(calls)
@@ -105,9 +127,10 @@ def test_a_failing_call_raises_towhees_error_and_the_pipeline_runs_on():
     time.sleep(0.2)
     assert len(calls) == started
     assert [queue.get()[0] for queue in p.batch(range(5))] == list(range(5))
+    assert _ran_on(p) == runs_on
 
 
-def test_closing_a_stream_early_waits_for_its_started_calls_and_starts_no_more():
+def test_closing_a_stream_early_waits_for_its_started_calls_and_starts_no_more(runs_on):
     done = []
 
     def slow(x):
@@ -115,7 +138,7 @@ def test_closing_a_stream_early_waits_for_its_started_calls_and_starts_no_more()
         done.append(x)
         return x
 
-    p = wide(pipe.input('x').map('x', 'y', slow).output('y'), in_flight=3)
+    p = wide(_output(pipe.input('x').map('x', 'y', slow), runs_on, 'y'), in_flight=3)
     results = p.stream(range(1000))
     assert next(results).get() == [0]
     results.close()
@@ -123,6 +146,7 @@ def test_closing_a_stream_early_waits_for_its_started_calls_and_starts_no_more()
     assert finished <= 1 + WINDOW_PER_CALL_IN_FLIGHT * 3
     time.sleep(0.2)
     assert len(done) == finished
+    assert _ran_on(p) == runs_on
 
 
 @pytest.mark.usefixtures('ray_cluster')

@@ -32,13 +32,12 @@ has in flight at once; that is what to raise:
   >>> count.close()
 
 * under :func:`wide`, a pipe whose every node between input and output is a ``map``,
-  ``flat_map`` or ``filter`` through a function, a ``ray_op`` or a hub operator, one of
-  them a ``ray_op`` with ``max_batch_size`` (one at least), runs its rows without Towhee's
-  graphs: ``wide(p).batch`` and ``wide(p).stream`` send a batching ``ray_op`` node's rows
-  to it in full batches from the calling thread (``in_flight`` rows a node at most; the
-  last batch partial) and a plain ``ray_op`` node's a Ray call each, ``in_flight`` at once,
-  call a function or hub operator node in threads of its own (as many as its waiting
-  calls need, ``in_flight`` at most), and give each call the
+  ``flat_map`` or ``filter`` through a function, a ``ray_op`` or a hub operator runs its
+  rows without Towhee's graphs: ``wide(p).batch`` and ``wide(p).stream`` send a batching
+  ``ray_op`` node's rows to it in full batches from the calling thread (``in_flight`` rows
+  a node at most; the last batch partial) and a plain ``ray_op`` node's a Ray call each,
+  ``in_flight`` at once, call a function or hub operator node in threads of its own (as
+  many as its waiting calls need, ``in_flight`` at most), and give each call the
   ``DataQueue`` and the error Towhee's nodes would
   (:class:`~towhee_ray.wide_pipeline.WidePipeline`). A pipe with any other node runs on
   Towhee's graphs, one per row, as above.
@@ -511,10 +510,10 @@ def wide(pipeline: Any, in_flight: Optional[int] = None) -> 'WidePipeline':
     them all before it waits for one, which takes the driver gigabytes and most of its time
     for tens of thousands of rows), and ``stream``, the same lazily. A pipeline whose every
     node is a ``map``, ``flat_map`` or ``filter`` through a function, a ``ray_op`` or a hub
-    operator, one of them a ``ray_op`` with ``max_batch_size`` (one at least), runs both
-    without Towhee's graphs: the rows of every call in flight go to the actors in full
-    batches (``in_flight`` rows a node), so a pipe that splits documents into passages feeds
-    its model as a pipe of passages does.
+    operator runs both without Towhee's graphs: the rows of every call in flight go to a
+    ``ray_op`` with ``max_batch_size`` in full batches (``in_flight`` rows a node), so a pipe
+    that splits documents into passages feeds its model as a pipe of passages does, and to
+    a function in threads of the node's own, as many as its waiting calls need.
 
     >>> from towhee import pipe
     >>> double = ray_op(lambda: (lambda numbers: [2 * n for n in numbers]), num_worker=2)

@@ -14,9 +14,8 @@ results come back in input order, and ``stream`` hands each over as soon as it a
 before it are done.
 
 A pipeline whose every node between input and output is a ``map``, ``flat_map`` or
-``filter`` through a function, a ``ray_op`` or a hub operator (``towhee.ops...``), one of
-them a ``ray_op`` that batches across calls (one at least), needs no graphs at all:
-:class:`_BatchedRows` sends a batching ``ray_op`` node's rows, from every call in flight,
+``filter`` through a function, a ``ray_op`` or a hub operator (``towhee.ops...``) needs no
+graphs at all: :class:`_BatchedRows` sends a batching ``ray_op`` node's rows, from every call in flight,
 to its actors in full batches from the calling thread (a plain ``ray_op`` node's a Ray
 call a row, ``in_flight`` at once, from there too), calls a function or hub operator node
 in threads of its own, up to ``in_flight`` as its calls wait (a hub operator's instances
@@ -75,11 +74,11 @@ class WidePipeline(RuntimePipeline):
     gets, and :meth:`stream` gives the results one by one as they are ready.
 
     A pipeline whose every node between input and output is a ``map``, ``flat_map`` or
-    ``filter`` through a function, a ``ray_op`` or a hub operator, one of them a ``ray_op``
-    batching across calls (``max_batch_size``; one at least), runs ``batch`` and ``stream``
-    without Towhee's graphs: a batching ``ray_op`` node's rows, from every call in flight, go
-    to it in full batches, ``in_flight`` rows a node at most (``_BatchedRows``); the results
-    and errors are the same.
+    ``filter`` through a function, a ``ray_op`` or a hub operator runs ``batch`` and
+    ``stream`` without Towhee's graphs (``_BatchedRows``): a batching ``ray_op`` node's rows,
+    from every call in flight, go to it in full batches, ``in_flight`` rows a node at most,
+    and a function's to threads of the node's own, as many as its waiting calls need; the
+    results and errors are the same.
 
     >>> from towhee import pipe
     >>> from towhee_ray import wide
@@ -372,8 +371,7 @@ class _Step:
 
 class _BatchedRows:
     """A pipe whose every node between input and output is a ``map``, ``flat_map`` or
-    ``filter`` through a function, a ``ray_op`` or a hub operator, one of them a ``ray_op``
-    batching across calls (``max_batch_size``; one at least), run without Towhee's graphs: a
+    ``filter`` through a function, a ``ray_op`` or a hub operator, run without Towhee's graphs: a
     ``ray_op`` node's operator calls, from the rows of every pipeline call in flight, are
     sent from the calling thread, ``in_flight`` at once (:meth:`~towhee_ray.pipeline.RayOp.outcomes`:
     a batching one's in full batches, a plain one's a Ray call each); a function or hub operator
@@ -389,7 +387,7 @@ class _BatchedRows:
 
     A Towhee graph per call costs the driver a few threads, queues and locks, and its nodes
     pass rows one at a time, which caps a per-row pipe at a few thousand rows a second
-    whatever feeds it; this carries what the ``ray_op`` does
+    whatever feeds it; this carries what its ``ray_op`` or functions do
     (``benchmarks/w8_overhead.py`` measures both)."""
 
     def __init__(self, dag: Any, steps: List[_Step], in_flight: int) -> None:
@@ -424,7 +422,6 @@ class _BatchedRows:
             name = node.next_nodes
         output_schema = dag.edges[dag.nodes['_output'].out_edges[0]]['data'] if name == ['_output'] else []
         if (name != ['_output'] or len(dag.nodes) != len(steps) + 2
-                or not any(step.ray_op is not None and step.ray_op.batcher for step in steps)
                 or (queues_made and ColumnType.QUEUE not in (column for _, column in output_schema))):
             return None
         return cls(dag, steps, in_flight)
