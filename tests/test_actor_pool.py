@@ -17,7 +17,7 @@ from tests.pool_ops import lines
 from tests.support import eventually, gcs_address
 from towhee_ray import DataCollection, WorkerError, ray_op, wide
 from towhee_ray.backends.ray.backend import RayBackend
-from towhee_ray.backends.ray.pool import ActorPool
+from towhee_ray.backends.ray.pool import ActorPool, PoolCall
 from towhee_ray.backends.ray.shipping import Payload
 from towhee_ray.operators import OperatorSpec
 
@@ -170,6 +170,24 @@ def test_a_pool_names_its_step_alike_in_errors_and_in_ray():
     with pytest.raises(RuntimeError, match=r'^operator pool-tests/upper was closed; create a new one'):
         pool.call('call', (('abc',), {}), 'a call')
     assert eventually(lambda: not live_actors('towhee_ray operator pool-tests/upper'))
+
+
+def test_closing_a_pool_returns_once_the_calls_its_actors_were_running_have_ended(tmp_path):
+    # a sink writing in the workers must find nothing of the step still running (its part
+    # half written) when the job that failed completes the sink
+    import ray
+
+    log = tmp_path / 'started'
+    spec = OperatorSpec('pool-tests/slow', functools.partial(pool_ops.Slow, str(log), 60))
+    pool = ActorPool(Payload(spec, 'operator pool-tests/slow'), 'operator pool-tests/slow', num_worker=1)
+    call = PoolCall('call', ((7,), {}), 'a call with arguments (7,)')
+    pool.submit(call)
+    assert eventually(lambda: lines(log) != [], timeout=60)   # inside its call: 60 s to go
+    pool.close()
+    ready, _ = ray.wait([call.ref], timeout=0)
+    assert ready == [call.ref]   # it ended with its actor, before close returned
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(call.ref)
 
 
 #: The pool's actor class with a base from a module only the driver can import: Ray's

@@ -210,21 +210,22 @@ def collect(markers: Iterable[Any], sink: Sink) -> WriteResult:
     skipped = 0
     iterator = iter(markers)
     try:
-        sink.on_write_start(Batch([]))   # open what exists, before any worker runs
-        sink.on_workers_start()
-        for marker in iterator:
-            marker = marker if isinstance(marker, int) else SKIPPED
-            if marker & WRITTEN:
-                result.insert_count += 1
-            else:
-                skipped += 1
-            if marker & BATCH:
-                result.batches += 1
+        try:
+            sink.on_write_start(Batch([]))   # open what exists, before any worker runs
+            sink.on_workers_start()
+            for marker in iterator:
+                marker = marker if isinstance(marker, int) else SKIPPED
+                if marker & WRITTEN:
+                    result.insert_count += 1
+                else:
+                    skipped += 1
+                if marker & BATCH:
+                    result.batches += 1
+        finally:   # the chain's workers end first: none writes on while the sink completes
+            getattr(iterator, 'close', lambda: None)()
     except BaseException as error:
         sink.on_write_failed(error)
         raise
-    finally:
-        getattr(iterator, 'close', lambda: None)()
     sink.skipped, sink.created = skipped, not existed and result.insert_count > 0
     return sink.on_write_complete(result)
 

@@ -17,7 +17,8 @@ the row. With ``key='id'`` rows whose key the folder already holds are skipped, 
 (:meth:`ParquetSink.existing_keys` tells which, for a resumed job). One job writes into a
 folder at a time: it holds a lock on the folder (``.towhee-ray.lock``, released when it
 ends or its process dies; a second job gets a ``BlockingIOError``), and removes the
-unfinished parts it finds, left by a killed one.
+unfinished parts it finds, left by a killed one; a job that fails removes those its workers
+were writing when they were stopped, before it lets the folder go.
 
 Several workers may write into one folder at once (:mod:`~towhee_ray.sinks.in_workers`):
 each then names its parts ``part-NNNNN-<writer>.parquet`` and closes one at the end of
@@ -460,14 +461,18 @@ class ParquetSink(Sink):
         lock = WriteLock(self.path, self.path / LOCK_FILE, 'to_parquet', 'write into another folder')
         lock.acquire()
         self._lock = lock
-        for unfinished in self.path.glob(f'.part-*.parquet{IN_PROGRESS}'):
-            logger.warning('removing %s, a part a killed job left unfinished', unfinished)
-            unfinished.unlink(missing_ok=True)
+        self._remove_unfinished_parts('a killed job')
         if (self.path / UNCHECKED_MARKER).exists() and self.key is not None:
             removed = self._drop_repeated_keys(folder_parts(self.path))
             logger.warning('to_parquet: a job killed in %s left its parts unchecked for keys written twice '
                            'by its workers; %d such rows removed', self.path, removed)
             (self.path / UNCHECKED_MARKER).unlink()
+
+    def _remove_unfinished_parts(self, who: str) -> None:
+        """Remove the hidden parts ``who`` left being written (under this job's lock)."""
+        for unfinished in self.path.glob(f'.part-*.parquet{IN_PROGRESS}'):
+            logger.warning('removing %s, a part %s left unfinished', unfinished, who)
+            unfinished.unlink(missing_ok=True)
 
     def _let_go(self) -> None:
         lock, self._lock = self._lock, None
@@ -604,6 +609,8 @@ class ParquetSink(Sink):
         try:
             self._close_part()
             if self._lock is not None:
+                # an actor killed as its step ended wrote its rows in vain: they are not counted
+                self._remove_unfinished_parts("a worker of this job, stopped as the job failed,")
                 self._check_workers_schemas()
                 self._check_workers_parts(None)
         except Exception:   # the original error is the one to report

@@ -67,6 +67,10 @@ ACTOR_REMOTE_ARGS: Dict[str, Any] = {'num_cpus': 0, 'scheduling_strategy': 'SPRE
 
 #: What :meth:`ActorPool.settle` returns for a call whose actor died and that was sent again.
 RESENT = object()
+# How long close() waits, after killing the actors, for the calls they were running to end
+# (their actors' processes gone): Ray reports a killed actor's death within a second here;
+# a node that no longer answers does not hold the driver longer than this.
+CLOSE_WAIT_SECONDS = 10.0
 
 _pool_numbers = itertools.count(1)
 
@@ -544,12 +548,16 @@ class ActorPool:
         return stats
 
     def close(self) -> None:
-        """Kill every actor (not when Ray is gone: a late close must not start Ray again);
-        calls still waiting raise, and later ones too."""
+        """Kill every actor (not when Ray is gone: a late close must not start Ray again)
+        and return once the calls they were running have ended (:data:`CLOSE_WAIT_SECONDS`
+        at most), so that none of the step's operator code runs on after it: a sink writing
+        in the workers leaves no part being written behind a job that failed. Calls still
+        waiting raise, and later ones too."""
         self._watch.disarm()
         with self._lock:
             slots, self._slots = self._slots, None
             self._closed = True
+            running = [call.ref for call in self._in_flight]
             self._in_flight.clear()
             self._held.clear()
             self._released.notify_all()
@@ -559,3 +567,6 @@ class ActorPool:
         for actor in slots.actors:
             with contextlib.suppress(Exception):
                 ray.kill(actor)
+        if running:   # each ends with its actor's death (or its answer, sent meanwhile)
+            with contextlib.suppress(Exception):
+                ray.wait(running, num_returns=len(running), timeout=CLOSE_WAIT_SECONDS, fetch_local=False)
