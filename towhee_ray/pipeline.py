@@ -58,15 +58,15 @@ has in flight at once; that is what to raise:
   >>> lengths.close()
 
 **Bulk work: a pipe of lists.** Towhee's own runtime (one graph per row of ``p.batch``)
-limits a per-row pipe to about 2,700 rows/s on the 2-vCPU VM even with no Ray (under
-:func:`wide`'s ``batch``; 1,600 under Towhee's own); a pipe of batching ``ray_op``s
-under :func:`wide`, which needs no graphs, to about 31,000 (a pipe of documents split by a
-``flat_map``: about 55,000). Make each pipeline call a list of texts instead, whose ``map``
-node gives the whole list to the ``ray_op`` in one call (an operator that takes lists), with
-``p.batch`` over two lists per actor (what :func:`wide` gives it): with an operator that
-costs nothing that carries about 160,000 passages/s there, about half a DataCollection
-``ray`` step; the ``window`` form above, rows within each list, about 30,000
-(``benchmarks/w8_overhead.py``; docs/pipelines.md shows them).
+limits a per-row pipe to about 1,600 rows/s on the 2-vCPU VM even with no Ray; under
+:func:`wide`, which needs no graphs for a pipe of functions and ``ray_op``s, it carries
+about 17,000 without Ray and 30,000 through batching ``ray_op``s (a pipe of documents
+split by a ``flat_map``: about 49,000). Make each pipeline call a list of texts instead,
+whose ``map`` node gives the whole list to the ``ray_op`` in one call (an operator that
+takes lists), with ``p.batch`` over two lists per actor (what :func:`wide` gives it): with
+an operator that costs nothing that carries about 170,000 passages/s there, 0.66x a
+DataCollection ``ray`` step; the ``window`` form above, rows within each list, about
+23,000 (``benchmarks/w8_overhead.py``; docs/pipelines.md shows them).
 
   >>> def make_lengths():   # takes a list of texts
   ...     return lambda texts: [len(text) for text in texts]

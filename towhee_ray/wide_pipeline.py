@@ -15,19 +15,17 @@ before it are done.
 
 A pipeline whose every node between input and output is a ``map``, ``flat_map`` or
 ``filter`` through a function, a ``ray_op`` or a hub operator (``towhee.ops...``) needs no
-graphs at all: :class:`_BatchedRows` sends a batching ``ray_op`` node's rows, from every call in flight,
-to its actors in full batches from the calling thread (a plain ``ray_op`` node's a Ray
-call a row, ``in_flight`` at once, from there too), calls a function or hub operator node
-in threads of its own, up to ``in_flight`` as its calls wait (a hub operator's instances
-from the pipeline's operator pool, as Towhee's graphs take them), and keeps each call's
-columns as Towhee's queues would (the rows a ``flat_map`` makes, a ``filter`` thins), with
-the output queue Towhee's graph would leave. On the 2-vCPU VM, with an operator that costs
-nothing, a per-row pipe went from ~1,000 rows/s to ~31,000, and Towhee's ingest shape for
-RAG (a call per document, ``flat_map`` into passages, a batching ``ray_op``) from 1,642
-passages/s under ``wide`` on graphs to ~36,000 (the help topics split at blank lines), and
-split by the hub's ``towhee/text-split`` (a hub operator kept it on graphs before) from
-1,977 to ~35,000; the pipe of documents of ``benchmarks/w8_overhead.py`` (a hub operator
-splitting) carries 54,841.
+graphs at all: :class:`_BatchedRows` sends a batching ``ray_op`` node's rows, from every
+call in flight, to its actors in full batches from the calling thread (a plain ``ray_op``
+node's a Ray call a row, ``in_flight`` at once, from there too), calls a function or hub
+operator node in threads of its own, up to ``in_flight`` as its calls wait (a hub
+operator's instances from the pipeline's operator pool, as Towhee's graphs take them), and
+keeps each call's columns as Towhee's queues would (the rows a ``flat_map`` makes, a
+``filter`` thins), with the output queue Towhee's graph would leave. On the 2-vCPU VM, with
+an operator that costs nothing (``benchmarks/w8_overhead.py``), a per-row pipe carries
+~17,000 rows/s so without Ray and ~30,000 through a batching ``ray_op``, where Towhee's
+own graphs carry ~1,600; its pipe of documents (a hub operator splitting, a batching
+``ray_op``) carries ~49,000.
 
 Importing this module imports Towhee (``wide`` does, when first called).
 """
