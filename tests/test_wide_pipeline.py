@@ -14,7 +14,7 @@ from towhee.runtime.data_queue import ColumnType, DataQueue
 from towhee.runtime.runtime_pipeline import RuntimePipeline
 
 from tests import pool_ops
-from towhee_ray import DataCollection, WorkerError, ray_op, wide
+from towhee_ray import DataCollection, WorkerError, ray_op, wide, wide_pipeline
 from towhee_ray.wide_pipeline import WINDOW_PER_CALL_IN_FLIGHT, _OutputQueues
 
 
@@ -497,6 +497,39 @@ class _OneCallerAtATime:
             return word.upper()
         finally:
             self._busy.release()
+
+
+def test_a_node_gets_no_more_threads_while_the_process_keeps_its_cpus_busy(monkeypatch):
+    # a model computing on the CPU in a node's threads: more threads would only take turns on
+    # the same CPUs (and hold more operators and memory), so while this process's CPU clock
+    # says its CPUs are busy the node keeps its one thread; once they idle, its threads grow
+    cpus = wide_pipeline.usable_cpus()
+    clock = {'cpu': 0.0, 'busy': True, 'wall': time.perf_counter()}
+
+    def cpu_clock():   # (wall seconds, process CPU seconds): every CPU busy, or none
+        now = time.perf_counter()
+        if clock['busy']:
+            clock['cpu'] += (now - clock['wall']) * cpus
+        clock['wall'] = now
+        return now, clock['cpu']
+
+    monkeypatch.setattr(wide_pipeline, '_cpu_clock', cpu_clock)
+    threads = set()
+
+    def compute(x):
+        threads.add(threading.get_ident())
+        time.sleep(0.002)
+        return x
+
+    p = wide(pipe.input('x').map('x', 'y', compute).output('y'), in_flight=16)
+    assert p._batched is not None
+    assert [queue.get()[0] for queue in p.batch(range(100))] == list(range(100))
+    assert len(threads) == 1
+    clock['busy'] = False
+    threads.clear()
+    assert [queue.get()[0] for queue in p.batch(range(400))] == list(range(400))
+    assert 1 < len(threads) <= 16
+    assert not _node_threads()
 
 
 @pytest.mark.usefixtures('ray_cluster')

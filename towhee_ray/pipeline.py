@@ -37,7 +37,8 @@ has in flight at once; that is what to raise:
   ``ray_op`` node's rows to it in full batches from the calling thread (``in_flight`` rows
   a node at most; the last batch partial) and a plain ``ray_op`` node's a Ray call each,
   ``in_flight`` at once, call a function or hub operator node in threads of its own (as
-  many as its waiting calls need, ``in_flight`` at most), and give each call the
+  many as its waiting calls need while the process leaves CPUs idle, ``in_flight`` at
+  most), and give each call the
   ``DataQueue`` and the error Towhee's nodes would
   (:class:`~towhee_ray.wide_pipeline.WidePipeline`). A pipe with any other node runs on
   Towhee's graphs, one per row, as above.

@@ -18,7 +18,8 @@ A pipeline whose every node between input and output is a ``map``, ``flat_map`` 
 graphs at all: :class:`_BatchedRows` sends a batching ``ray_op`` node's rows, from every
 call in flight, to its actors in full batches from the calling thread (a plain ``ray_op``
 node's a Ray call a row, ``in_flight`` at once, from there too), calls a function or hub
-operator node in threads of its own, up to ``in_flight`` as its calls wait (a hub
+operator node in threads of its own, up to ``in_flight`` as its calls wait on anything
+but this process's CPUs (a hub
 operator's instances from the pipeline's operator pool, as Towhee's graphs take them), and
 keeps each call's columns as Towhee's queues would (the rows a ``flat_map`` makes, a
 ``filter`` thins), with the output queue Towhee's graph would leave. On the 2-vCPU VM, with
@@ -35,6 +36,7 @@ import collections
 from collections.abc import Generator
 import queue
 import threading
+import time
 import traceback
 from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
@@ -46,6 +48,7 @@ from towhee.runtime.runtime_conf import set_runtime_config
 from towhee.runtime.runtime_pipeline import RuntimePipeline, _Graph
 from towhee.runtime.time_profiler import TimeProfiler
 
+from towhee_ray.machine import usable_cpus
 from towhee_ray.pipeline import HUB_OPERATOR_TYPES, RayOp, _threads
 
 # Calls started and unfinished, per call the pipeline has threads for: twice, so that while
@@ -58,10 +61,23 @@ from towhee_ray.pipeline import HUB_OPERATOR_TYPES, RayOp, _threads
 WINDOW_PER_CALL_IN_FLIGHT = 2
 # Where a pipe runs without graphs (_BatchedRows), a function or hub operator node's rows
 # go one by one through a queue to threads of its own (_in_threads), which start as the
-# calls show they wait: waiting for its oldest row, the generator looks this often, and
-# where rows wait and every thread is inside the node's call, starts one more thread, up
-# to in_flight (so ~32 threads in 32 ms for a function that waits on a URL).
+# calls show they wait: waiting for its oldest row, the generator looks this often whether
+# rows wait while every thread is inside the node's call (then _Ramp says whether more
+# threads may start), up to in_flight threads.
 THREAD_RAMP_SECONDS = 0.001
+# _Ramp's rule: more threads for a node only while this process left its CPUs idle over
+# the last window since its threads last grew (at least this long), by doubling them: 1,
+# 2, 4, ... (~40 ms to 256 threads for a function that waits on a URL). A process that
+# used this share of the CPUs it may use is computing, not waiting: more threads would
+# only take turns on the same CPUs (sentence-embedding/minilm called in threads, one text
+# a call, 2-vCPU VM: 2 threads 78-79 texts/s with 1.80 CPUs busy, 4 threads 81, 8
+# threads 80, 64 threads 71-76 with 132 OS threads and +380 MB; 1 thread 55-62).
+CPU_WINDOW_SECONDS = 0.005
+CPU_BUSY_SHARE = 0.85
+# A window that found the CPUs busy makes the next twice as long, up to this: a CPU-bound
+# node's 5 ms windows dip below the busy share now and then (its threads between calls),
+# and threads never stop once started, so a dip must last to let them grow.
+CPU_WINDOW_MAX_SECONDS = 1.0
 
 
 class WidePipeline(RuntimePipeline):
@@ -375,8 +391,8 @@ class _BatchedRows:
     a batching one's in full batches, a plain one's a Ray call each); a function or hub operator
     node's go a row at a time to threads of its own (as Towhee's nodes call it, from many
     threads at once; each thread holds a hub operator instance from the pipeline's operator
-    pool, as a Towhee graph does), more threads as its calls wait, ``in_flight`` of them at
-    most per node (:func:`_in_threads`). A pipe
+    pool, as a Towhee graph does), more threads as its calls wait while CPUs idle,
+    ``in_flight`` of them at most per node (:func:`_in_threads`). A pipe
     with a hub operator Towhee builds for each call (``NotReusable``) runs on Towhee's graphs
     (:meth:`usable`). The rest is what Towhee's nodes do: columns by name, scalar
     columns and queue columns (the rows a ``flat_map`` makes, a ``map`` keeps and a ``filter``
@@ -531,12 +547,13 @@ def _in_threads(step: _Step, in_flight: int, arguments: Iterator[Tuple[Any, ...]
 
     Each thread takes one row at a time from a queue and holds one operator for its life
     (:meth:`_Step.acquire`); a ``flat_map``'s results are iterated there too. There is one
-    thread at first, and one more only while rows wait and every thread is inside the
-    node's call (looked at every :data:`THREAD_RAMP_SECONDS`), up to ``in_flight``: a function
-    that waits (on a file, a URL) or computes without the GIL gets as many calls at once as
-    rows are in flight, while one that returns at once keeps one thread, and hands a row
-    over for a queue's put and get. When the generator is closed early, the rows handed
-    over finish and the threads end, giving their operators back.
+    thread at first, and more only while rows wait, every thread is inside the node's call
+    (looked at every :data:`THREAD_RAMP_SECONDS`) and the process leaves CPUs idle
+    (:class:`_Ramp`), up to ``in_flight``: a function that waits (on a file, a URL) gets as
+    many calls at once as rows are in flight, one that computes (a model on the CPU, without
+    the GIL) about as many as keep the CPUs busy, and one that returns at once keeps one
+    thread, and hands a row over for a queue's put and get. When the generator is closed
+    early, the rows handed over finish and the threads end, giving their operators back.
     """
     flat = step.kind == 'flat_map'
     inbox: queue.SimpleQueue = queue.SimpleQueue()   # (slot, arguments) a row; None: end
@@ -580,13 +597,15 @@ def _in_threads(step: _Step, in_flight: int, arguments: Iterator[Tuple[Any, ...]
         inside.append(flag)
         threads.append(thread)
 
+    ramp = _Ramp(usable_cpus())
+
     def oldest() -> Tuple[bool, Any]:
         slot = ordered[0]
         awaited[0] = slot
         while not slot:
             ramping = len(threads) < in_flight
-            if ramping and inbox.qsize() and all(flag[0] for flag in inside):
-                start_thread()   # rows wait and every thread is inside the node's call
+            if ramping and inbox.qsize() and all(flag[0] for flag in inside) and ramp.grows(len(threads)):
+                start_thread()   # rows wait, every thread is inside the node's call, CPUs idle
             try:
                 woken.get(timeout=THREAD_RAMP_SECONDS if ramping else None)
             except queue.Empty:
@@ -612,6 +631,66 @@ def _in_threads(step: _Step, in_flight: int, arguments: Iterator[Tuple[Any, ...]
             inbox.put(None)
         for thread in threads:
             thread.join()
+
+
+class _Ramp:
+    """Whether a node whose rows wait while every thread of it is inside its call may start
+    one more thread: only where this process used less than :data:`CPU_BUSY_SHARE` of the
+    ``cpus`` it may use over a window of at least :data:`CPU_WINDOW_SECONDS` since its
+    threads last grew. Then they may double, one thread a call of :meth:`grows`, before the
+    next window is measured; a window of busy CPUs starts another, twice as long (up to
+    :data:`CPU_WINDOW_MAX_SECONDS`), so threads still grow once the CPUs stay free that long
+    (another node's calls have ended), not on a dip between calls.
+
+    >>> now = [0.0, 0.0]   # wall, CPU seconds
+    >>> ramp = _Ramp(cpus=2, clock=lambda: tuple(now))
+    >>> ramp.grows(1)   # the first look starts a window
+    False
+    >>> now[:] = [0.01, 0.018]   # 10 ms with 1.8 CPUs busy: computing, no more threads
+    >>> ramp.grows(1)
+    False
+    >>> now[:] = [0.02, 0.020]   # the next 10 ms with 0.2 CPUs busy: waiting
+    >>> ramp.grows(1), ramp.grows(2)   # 1 thread may double, then a new window
+    (True, False)
+    >>> now[:] = [0.03, 0.021]
+    >>> ramp.grows(2), ramp.grows(3), ramp.grows(4)   # 2 may double to 4, then a new window
+    (True, True, False)
+    """
+
+    def __init__(self, cpus: float, clock: Optional[Any] = None) -> None:
+        self.cpus = cpus
+        self._clock = clock or _cpu_clock
+        self._mark: Optional[Tuple[float, float]] = None   # (wall, process CPU) the window began at
+        self._may_start = 0   # threads that may still start on the last window measured
+        self._window = CPU_WINDOW_SECONDS   # seconds the next window lasts at least
+
+    def grows(self, threads: int) -> bool:
+        """Whether one more thread may start for a node that has ``threads``, its rows waiting."""
+        if self._may_start:
+            self._may_start -= 1
+            if not self._may_start:
+                self._mark = self._clock()   # the next window measures the threads just started
+            return True
+        now, cpu = self._clock()
+        if self._mark is None:
+            self._mark = now, cpu
+            return False
+        wall = now - self._mark[0]
+        if wall < self._window:
+            return False
+        busy = cpu - self._mark[1] >= CPU_BUSY_SHARE * self.cpus * wall
+        self._mark = now, cpu
+        if busy:   # the next window is longer, so that a short dip does not count as idle CPUs
+            self._window = min(2 * self._window, CPU_WINDOW_MAX_SECONDS)
+            return False
+        self._window = CPU_WINDOW_SECONDS
+        self._may_start = max(threads, 1)
+        return self.grows(threads)
+
+
+def _cpu_clock() -> Tuple[float, float]:
+    """(wall seconds, this process's CPU seconds), for :class:`_Ramp`."""
+    return time.perf_counter(), time.process_time()
 
 
 def _outputs(node: Any, result: Any) -> Dict[str, Any]:

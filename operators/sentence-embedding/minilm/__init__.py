@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from towhee_ray.checks import positive_int
+from towhee_ray.machine import ray_given_cpus, ray_worker_resources
 
 if TYPE_CHECKING:   # imported when the operator is built, so that importing it stays cheap
     import torch
@@ -108,19 +109,12 @@ def token_budget_batches(lengths: Sequence[int], batch_size: Optional[int],
 def _ray_worker_gpus() -> Optional[List[str]]:
     """The GPUs Ray assigned this process when it is a Ray task or actor (``[]`` for none),
     ``None`` when it is not one (a driver, a thread, no Ray)."""
-    ray = sys.modules.get('ray')
-    if ray is None or not ray.is_initialized():
+    given = ray_worker_resources()
+    if given is None:
         return None
-    try:
-        context = ray.get_runtime_context()
-        if context.worker.mode != ray.WORKER_MODE:
-            return None
-        if not context.get_assigned_resources().get('GPU'):
-            return []
-        return [str(gpu) for gpu in ray.get_gpu_ids()]
-    except Exception:   # an older or newer Ray without these: decide as outside Ray
-        logger.debug('could not ask Ray for this worker\'s GPUs', exc_info=True)
-        return None
+    if not given.get('GPU'):
+        return []
+    return [str(gpu) for gpu in sys.modules['ray'].get_gpu_ids()]
 
 
 def _why_no_cuda(torch) -> str:
@@ -416,13 +410,7 @@ def _bound_tokenizer_threads() -> None:
     tokenizing bursts share the node's idle cores)."""
     if 'RAYON_NUM_THREADS' in os.environ:
         return
-    ray = sys.modules.get('ray')
-    try:
-        cpus = ray.get_runtime_context().get_assigned_resources().get('CPU', 0) if (
-            ray is not None and ray.is_initialized()) else 0
-    except Exception:
-        logger.debug('could not ask Ray for this worker\'s CPUs', exc_info=True)
-        return
+    cpus = ray_given_cpus()
     if cpus >= 1:
         os.environ['RAYON_NUM_THREADS'] = str(int(cpus))
 
