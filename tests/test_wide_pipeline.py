@@ -15,6 +15,7 @@ from towhee.runtime.runtime_pipeline import RuntimePipeline
 
 from tests import pool_ops
 from towhee_ray import DataCollection, WorkerError, ray_op, wide, wide_pipeline
+from towhee_ray.machine import usable_cpus
 from towhee_ray.wide_pipeline import WINDOW_PER_CALL_IN_FLIGHT, _OutputQueues
 
 
@@ -503,7 +504,7 @@ def test_a_node_gets_no_more_threads_while_the_process_keeps_its_cpus_busy(monke
     # a model computing on the CPU in a node's threads: more threads would only take turns on
     # the same CPUs (and hold more operators and memory), so while this process's CPU clock
     # says its CPUs are busy the node keeps its one thread; once they idle, its threads grow
-    cpus = wide_pipeline.usable_cpus()
+    cpus = usable_cpus()
     clock = {'cpu': 0.0, 'busy': True, 'wall': time.perf_counter()}
 
     def cpu_clock():   # (wall seconds, process CPU seconds): every CPU busy, or none

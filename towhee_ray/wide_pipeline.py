@@ -38,7 +38,7 @@ import queue
 import threading
 import time
 import traceback
-from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from towhee.operator import SharedType
 from towhee.runtime.constants import FilterConst, OPType
@@ -657,7 +657,7 @@ class _Ramp:
     (True, True, False)
     """
 
-    def __init__(self, cpus: float, clock: Optional[Any] = None) -> None:
+    def __init__(self, cpus: float, clock: Optional[Callable[[], Tuple[float, float]]] = None) -> None:
         self.cpus = cpus
         self._clock = clock or _cpu_clock
         self._mark: Optional[Tuple[float, float]] = None   # (wall, process CPU) the window began at
@@ -684,7 +684,7 @@ class _Ramp:
             self._window = min(2 * self._window, CPU_WINDOW_MAX_SECONDS)
             return False
         self._window = CPU_WINDOW_SECONDS
-        self._may_start = max(threads, 1)
+        self._may_start = threads
         return self.grows(threads)
 
 
