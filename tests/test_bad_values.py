@@ -156,8 +156,8 @@ def test_an_output_that_cannot_be_pickled_fails_its_element(step):
     assert out[0] == 1 and out[2] == 3 and isinstance(out[1], Empty) and out[1].value == 2
 
 
-def test_a_generator_returned_by_map_names_flat_map():
+def test_a_generator_returned_by_map_says_to_return_a_list_and_flatten_it():
     expected = (r'map\(<lambda>\) failed on element #0 \(1\): TypeError: it returned a generator, which '
-                r'cannot travel back .* use flat_map')
+                r'cannot travel back .* Return a list instead \(list\(...\)\), and flatten\(\) it')
     with pytest.raises(TypeError, match=expected):
         DataCollection([1, 2]).set_parallel(2, 'ray').map(lambda x: (i for i in range(x))).to_list()

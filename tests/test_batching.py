@@ -150,8 +150,10 @@ def test_a_row_whose_actor_dies_in_a_batch_fails_alone_after_its_tries(caplog):
 def test_batching_settings_are_checked_naming_the_option():
     with pytest.raises(ValueError, match='max_batch_size must be a positive integer'):
         ray_op(pool_ops.Tagged, max_batch_size=0)
-    with pytest.raises(ValueError, match='batch_wait_timeout_s must be a number of seconds >= 0'):
+    with pytest.raises(ValueError, match='batch_wait_timeout_s must be a number of seconds from 0 to 86400'):
         ray_op(pool_ops.Tagged, max_batch_size=8, batch_wait_timeout_s=-1)
+    with pytest.raises(ValueError, match=r'a partial batch goes out when it ends\), got inf'):
+        ray_op(pool_ops.Tagged, max_batch_size=8, batch_wait_timeout_s=float('inf'))
     with pytest.raises(ValueError, match='give max_batch_size= too'):
         ray_op(pool_ops.Tagged, batch_wait_timeout_s=1)
 
@@ -203,3 +205,82 @@ def test_a_leader_interrupted_while_it_gathers_hands_the_gathering_on():
     stat, = tagged.stats()
     assert stat['rows'] == 2   # 0, then 2 alone: the interrupted row never went
     tagged.close()
+
+
+def test_a_caller_interrupted_while_its_row_waits_leaves_and_the_calls_behind_it_go_on():
+    # Ctrl-C in a thread whose row waits behind a leader: the row must leave the queue, or
+    # it is made the leader of the next batch with nobody there to gather it, and every
+    # later call waits for ever
+    tagged = ray_op(functools.partial(pool_ops.Tagged, seconds=0.4), num_worker=1, max_batch_size=2,
+                    batch_wait_timeout_s=0.01)
+    tagged(0)   # the actor is up
+    results = {}
+
+    def call(x):
+        results[x] = tagged(x)
+
+    threads = []
+    for x in (1, 2, 3, 4, 5, 6):   # two full batches sent (the limit for one actor), two rows led
+        threads.append(threading.Thread(target=call, args=(x,), daemon=True))
+        threads[-1].start()
+        time.sleep(0.05)
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(KeyboardInterrupt):
+            tagged(100)   # waits behind 5 and 6 for its batch
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    threads.append(threading.Thread(target=call, args=(7,), daemon=True))
+    threads[-1].start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(results) == [1, 2, 3, 4, 5, 6, 7]
+    assert [results[x][0] for x in sorted(results)] == [1, 2, 3, 4, 5, 6, 7]
+    assert tagged.stats()[0]['rows'] == 8   # 0 to 7: the interrupted row never went
+    tagged.close()
+
+
+def test_a_row_that_cannot_be_pickled_fails_alone_in_its_batch():
+    tagged = ray_op(pool_ops.Tagged, num_worker=1, max_batch_size=3, batch_wait_timeout_s=5)
+    results = call_at_once(tagged, [1, threading.Lock(), 2])   # one batch of 3, if it could be sent
+    assert [x for x, _, _ in (results[0], results[2])] == [1, 2]
+    assert isinstance(results[1], TypeError)
+    assert str(results[1]).startswith('ray_op(Tagged): a call with arguments (<unlocked _thread.lock')
+    assert 'cannot be pickled, so it cannot be sent to a Ray actor' in str(results[1])
+    p = wide(pipe.input('x').map('x', 'y', tagged).output('y'), in_flight=8)
+    for rows in ([1, 2, threading.Lock()], [threading.Lock(), 1, 2], [threading.Lock()]):
+        with pytest.raises(RuntimeError, match='cannot be pickled, so it cannot be sent'):
+            p.batch(rows)   # the error, not an empty result for the tail that could not be sent
+    tagged.close()
+
+
+def test_a_result_that_cannot_be_pickled_fails_its_row_with_a_type_error_that_says_so():
+    locks = ray_op(lambda: (lambda xs: [threading.Lock() if x == 1 else x for x in xs]), num_worker=1,
+                   max_batch_size=4, batch_wait_timeout_s=5)
+    results = call_at_once(locks, [0, 1, 2, 3])
+    assert results[0::2] == [0, 2] and results[3] == 3
+    assert isinstance(results[1], TypeError)
+    assert str(results[1]).startswith('it returned a lock, which cannot travel back from its Ray worker')
+    assert str(results[1]).endswith('or use the operator without ray_op, in this process.')
+    assert results[1].__notes__ == [
+        'ray_op(<lambda>) sent this back from its Ray actor for a call with arguments (1,), called as one '
+        'row of a list (max_batch_size=4); the other rows of its batch are not affected.']
+    locks.close()
+
+
+def test_an_operator_that_yields_gives_its_items_as_it_would_in_process():
+    def words(texts):   # a batch operator that yields each row's result, each a generator
+        for text in texts:
+            yield (word for word in text.split())
+    split = ray_op(lambda: words, num_worker=1, max_batch_size=4)
+    p = pipe.input('text').flat_map('text', 'word', split).output('word')
+    texts = ['hello big world', 'foo bar']
+    assert [row[0] for row in p.batch(texts)[0].to_list()] == ['hello', 'big', 'world']
+    assert [[row[0] for row in queue.to_list()] for queue in wide(p).batch(texts)] == [
+        ['hello', 'big', 'world'], ['foo', 'bar']]
+    split.close()

@@ -2,6 +2,7 @@
 Ray and real Towhee pipelines: ray_op given a function instead of a factory, an operator
 raising in an unbatched ray_op, elements of the wrong shape for a step."""
 import functools
+import sys
 
 import pytest
 from towhee import pipe
@@ -178,3 +179,24 @@ def test_local_packages_takes_one_package_alone_or_an_imported_modules_name():
     assert build_runtime_env(False, local_packages='towhee_ray')['py_modules'] == folder
     with pytest.raises(ValueError, match=r"local_packages: 'no_such_module' is neither an imported module"):
         build_runtime_env(False, local_packages='no_such_module')
+
+
+def _exits_on_five(x):
+    if x == 5:
+        sys.exit('bad record 5')   # how many legacy scripts stop on bad input
+    return x
+
+
+@pytest.mark.usefixtures('ray_cluster')
+@pytest.mark.parametrize('backend', ['thread', 'ray'])
+def test_sys_exit_in_an_elements_code_fails_that_element_on_every_backend(backend):
+    # on Ray, SystemExit ended the worker's process: the chunk ran 4 times and failed as a crash
+    expected = r'map\(_exits_on_five\) failed on element #5 \(5\): SystemExit: bad record 5'
+    with pytest.raises(SystemExit, match=expected):
+        DataCollection(range(10)).set_parallel(2, backend=backend).map(_exits_on_five).to_list()
+    with pytest.raises(SystemExit) as exited:   # an exit status is kept
+        (DataCollection(range(10)).set_parallel(2, backend=backend)
+         .map(lambda x: sys.exit(3) if x == 5 else x).to_list())
+    assert exited.value.code == 3 and 'failed on element #5 (5)' in exited.value.__notes__[-1]
+    out = DataCollection(range(10)).safe().set_parallel(2, backend=backend).map(_exits_on_five).to_list()
+    assert out[:5] == [0, 1, 2, 3, 4] and out[6:] == [6, 7, 8, 9] and out[5].value == 5

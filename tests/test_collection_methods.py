@@ -113,6 +113,17 @@ def test_group_by_and_flatten_on_dicts():
     assert grouped.flatten('v').to_list() == rows.to_list()
 
 
+def test_flatten_of_fields_of_different_lengths_names_the_row_and_drops_no_value():
+    rows = dc['id', 'a', 'b']([(1, ['p1', 'p2'], [0.1, 0.2]), (2, ['p1', 'p2', 'p3'], [0.1, 0.2])])
+    expected = (r"flatten\['a', 'b'\] failed on element #1 .*: ValueError: flatten\['a', 'b'\] pairs the "
+                r"values of its fields one to one, and they hold different numbers of them \('a' 3, 'b' 2\)")
+    with pytest.raises(ValueError, match=expected):
+        rows.flatten('a', 'b').to_list()
+    out = rows.safe().flatten('a', 'b').to_list()
+    assert [(row.id, row.a, row.b) for row in out[:2]] == [(1, 'p1', 0.1), (1, 'p2', 0.2)]
+    assert len(out) == 3 and isinstance(out[2], Empty)
+
+
 # -- everyday methods ------------------------------------------------------------------
 
 def test_head_of_a_stream_is_lazy_and_run_consumes():

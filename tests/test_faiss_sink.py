@@ -239,10 +239,19 @@ def test_a_value_that_is_not_a_vector_names_the_row(tmp_path):
         DataCollection(rows).to_faiss['id', 'vec'](tmp_path / 'index.bin')
 
 
+def test_a_findex_under_home_is_the_users_home(tmp_path, monkeypatch):
+    monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+    monkeypatch.chdir(tmp_path)
+    result = embedded(['a', 'b']).to_faiss['id', 'vec']('~/index.bin')
+    assert result.insert_count == 2
+    assert sorted(path.name for path in (tmp_path / 'home').iterdir()) == ['index.bin', 'index_kv.bin']
+    assert not (tmp_path / '~').exists()
+
+
 def test_settings_that_do_not_fit_the_index_file_are_refused(tmp_path):
     findex = tmp_path / 'index.bin'
     embedded(range(2)).to_faiss['id', 'vec'](findex, metric='IP')
-    with pytest.raises(ValueError, match=r"measures with Faiss metric 0, not 'L2'"):
+    with pytest.raises(ValueError, match=r"measures with Faiss metric 'IP', not 'L2'"):
         embedded(range(2)).to_faiss['id', 'vec'](findex, metric='L2')
     with pytest.raises(ValueError, match=r"Faiss cannot make an index from string='IDMap,NoSuchIndex'"):
         embedded(range(2)).to_faiss['id', 'vec'](
@@ -473,6 +482,9 @@ def test_a_findex_that_is_not_an_index_file_says_what_it_is_and_what_to_do(tmp_p
                                                 rf"a file path, e.g. ") as error:
         embedded(range(2)).to_faiss['id', 'vec'](findex=folder)
     assert isinstance(error.value.__cause__, RuntimeError)
+    with pytest.raises(IsADirectoryError,
+                       match=r"findex \. is a folder: give findex= a file path, e.g. index.bin"):
+        embedded(range(2)).to_faiss['id', 'vec'](findex='.')
     hello = tmp_path / 'hello.bin'
     hello.write_text('hello')
     for write in (lambda: embedded(range(2)).to_faiss['id', 'vec'](findex=hello),
@@ -484,6 +496,11 @@ def test_a_findex_that_is_not_an_index_file_says_what_it_is_and_what_to_do(tmp_p
         assert isinstance(error.value.__cause__, RuntimeError)
     assert hello.read_text() == 'hello' and sorted(path.name for path in tmp_path.iterdir()) == [
         'folder', 'hello.bin']
+    (tmp_path / 'elsewhere').mkdir()
+    (tmp_path / 'elsewhere' / 'a-file').write_text('not a folder')
+    with pytest.raises(FileExistsError, match=r"to_faiss cannot make the folder of findex=.*a-file/index.bin "
+                                              r"\(File exists: .*\); give findex= a path in a folder where"):
+        embedded(range(2)).to_faiss['id', 'vec'](findex=tmp_path / 'elsewhere' / 'a-file' / 'index.bin')
 
 
 def test_a_damaged_key_value_file_is_named_with_what_to_do(tmp_path):

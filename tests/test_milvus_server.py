@@ -172,6 +172,27 @@ def test_bad_rows_from_workers_name_the_element_and_keep_what_came_before(milvus
         missing.to_milvus['id', 'vec'](collection=collection, uri=milvus_server)
 
 
+def test_a_collection_the_workers_made_and_left_empty_is_dropped_again(milvus_server, collection):
+    # the first rows are refused (NaN): the collection the workers made for this job holds
+    # nothing, and goes again, as one the driver made does, so that a rerun with vectors of
+    # another dimension is not held to it
+    for writers in ('workers', 'driver'):
+        name = f'{collection}_{writers}'
+        with pytest.raises(ValueError) as error:
+            (DataCollection['id'](range(20)).stream().set_parallel(2, backend='ray')
+             .map['id', 'vec'](lambda i: np.full(8, np.nan, dtype=np.float32))
+             .to_milvus['id', 'vec'](collection=name, uri=milvus_server, writers=writers))
+        notes = '\n'.join(getattr(error.value, '__notes__', []))
+        assert f"'{name}' at {milvus_server} was created by this job and held no row" in notes
+        client = connect(milvus_server)
+        assert not client.has_collection(name)
+        client.close()
+    result = (DataCollection['id'](range(20)).stream().set_parallel(2, backend='ray')
+              .map['id', 'vec'](lambda i: unit(i, 16))
+              .to_milvus['id', 'vec'](collection=name, uri=milvus_server))
+    assert result.insert_count == 20
+
+
 def test_a_batch_the_server_refuses_whole_is_named_as_a_batch_from_workers_and_the_driver(
         milvus_server, collection):
     # a set cannot be JSON: pymilvus refuses the batch, without saying which row

@@ -115,6 +115,13 @@ def test_unknown_operator_names_where_it_looked_and_what_to_do():
     assert "operator 'no-such-ns/no-such-op' not found" in message
     assert 'operators/no-such-ns/no-such-op/versions/main' in message
     assert 'never downloads' in message and 'TOWHEE_RAY_HUB' in message
+    assert 'Did you mean' not in message
+
+
+def test_a_misspelt_operator_name_gets_the_nearest_names():
+    expected = r"operator 'sentence-embedding/minlm' not found: .* Did you mean 'sentence-embedding/minilm'"
+    with pytest.raises(OperatorNotFoundError, match=expected):
+        DataCollection(['text']).sentence_embedding.minlm()
 
 
 def test_a_mistyped_method_is_reported_as_such():

@@ -1,5 +1,6 @@
 """to_parquet and read_parquet: real pyarrow, a real local Ray, re-runs and bad input."""
 import re
+import time
 import zlib
 from pathlib import Path
 
@@ -268,6 +269,31 @@ def test_a_failing_ray_chain_keeps_what_was_written_and_leaves_no_worker(ray_clu
     assert len(stored) == len(set(stored)) and set(stored) <= set(range(400)) - {250}
     assert not [path for path in (tmp_path / 'workers').iterdir() if path.name.startswith('.')]
     assert alive_actors() == []
+
+
+def test_a_failed_jobs_tasks_end_before_its_error_so_a_rerun_at_once_stores_each_key_once(ray_cluster,
+                                                                                          tmp_path):
+    # a function's step runs on Ray tasks, which a closed step let run on for a second:
+    # they wrote on after the job's error, behind the folder's checks, and a rerun started
+    # at once ended with keys stored twice
+    def slow_embed(n):
+        time.sleep(0.003)
+        if n == 250:
+            raise ValueError('bad element 250')
+        return embed(n)
+
+    folder = tmp_path / 'out'
+    with pytest.raises(ValueError, match='bad element 250'):
+        (DataCollection['id'](range(1000)).stream().set_parallel(2, backend='ray')
+         .map['id', 'vec'](slow_embed).to_parquet(folder, key='id', batch=10))
+    written = len(towhee_ray.read_parquet(folder).to_list())
+    time.sleep(2)   # a task left running would write meanwhile
+    assert len(towhee_ray.read_parquet(folder).to_list()) == written
+    assert not [path for path in folder.iterdir() if path.name.startswith('.')]
+    result = (DataCollection['id'](range(1000)).map['id', 'vec'](embed)
+              .to_parquet(folder, key='id', batch=10))
+    stored = [row.id for row in towhee_ray.read_parquet(folder)]
+    assert sorted(stored) == list(range(1000)) and result.insert_count == 1000 - written
 
 
 # -- keys across workers, one job at a time, what else is in the folder -----------------------

@@ -114,6 +114,27 @@ def test_ray_op_in_flat_map_filter_and_window_steps():
         op.close()
 
 
+def _words_and_lengths(text):
+    for word in text.split():
+        yield word, len(word)
+
+
+def test_a_ray_op_whose_operator_yields_gives_what_the_operator_gives_in_process():
+    # a generator cannot be pickled: its items are gathered in the actor and make a
+    # generator again here, which Towhee's flat_map iterates and its map spreads over columns
+    def pipes(function):
+        return (pipe.input('text').flat_map('text', ('word', 'n'), function).output('word', 'n'),
+                pipe.input('text').map('text', ('words', 'ns'), function).output('words', 'ns'))
+    texts = ['hello big world', 'foo bar']
+    with ray_op(lambda: _words_and_lengths, num_worker=1) as yielding:
+        assert list(yielding('one two')) == [('one', 3), ('two', 3)]
+        for in_process, on_ray in zip(pipes(_words_and_lengths), pipes(yielding)):
+            assert ([queue.to_list() for queue in on_ray.batch(texts)]
+                    == [queue.to_list() for queue in in_process.batch(texts)])
+        assert [queue.to_list() for queue in pipes(yielding)[1].batch(texts)] == [
+            [[['hello', 'big', 'world'], [5, 3, 5]]], [[['foo', 'bar'], [3, 3]]]]
+
+
 def test_ray_op_passes_the_operators_error_to_the_pipeline():
     def fail(x):
         raise ValueError(f'bad element {x}')
@@ -143,6 +164,12 @@ def test_ray_op_checks_its_settings():
         ray_op(ops.tests_ns.add_one(), num_worker=0)
     with pytest.raises(ValueError, match='ray_remote_args must be a dict'):
         ray_op(ops.tests_ns.add_one(), ray_remote_args=['num_cpus'])
+    with pytest.raises(ValueError, match=r"ray_remote_args: 'num_gpu' is not an option of Ray's "
+                                         r"\.options\(\) \(did you mean 'num_gpus'\?\); the options "
+                                         r"for actors are "):
+        ray_op(ops.tests_ns.add_one(), ray_remote_args={'num_gpu': 1})
+    with pytest.raises(ValueError, match=r"'num_cpu' is not an option .* options for tasks or actors are "):
+        DataCollection([1]).set_parallel(2, backend='ray', ray_remote_args={'num_cpu': 1})
     with pytest.raises(ValueError, match='num_gpus must be a non-negative number'):
         ray_op(ops.tests_ns.add_one(), num_gpus=-1)
     with pytest.raises(TypeError, match='num_gpu'):

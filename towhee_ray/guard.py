@@ -198,8 +198,8 @@ class Guarded:
             return value
         try:
             output = self.fn(value)
-        except Exception as error:
-            return self.fail(value, error)
+        except (Exception, SystemExit) as error:   # sys.exit('bad record'): the element's failure,
+            return self.fail(value, error)        # as in the driver (it would end a Ray worker's process)
         if self.keep_if:
             return value if output else DROPPED
         if value.__class__ is SortedBatch:   # the outputs keep their input positions
@@ -252,15 +252,20 @@ def unsendable(element: Any, error: BaseException, safe: bool) -> Any:
     return Empty(element, error) if safe else Failure(element, error)
 
 
-def _unsendable_output(output: Any, error: BaseException) -> TypeError:
+# What else to do with an output that cannot travel back from a Ray worker: a step's, and a
+# ray_op's (whose operator can run in the driver, in a pipeline's own threads, instead).
+STEP_INSTEAD = "run the step with backend='thread'"
+RAY_OP_INSTEAD = 'use the operator without ray_op, in this process'
+
+
+def _unsendable_output(output: Any, error: BaseException, instead: str = STEP_INSTEAD) -> TypeError:
     kind = type(output).__name__
     if inspect.isgenerator(output) or inspect.isasyncgen(output) or kind.endswith('iterator'):
-        advice = ('Return a list instead (list(...)), or use flat_map(...) to make one element of '
-                  'each item it gives')
+        advice = ('Return a list instead (list(...)), and flatten() it to make one element of each '
+                  'item')
     else:
         advice = ("Return something picklable (the data itself: numbers, strings, lists, dicts, "
-                  "arrays; not a lock, an open file or a connection), or run the step with "
-                  "backend='thread'")
+                  f"arrays; not a lock, an open file or a connection), or {instead}")
     return TypeError(f'it returned {"an" if kind[0] in "aeiou" else "a"} {kind}, which cannot travel back '
                      f'from its Ray worker: {type(error).__name__}: {error}. {advice}.')
 
@@ -285,16 +290,17 @@ class SentOutputs:
     ...                                                 [1, (i for i in range(2))])))
     >>> outputs[0], outputs[1].exception
     (1, TypeError("it returned a generator, which cannot travel back from its Ray worker: TypeError: \
-cannot pickle 'generator' object. Return a list instead (list(...)), or use flat_map(...) to make one \
-element of each item it gives."))
+cannot pickle 'generator' object. Return a list instead (list(...)), and flatten() it to make one \
+element of each item."))
     """
 
-    __slots__ = ('call', 'inputs', 'outputs')
+    __slots__ = ('call', 'inputs', 'outputs', 'instead')
 
-    def __init__(self, call: Any, inputs: List[Any], outputs: List[Any]) -> None:
+    def __init__(self, call: Any, inputs: List[Any], outputs: List[Any], instead: str = STEP_INSTEAD) -> None:
         self.call = call
         self.inputs = inputs
         self.outputs = outputs
+        self.instead = instead   # what else to do with an output that cannot travel
 
     def __reduce__(self) -> Tuple[Any, ...]:
         from ray import cloudpickle
@@ -318,8 +324,66 @@ element of each item it gives."))
                 cloudpickle.dumps(output, protocol=5, buffer_callback=_out_of_band)
             except Exception as error:
                 value = self.inputs[index] if len(self.inputs) == len(checked) else None
-                checked[index] = unsendable(value, _unsendable_output(output, error), safe)
+                checked[index] = unsendable(value, _unsendable_output(output, error, self.instead), safe)
         return checked
+
+
+class SentResult:
+    """One call's ``result`` on its way back from a ``ray_op``'s actor, pickled once (as
+    :class:`SentOutputs` does for many): where it cannot be pickled, a :class:`Failure`
+    with a ``TypeError`` that says so travels in its place, which the pool raises for the
+    call, instead of Ray's error about its own task.
+
+    >>> import threading
+    >>> pickle.loads(pickle.dumps(SentResult([1, 2])))
+    [1, 2]
+    >>> print(pickle.loads(pickle.dumps(SentResult(threading.Lock()))).exception)  # doctest: +ELLIPSIS
+    it returned a lock, which cannot travel back from its Ray worker: TypeError: cannot pickle \
+'_thread.lock' object. Return something picklable (...), or use the operator without ray_op, in this process.
+    """
+
+    __slots__ = ('result',)
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        from ray import cloudpickle
+        buffers: List[Any] = []
+        try:
+            data = cloudpickle.dumps(self.result, protocol=5, buffer_callback=buffers.append)
+        except Exception as error:
+            return Failure(None, _unsendable_output(self.result, error, RAY_OP_INSTEAD)).__reduce__()
+        return _received_outputs, (data, buffers)
+
+
+class Generated:
+    """The items a generator gave, gathered in the Ray worker that ran it (a generator cannot
+    be pickled); unpickled, a generator over them again, so that a Towhee ``map`` or
+    ``flat_map`` node uses a ``ray_op``'s generator as it would the operator's own.
+
+    >>> back = pickle.loads(pickle.dumps(Generated(iter('ab'))))
+    >>> inspect.isgenerator(back), list(back)
+    (True, ['a', 'b'])
+    """
+
+    __slots__ = ('items',)
+
+    def __init__(self, generator: Any) -> None:
+        self.items = list(generator)
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return _generator_over, (self.items,)
+
+
+def _generator_over(items: List[Any]) -> Any:
+    return (item for item in items)
+
+
+def gathered(result: Any) -> Any:
+    """``result``, or where it is a generator, its items as a :class:`Generated` (running it
+    to its end, so that an error it raises is the call's)."""
+    return Generated(result) if inspect.isgenerator(result) else result
 
 
 def _received_outputs(data: bytes, buffers: List[Any]) -> List[Any]:
@@ -429,7 +493,29 @@ def step_error(failure: Failure, step: str, position: int) -> BaseException:
                f'{type(error).__name__}: {said}')
     if failure.worker_traceback:
         error.add_note(f'Traceback in the worker:\n{failure.worker_traceback.rstrip()}')
+    if isinstance(error, SystemExit) and not isinstance(error.code, str):   # sys.exit(3): keep the status
+        error.add_note(message)
+        return error
     return _same_type(error, message)
+
+
+def worker_note(step: str, what: str, worker_traceback: Optional[str]) -> str:
+    """The note on an error that ``step``'s Ray actor sent back for ``what`` it ran: where
+    it was raised, with the worker's traceback where there is one (an output that could not
+    be pickled has none: its ``TypeError`` says what happened).
+
+    >>> worker_note('ray_op(f)', 'a call with arguments (1,)', None)
+    'ray_op(f) sent this back from its Ray actor for a call with arguments (1,).'
+    """
+    if not worker_traceback:
+        return f'{step} sent this back from its Ray actor for {what}.'
+    return (f'{step} raised this in its Ray actor on {what}.\nTraceback in the worker:\n'
+            f'{worker_traceback.rstrip()}')
+
+
+class UnpicklableCall(TypeError):
+    """A call's arguments cannot be pickled, so it was not sent to a Ray actor; the
+    message names the call and what to do. A ``TypeError``, as pickling raises."""
 
 
 class LoadFailure:

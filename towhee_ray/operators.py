@@ -12,6 +12,7 @@ which each worker process imports once.
 """
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
 import sys
@@ -201,12 +202,30 @@ def operator_not_found(name: str, tag: str = 'main') -> OperatorNotFoundError:
     operator 'nobody/nothing' not found: it is not registered with @towhee.register and no ...
     """
     looked_at = '\n  '.join(str(folder) for folder in _candidate_folders(name, tag))
+    near = difflib.get_close_matches(name, known_operators(), n=3, cutoff=0.8)
+    hint = f' Did you mean {" or ".join(repr(other) for other in near)}?' if near else ''
     return OperatorNotFoundError(
         f'operator {name!r} not found: it is not registered with @towhee.register and no '
-        f'local hub folder holds it. Looked at:\n  {looked_at}\ntowhee_ray never downloads '
+        f'local hub folder holds it.{hint} Looked at:\n  {looked_at}\ntowhee_ray never downloads '
         f'operators: register the operator in your code, or put it (a folder with an '
         f'__init__.py defining {name.split("/")[-1].replace("-", "_")!r}) in one of those '
         f'folders or in a folder listed in ${HUB_PATH_VARIABLE}.')
+
+
+def known_operators() -> List[str]:
+    """The names of the operators registered in this process and in the local hub folders
+    (``namespace/name``), for a hint when a name is misspelt.
+
+    >>> 'sentence-embedding/minilm' in known_operators()
+    True
+    """
+    quiet_towhee()
+    from towhee.runtime.operator_manager import OperatorRegistry
+    names = {name for name in OperatorRegistry.REGISTRY if not name.endswith('_func')}
+    for root in hub_roots():
+        for init in root.glob('*/*/__init__.py'):
+            names.add(towhee_name(f'{init.parent.parent.name}/{init.parent.name}'))
+    return sorted(names)
 
 
 def spec_from_towhee_op(op: Any) -> Optional[OperatorSpec]:

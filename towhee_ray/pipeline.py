@@ -484,7 +484,8 @@ def ray_op(op: Any, num_worker: Optional[int] = None, *, num_cpus: Optional[floa
     if num_worker is None:
         num_worker = DEFAULT_NUM_WORKER if actors_per_gpu is None else workers_for_gpus(actors_per_gpu)
     check_num_worker(num_worker)
-    check_step_options(**named, max_retries=max_retries, ray_remote_args=ray_remote_args)
+    check_step_options(**named, max_retries=max_retries, ray_remote_args=ray_remote_args,
+                       actors_only=True)
     remote_args = step_remote_args({}, actor=True, **named, ray_remote_args=ray_remote_args)
     recipe = _recipe_for(op)
     settings = _Settings(recipe, num_worker, remote_args,

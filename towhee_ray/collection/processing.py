@@ -133,6 +133,13 @@ class _Expand:
 
     def __call__(self, row: Any) -> List[Any]:
         values = Columns(self.fields).read(row)
+        if len(self.fields) > 1:
+            values = [value if hasattr(value, '__len__') else list(value) for value in values]
+            if len({len(value) for value in values}) > 1:   # zip would drop the values past the shortest
+                sizes = ', '.join(f'{field!r} {len(value)}' for field, value in zip(self.fields, values))
+                raise ValueError(f'flatten{list(self.fields)} pairs the values of its fields one to one, and '
+                                 f'they hold different numbers of them ({sizes}): make them equally long '
+                                 f'in the step that makes them, or flatten one field')
         return [with_fields(row, dict(zip(self.fields, parts))) for parts in zip(*values)]
 
 

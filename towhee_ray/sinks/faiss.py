@@ -90,6 +90,12 @@ def metric_code(metric: Union[None, int, str], faiss: Any) -> int:
     return metric
 
 
+def metric_name(code: int, faiss: Any) -> str:
+    """The name of a Faiss metric constant, for messages ('L2', 'IP'; else its number)."""
+    names = {faiss.METRIC_L2: "'L2'", faiss.METRIC_INNER_PRODUCT: "'IP'", faiss.METRIC_L1: "'L1'"}
+    return names.get(code, f'{code}')
+
+
 def _temporary_name(path: Path) -> Path:
     return path.with_name(f'.{path.name}.{os.getpid()}.tmp')
 
@@ -175,7 +181,10 @@ class FaissSink(Sink):
         self.metric = metric
         metric_code(metric, self._faiss)
         if isinstance(findex, (str, os.PathLike)):
-            self.path: Optional[Path] = Path(findex)
+            self.path: Optional[Path] = Path(os.fspath(findex)).expanduser()   # '~/i.bin': the user's
+            if not self.path.name:   # '.': a folder (any other is found reading it, see _read)
+                raise IsADirectoryError(f'findex {self.path} is a folder: give findex= a file path, e.g. '
+                                        f'{self.path / "index.bin"}')
             self.index: Any = None
         elif hasattr(findex, 'add_with_ids') and hasattr(findex, 'ntotal'):
             self.path, self.index = None, findex
@@ -183,7 +192,7 @@ class FaissSink(Sink):
             raise TypeError(f'findex must be a file path or a faiss index, got {type(findex).__name__}')
         if kv_file is None:
             kv_file = kv_file_for(self.path) if self.path else None
-        self.kv_file = Path(kv_file) if kv_file is not None else None
+        self.kv_file = Path(os.fspath(kv_file)).expanduser() if kv_file is not None else None
         if self.path is not None and self.kv_file is not None and \
                 os.path.abspath(self.kv_file) == os.path.abspath(self.path):
             raise ValueError(f'kv_file= is findex= ({self.path}): the str keys go in a JSON file beside '
@@ -291,9 +300,9 @@ class FaissSink(Sink):
 
     def _check_metric(self) -> None:
         if self.metric is not None and metric_code(self.metric, self._faiss) != self.index.metric_type:
-            raise ValueError(f'{self.describe()} measures with Faiss metric {self.index.metric_type}, '
-                             f'not {self.metric!r}; leave metric out to append to it, or write to a new '
-                             f'index file')
+            raise ValueError(f'{self.describe()} measures with Faiss metric '
+                             f'{metric_name(self.index.metric_type, self._faiss)}, not {self.metric!r}; '
+                             f'leave metric out to append to it, or write to a new index file')
 
     def _index_ids(self, index: Any = None) -> np.ndarray:
         index = self.index if index is None else index
@@ -397,9 +406,14 @@ class FaissSink(Sink):
         if not batch.rows:   # an empty stream: nothing will be written
             self._open()
             return
-        for written in (self.path, self.kv_file):
+        for written, option in ((self.path, 'findex'), (self.kv_file, 'kv_file')):
             if written is not None:
-                written.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    written.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as error:   # a file where a folder must be, no permission
+                    raise OSError(error.errno, f'to_faiss cannot make the folder of {option}={written} '
+                                               f'({error.strerror}: {error.filename}); give {option}= a path '
+                                               f'in a folder where this process may write') from error
         for lock in self._locks:   # released by on_write_complete or on_write_failed
             lock.acquire()
         self._open(to_write=True)

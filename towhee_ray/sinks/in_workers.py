@@ -170,7 +170,11 @@ def _write(sink: Sink, rows: List[Dict[str, Any]],
 
 class WriteAfter:
     """A step's (guarded) callable followed by a write, chunk by chunk, in the worker;
-    ``map_chunk`` is what the chunked backends call (see ``timed_map``)."""
+    ``map_chunk`` is what the chunked backends call (see ``timed_map``). ``writes`` tells
+    a backend that its calls have effects outside: closing the step waits for them to end
+    (a failed job's calls must not write on behind the sink's checks)."""
+
+    writes = True
 
     def __init__(self, call: Callable[[Any], Any], recipe: SinkRecipe) -> None:
         self.call = call
@@ -224,6 +228,9 @@ def collect(markers: Iterable[Any], sink: Sink) -> WriteResult:
         finally:   # the chain's workers end first: none writes on while the sink completes
             getattr(iterator, 'close', lambda: None)()
     except BaseException as error:
+        # a collection the workers made for this job (none existed) is the job's own: the
+        # sink drops it again where it holds no row, as it does one it made itself
+        sink.created = not existed
         sink.on_write_failed(error)
         raise
     sink.skipped, sink.created = skipped, not existed and result.insert_count > 0

@@ -37,7 +37,7 @@ from towhee_ray.backends.base import Backend, OperatorFactory
 from towhee_ray.backends.chunking import ByteBounds, ChunkedBackend, ChunkWorkers, timed_map
 from towhee_ray.backends.options import DEFAULT_NUM_WORKER
 from towhee_ray.backends.ray import names
-from towhee_ray.backends.ray.cancel import cancel_later, interruptible
+from towhee_ray.backends.ray.cancel import cancel_and_wait, cancel_later, interruptible
 from towhee_ray.backends.ray.faults import WORKER_DIED, died_error, fetch, ray_calls, running_when_died
 from towhee_ray.backends.ray.heap import keep_freed_heap
 from towhee_ray.backends.ray.pool import ACTOR_REMOTE_ARGS, RESENT, ActorPool, PoolCall
@@ -171,13 +171,14 @@ class _TaskWorkers(_RayWorkers):
     to the object store once. Ray itself retries a task whose worker died."""
 
     def __init__(self, fn: Payload, num_worker: int, step: str, remote_args: Dict[str, Any],
-                 safe: bool = False) -> None:
+                 safe: bool = False, writes: bool = False) -> None:
         self.capacity = num_worker * (1 + QUEUED_CHUNKS_PER_WORKER)
         self.step = step
         self.safe = safe
         self.max_retries = remote_args['max_retries']
         self._fn = fn
         self._fn_ref: Optional[ray.ObjectRef] = None
+        self._writes = writes   # its tasks write (a sink's rows): close waits for them (cancel.py)
         self._remote_args = remote_args
         self._remote = _process_chunk.options(name=names.task_name(step), **remote_args)
         self._unfinished = [0] * num_worker
@@ -227,7 +228,7 @@ class _TaskWorkers(_RayWorkers):
         return outputs
 
     def close(self) -> None:
-        cancel_later(list(self._in_flight), self.step)
+        (cancel_and_wait if self._writes else cancel_later)(list(self._in_flight), self.step)
         self._in_flight.clear()
         self._last_token = []
         self._fn_ref = None
@@ -320,7 +321,8 @@ class RayBackend(ChunkedBackend, Backend):
         step = names.function_step(fn)
         payload = Payload(fn, step)
         remote_args = step_remote_args(TASK_REMOTE_ARGS, actor=False, **self.step_options)
-        return self._run(_TaskWorkers(payload, self.num_worker, step, remote_args, is_safe(fn)), items)
+        return self._run(_TaskWorkers(payload, self.num_worker, step, remote_args, is_safe(fn),
+                                      writes=bool(getattr(fn, 'writes', False))), items)
 
     def map_operator(self, operator: OperatorFactory, items: Iterable[Any]) -> Iterator[Any]:
         step = names.operator_step(operator.name)

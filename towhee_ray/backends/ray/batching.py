@@ -38,7 +38,7 @@ import time
 from typing import TYPE_CHECKING, Any, Counter, Deque, Dict, Iterable, Iterator, List, Tuple
 
 from towhee_ray.checks import positive_int
-from towhee_ray.guard import Failure
+from towhee_ray.guard import Failure, UnpicklableCall, worker_note
 
 if TYPE_CHECKING:
     from towhee_ray.backends.ray.pool import ActorPool, PoolCall
@@ -59,6 +59,10 @@ BATCHES_IN_FLIGHT_PER_ACTOR = 2
 # a GPU forward pass over a batch of sentences takes about as long, so under load the
 # wait overlaps with the running batch.
 DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.01
+# The longest wait accepted: a day. A partial batch must go out some time (a lone row would
+# wait for ever with float('inf')), and the driver's condition variable takes no wait
+# longer than threading.TIMEOUT_MAX (OverflowError at the first call otherwise).
+MAX_BATCH_WAIT_TIMEOUT_S = 86_400.0
 
 
 def check_batching(max_batch_size: Any, batch_wait_timeout_s: Any) -> None:
@@ -68,6 +72,10 @@ def check_batching(max_batch_size: Any, batch_wait_timeout_s: Any) -> None:
     Traceback (most recent call last):
     ...
     ValueError: max_batch_size must be a positive integer (the most rows one operator call takes) ..., got 0
+    >>> check_batching(8, float('inf'))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: batch_wait_timeout_s must be a number of seconds from 0 to 86400 (...), got inf
     >>> check_batching(None, 0.5)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
@@ -76,9 +84,10 @@ def check_batching(max_batch_size: Any, batch_wait_timeout_s: Any) -> None:
     positive_int(max_batch_size, 'max_batch_size', 'the most rows one operator call takes',
                  none='for one call per row')
     if (isinstance(batch_wait_timeout_s, bool) or not isinstance(batch_wait_timeout_s, (int, float))
-            or not batch_wait_timeout_s >= 0):
-        raise ValueError(f'batch_wait_timeout_s must be a number of seconds >= 0 (how long a batch '
-                         f'waits for more rows), got {batch_wait_timeout_s!r}')
+            or not 0 <= batch_wait_timeout_s <= MAX_BATCH_WAIT_TIMEOUT_S):
+        raise ValueError(f'batch_wait_timeout_s must be a number of seconds from 0 to '
+                         f'{MAX_BATCH_WAIT_TIMEOUT_S:g} (how long a batch waits for more rows; a partial '
+                         f'batch goes out when it ends), got {batch_wait_timeout_s!r}')
     if max_batch_size is None and batch_wait_timeout_s != DEFAULT_BATCH_WAIT_TIMEOUT_S:
         raise ValueError('batch_wait_timeout_s applies to batches: give max_batch_size= too (the '
                          'most rows one operator call takes)')
@@ -156,7 +165,12 @@ class Batcher:
                   and self._like[self._pending[0].shape] >= self.max_batch_size):
                 self._leader_wakes.notify()   # the leader's batch is full, and can go
         if not row.leads:
-            row.woken.wait()
+            try:
+                row.woken.wait()
+            except BaseException:   # interrupted (Ctrl-C) while its row waits: the row leaves
+                with self._lock:
+                    self._leave(row)
+                raise
         if not row.done:   # it leads: it gathers a batch (its own row first) and sends it
             with self._lock:
                 try:
@@ -175,6 +189,18 @@ class Batcher:
         if self._pending:
             self._pending[0].leads = True
             self._pending[0].woken.set()
+
+    def _leave(self, row: _Row) -> None:
+        """(Under the lock.) ``row``'s caller stopped waiting (interrupted): take the row out
+        if it still waits, handing the gathering on if it was made the leader meanwhile; a
+        row already in a batch runs, its result unclaimed."""
+        if row.done or row not in self._pending:
+            return
+        if row.leads:
+            self._give_up(row)
+            return
+        self._pending.remove(row)
+        self._like[row.shape] -= 1
 
     def _gather(self, leader: _Row) -> List[_Row]:
         """(Under the lock.) Wait until a batch may go: ``max_batch_size`` rows like the
@@ -226,7 +252,13 @@ class Batcher:
 
     def _send(self, rows: List[Tuple[Tuple[Any, ...], Dict[str, Any]]]) -> List[Any]:
         """Send ``rows`` (each a call's arguments) as one batch and wait for their outcomes."""
-        return self._settle(self._submit(rows), rows)
+        try:
+            call = self._submit(rows)
+        except UnpicklableCall:
+            if len(rows) == 1:
+                raise
+            return self._each_alone(rows)   # the row that cannot be pickled fails alone
+        return self._settle(call, rows)
 
     def _submit(self, rows: List[Tuple[Tuple[Any, ...], Dict[str, Any]]]) -> 'PoolCall':
         from towhee_ray.backends.ray.pool import PoolCall
@@ -240,20 +272,38 @@ class Batcher:
     def _settle(self, call: 'PoolCall', rows: List[Tuple[Tuple[Any, ...], Dict[str, Any]]]) -> List[Any]:
         """The outcomes of the batch ``call`` of ``rows``: if its actor died running it,
         each row's alone, all sent at once."""
-        from towhee_ray.backends.ray.pool import BatchDied, PoolCall
+        from towhee_ray.backends.ray.pool import BatchDied
 
         try:
             return self._pool.result(call)
         except BatchDied:
-            pass
-        calls = [PoolCall('call_batch', ([row],), functools.partial(describe_call, row[0])) for row in rows]
-        for call in calls:
-            self._pool.submit(call)
+            return self._each_alone(rows)
+        except UnpicklableCall:   # it waited for an actor, and then could not be sent
+            if len(rows) == 1:
+                raise
+            return self._each_alone(rows)
+
+    def _each_alone(self, rows: List[Tuple[Tuple[Any, ...], Dict[str, Any]]]) -> List[Any]:
+        """The outcomes of ``rows`` each sent as a batch of one, all at once: a row that
+        cannot be pickled, or whose actor dies on every try, fails with its own error."""
+        from towhee_ray.backends.ray.pool import PoolCall
+
+        calls: List[Any] = []
+        for row in rows:
+            call = PoolCall('call_batch', ([row],), functools.partial(describe_call, row[0]))
+            try:
+                self._pool.submit(call)
+            except Exception as error:   # its arguments cannot be pickled, the pool was closed, ...
+                call = _Raised(error)
+            calls.append(call)
         outcomes: List[Any] = []
         for call in calls:
+            if call.__class__ is _Raised:
+                outcomes.append(call)
+                continue
             try:
                 outcomes.extend(self._pool.result(call))
-            except Exception as error:   # this row's own actor died on every try
+            except Exception as error:   # this row's own actor died on every try, ...
                 outcomes.append(_Raised(error))
         return outcomes
 
@@ -278,6 +328,10 @@ class Batcher:
         def send() -> None:
             try:
                 call = self._submit(rows)
+            except UnpicklableCall as error:   # the row that cannot be pickled fails alone
+                alone = self._each_alone(rows) if len(rows) > 1 else [_Raised(error)]
+                for slot, (args, _), outcome in zip(slots, rows, alone):
+                    slot.append(self._called(outcome, args))
             except Exception as error:   # every row fails alike: the pool was closed, ...
                 for slot in slots:
                     slot.append((False, error))
@@ -291,10 +345,7 @@ class Batcher:
             except Exception as error:
                 settled = [_Raised(error)] * len(its_rows)
             for slot, (args, _), outcome in zip(its_slots, its_rows, settled):
-                try:
-                    slot.append((True, self.result(outcome, args)))
-                except Exception as error:
-                    slot.append((False, error))
+                slot.append(self._called(outcome, args))
 
         try:
             for args in calls:
@@ -311,8 +362,9 @@ class Batcher:
                     yield ordered.popleft()[0]
             if rows:
                 send()
-            while sent:
-                settle_oldest()
+            while ordered:   # a batch that could not be sent has its rows' errors already
+                if not ordered[0]:
+                    settle_oldest()
                 while ordered and ordered[0]:
                     yield ordered.popleft()[0]
         finally:   # closed early (the consumer raised or stopped): the batches sent finish
@@ -323,16 +375,22 @@ class Batcher:
                 except Exception:   # noqa: S110 - nobody is left to be told
                     pass
 
+    def _called(self, outcome: Any, args: Tuple[Any, ...]) -> Tuple[bool, Any]:
+        """``(True, the result)`` of a call of arguments ``args``, or ``(False, its error)``."""
+        try:
+            return True, self.result(outcome, args)
+        except Exception as error:
+            return False, error
+
     def result(self, outcome: Any, args: Tuple[Any, ...]) -> Any:
         """The result of a call of arguments ``args`` from its outcome, or its own error."""
         if outcome.__class__ is _Raised:
             raise outcome.error
         if outcome.__class__ is Failure:
             error = outcome.exception
-            error.add_note(f'{self._pool.step} raised this in its Ray actor on {describe_call(args)}, '
-                           f'called as one row of a list (max_batch_size={self.max_batch_size}); the '
-                           f'other rows of its batch are not affected.\nTraceback in the worker:\n'
-                           f'{outcome.worker_traceback.rstrip()}')
+            what = (f'{describe_call(args)}, called as one row of a list (max_batch_size='
+                    f'{self.max_batch_size}); the other rows of its batch are not affected')
+            error.add_note(worker_note(self._pool.step, what, outcome.worker_traceback))
             raise error
         return outcome
 

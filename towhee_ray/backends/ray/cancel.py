@@ -15,7 +15,13 @@ the process that started Ray did (a job started in the background by a shell,
 Python's own handler back (:func:`interruptible`), as any worker of a Ray started from a
 terminal has it.
 
-The wait runs in a thread of its own: a step is often closed by the garbage collector, and a
+A step whose tasks write (a sink's rows, written in the workers) is different: its tasks
+must have ended before the sink completes or fails, or a failed job's tasks write on after
+its error, behind the sink's checks (a rerun then finds rows it did not see coming, or has
+its rows overwritten by the failed job's). So its close waits, in the thread that closes
+it (:func:`cancel_and_wait`): the same grace, then the cancel, then the cancelled tasks' end.
+
+Any other step's wait runs in a thread of its own: a step is often closed by the garbage collector, and a
 finalizer that waits would delay a Ctrl-C arriving meanwhile. At interpreter exit the threads
 are joined before Ray's own shutdown (which stops the tasks of a driver that leaves anyway),
 so no thread is inside Ray while it is torn down.
@@ -36,6 +42,10 @@ logger = logging.getLogger(__name__)
 # 0.2-0.5 s of work (chunking.TARGET_CHUNK_SECONDS, KNOWN_LENGTH_CHUNK_SECONDS), so a second
 # lets nearly all finish; longer ones are cancelled well away from their end.
 CLOSE_GRACE_SECONDS = 1.0
+# How long cancel_and_wait waits for the tasks it cancelled to end: a task ends at its next
+# Python instruction, or once its worker is gone; a write into a server that no longer
+# answers does not hold the driver longer (ActorPool.close's CLOSE_WAIT_SECONDS).
+CANCELLED_WAIT_SECONDS = 10.0
 
 _THREAD_NAME = 'towhee_ray cancel'
 _exiting = threading.Event()
@@ -59,19 +69,42 @@ def cancel_later(refs: List[ray.ObjectRef], step: str) -> None:
                      name=f'{_THREAD_NAME} {step}').start()
 
 
-def _cancel_unfinished(refs: List[ray.ObjectRef]) -> None:
+def cancel_and_wait(refs: List[ray.ObjectRef], step: str) -> None:
+    """For a step whose tasks write: give the tasks behind ``refs``
+    :data:`CLOSE_GRACE_SECONDS` to finish, cancel the ones still running, and return once
+    they have ended (:data:`CANCELLED_WAIT_SECONDS` at most), so that none writes on."""
+    if not refs or not ray.is_initialized() or _exiting.is_set():
+        return
+    cancelled = _cancel_unfinished(refs)
+    try:
+        if cancelled:
+            _, running = ray.wait(cancelled, num_returns=len(cancelled), timeout=CANCELLED_WAIT_SECONDS,
+                                  fetch_local=False)
+            if running:
+                logger.warning('%s: %d cancelled Ray tasks still run after %.0f s; they may write on',
+                               step, len(running), CANCELLED_WAIT_SECONDS)
+    except Exception:   # noqa: BLE001 - Ray shut down meanwhile: its tasks are gone with it
+        if ray.is_initialized():
+            logger.warning('could not wait for %d cancelled Ray tasks', len(cancelled), exc_info=True)
+
+
+def _cancel_unfinished(refs: List[ray.ObjectRef]) -> List[ray.ObjectRef]:
+    """Cancel the tasks behind ``refs`` still running :data:`CLOSE_GRACE_SECONDS` from now;
+    returns their references."""
     try:
         _, running = ray.wait(refs, num_returns=len(refs), timeout=CLOSE_GRACE_SECONDS,
                               fetch_local=False)
         if _exiting.is_set():   # the driver leaves: Ray stops its tasks itself
-            return
+            return []
         for ref in running:
             ray.cancel(ref)
+        return running
     except Exception:
         # ray.shutdown() in another thread meanwhile (Ray then says 'No owner found for
         # object'): nothing is left to cancel
         if ray.is_initialized():
             logger.warning('could not cancel %d unfinished Ray tasks', len(refs), exc_info=True)
+        return []
 
 
 @atexit.register   # registered after `import ray`, so it runs before Ray's own shutdown

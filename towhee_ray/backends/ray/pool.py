@@ -55,7 +55,8 @@ from towhee_ray.backends.ray.heap import keep_freed_heap
 from towhee_ray.backends.ray.shipping import Payload
 from towhee_ray.backends.stacked import stacked
 from towhee_ray.checks import shown
-from towhee_ray.guard import Failure, LoadFailure, SentOutputs, load_error
+from towhee_ray.guard import (RAY_OP_INSTEAD, Failure, LoadFailure, SentOutputs, SentResult, UnpicklableCall,
+                              Generated, gathered, load_error, worker_note)
 
 logger = logging.getLogger(__name__)
 
@@ -163,14 +164,16 @@ class _OperatorActor:
     def call(self, args: Tuple[Any, ...], kws: Dict[str, Any]) -> Any:
         """One ``ray_op`` call; the operator's own error comes back as a
         :class:`~towhee_ray.guard.Failure`, which the pool raises as the operator's own
-        exception type, naming the ``ray_op`` and the call (not as Ray's ``RayTaskError``).
-        A result that is a list of vectors of one shape (an operator given a batch) travels
-        as one matrix (stacked.py)."""
+        exception type, naming the ``ray_op`` and the call (not as Ray's ``RayTaskError``),
+        and so does a result that cannot be pickled (:class:`~towhee_ray.guard.SentResult`).
+        A generator's items are gathered here and make a generator again in the driver
+        (:class:`~towhee_ray.guard.Generated`). A result that is a list of vectors of one
+        shape (an operator given a batch) travels as one matrix (stacked.py)."""
         if self._failure is not None:
             return self._failure
         self._calls += 1
         try:
-            return stacked(self._operator(*args, **kws))
+            return SentResult(stacked(gathered(self._operator(*args, **kws))))
         except Exception as error:
             return Failure(None, error, traceback.format_exc())
 
@@ -179,11 +182,12 @@ class _OperatorActor:
         each argument as a list, as Ray Serve's ``@serve.batch`` does; one outcome per row:
         its result, or a :class:`~towhee_ray.guard.Failure` with its own error. When the
         call on all of them raises, each row is run again alone, so that only a bad row
-        fails. Results that are vectors of one shape travel as one matrix (stacked.py)."""
+        fails; so does a row whose result cannot be pickled (guard.SentOutputs). Results
+        that are vectors of one shape travel as one matrix (stacked.py)."""
         if self._failure is not None:
             return self._failure
         self._rows += len(rows)
-        return stacked(self._answer(rows))
+        return SentOutputs(None, [], self._answer(rows), instead=RAY_OP_INSTEAD)
 
     def _answer(self, rows: List[Tuple[Tuple[Any, ...], Dict[str, Any]]]) -> List[Any]:
         try:
@@ -199,10 +203,12 @@ class _OperatorActor:
         keywords = {name: [row_kws[name] for _, row_kws in rows] for name in kws}
         self._calls += 1
         self._batch_sizes[len(rows)] += 1
-        outputs = self._operator(*columns, **keywords)
+        outputs = gathered(self._operator(*columns, **keywords))
+        if outputs.__class__ is Generated:   # one result a row, as it yielded them
+            outputs = outputs.items
         if not hasattr(outputs, '__len__') or len(outputs) != len(rows):
             raise _wrong_batch_output(self._step, len(rows), outputs)
-        return list(outputs)
+        return [gathered(output) for output in outputs]
 
     def stats(self) -> Dict[str, Any]:
         stats: Dict[str, Any] = {'pid': self._pid, 'instance': id(self._operator), 'calls': self._calls}
@@ -359,7 +365,7 @@ class ActorPool:
         if not isinstance(error, TypeError) or 'serialize' not in str(error):
             return error
         reason = (str(error.__cause__ or '').strip().splitlines() or [''])[-1] or str(error).splitlines()[0]
-        unsent = TypeError(
+        unsent = UnpicklableCall(
             f'{self.step}: {call.what} cannot be pickled, so it cannot be sent to a Ray actor: {reason}. '
             f'Pass data that pickles (the data itself, a path or a URL; not a lock, an open file or a '
             f'connection, which the operator must open itself).')
@@ -411,8 +417,7 @@ class ActorPool:
             raise load_error(outcome, self.step)
         if outcome.__class__ is Failure:   # an error of a call that Ray could not carry as it is
             error = outcome.exception
-            error.add_note(f'{self.step} raised this in its Ray actor on {call.what}.\nTraceback in the '
-                           f'worker:\n{outcome.worker_traceback.rstrip()}')
+            error.add_note(worker_note(self.step, call.what, outcome.worker_traceback))
             raise error
         return outcome
 

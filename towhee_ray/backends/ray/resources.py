@@ -12,6 +12,9 @@ holds them (the step goes on waiting: they may be let go).
 """
 from __future__ import annotations
 
+import difflib
+import importlib
+import importlib.util
 import logging
 import numbers
 import re
@@ -94,8 +97,11 @@ def workers_for_gpus(actors_per_gpu: int, nodes: Optional[List[Dict[str, float]]
 
 def check_step_options(num_cpus: Any = None, num_gpus: Any = None, resources: Any = None,
                        memory: Any = None, max_retries: Any = None,
-                       ray_remote_args: Any = None) -> None:
-    """Refuse a bad value now, naming the option (``set_parallel`` calls this via the backend).
+                       ray_remote_args: Any = None, actors_only: bool = False) -> None:
+    """Refuse a bad value now, naming the option (``set_parallel`` calls this via the backend);
+    ``ray_remote_args`` keys must be options of Ray's ``.options()`` for actors (with
+    ``actors_only``: a ``ray_op``) or for tasks or actors (a step runs functions on tasks,
+    operators on actors).
 
     >>> check_step_options(num_gpus=-1)
     Traceback (most recent call last):
@@ -105,6 +111,10 @@ def check_step_options(num_cpus: Any = None, num_gpus: Any = None, resources: An
     Traceback (most recent call last):
     ...
     ValueError: num_gpus=1.5: Ray gives an actor a share of one GPU (at most 1) or whole GPUs, not 1.5; ...
+    >>> check_step_options(ray_remote_args={'num_gpu': 1})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: ray_remote_args: 'num_gpu' is not an option of Ray's .options() (did you mean 'num_gpus'?)...
     """
     for option, value in (('num_cpus', num_cpus), ('num_gpus', num_gpus)):
         if value is not None:
@@ -129,6 +139,29 @@ def check_step_options(num_cpus: Any = None, num_gpus: Any = None, resources: An
     if ray_remote_args is not None and not isinstance(ray_remote_args, dict):
         raise ValueError(f'ray_remote_args must be a dict of Ray .options() arguments, '
                          f'got {ray_remote_args!r}')
+    _check_option_keys(ray_remote_args or {}, actors_only)
+
+
+def _check_option_keys(ray_remote_args: Dict[str, Any], actors_only: bool) -> None:
+    """Refuse a key of ``ray_remote_args`` that Ray's ``.options()`` would refuse only when
+    the step runs, with the nearest valid one."""
+    # the option tables Ray's .options() checks against (ray._common from Ray 2.50, before
+    # that ray._private); without them, Ray checks when the step runs
+    names = [f'ray.{package}.ray_option_utils' for package in ('_common', '_private')]
+    tables = [importlib.import_module(name) for name in names if importlib.util.find_spec(name) is not None]
+    if not tables or not hasattr(tables[0], 'actor_options'):
+        return
+    valid = set(tables[0].actor_options)
+    if not actors_only:
+        valid |= set(getattr(tables[0], 'task_options', ()))
+    for key in ray_remote_args:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f' (did you mean {close[0]!r}?)' if close else ''
+            kind = 'actors' if actors_only else 'tasks or actors'
+            public = ', '.join(sorted(name for name in valid if not name.startswith('_')))
+            raise ValueError(f"ray_remote_args: {key!r} is not an option of Ray's .options(){hint}; the "
+                             f'options for {kind} are {public}')
 
 
 def step_remote_args(defaults: Dict[str, Any], *, actor: bool, num_cpus: Any = None,
