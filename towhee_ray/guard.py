@@ -303,17 +303,11 @@ element of each item."))
         self.instead = instead   # what else to do with an output that cannot travel
 
     def __reduce__(self) -> Tuple[Any, ...]:
-        from ray import cloudpickle
-
         from towhee_ray.backends.stacked import stacked_outputs
-        buffers: List[Any] = []
         try:
-            data = cloudpickle.dumps(stacked_outputs(self.outputs), protocol=5,
-                                     buffer_callback=buffers.append)
+            return _received_outputs, _pickled(stacked_outputs(self.outputs))
         except Exception:
-            buffers = []
-            data = cloudpickle.dumps(self._checked(), protocol=5, buffer_callback=buffers.append)
-        return _received_outputs, (data, buffers)
+            return _received_outputs, _pickled(self._checked())
 
     def _checked(self) -> List[Any]:
         from ray import cloudpickle
@@ -348,13 +342,10 @@ class SentResult:
         self.result = result
 
     def __reduce__(self) -> Tuple[Any, ...]:
-        from ray import cloudpickle
-        buffers: List[Any] = []
         try:
-            data = cloudpickle.dumps(self.result, protocol=5, buffer_callback=buffers.append)
+            return _received_outputs, _pickled(self.result)
         except Exception as error:
             return Failure(None, _unsendable_output(self.result, error, RAY_OP_INSTEAD)).__reduce__()
-        return _received_outputs, (data, buffers)
 
 
 class Generated:
@@ -384,6 +375,13 @@ def gathered(result: Any) -> Any:
     """``result``, or where it is a generator, its items as a :class:`Generated` (running it
     to its end, so that an error it raises is the call's)."""
     return Generated(result) if inspect.isgenerator(result) else result
+
+
+def _pickled(value: Any) -> Tuple[bytes, List[Any]]:
+    """``value`` pickled by cloudpickle, its large buffers (arrays) out of band, as Ray does."""
+    from ray import cloudpickle
+    buffers: List[Any] = []
+    return cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append), buffers
 
 
 def _received_outputs(data: bytes, buffers: List[Any]) -> List[Any]:

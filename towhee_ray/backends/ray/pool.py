@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import inspect
 import itertools
 import logging
 import os
@@ -56,7 +57,7 @@ from towhee_ray.backends.ray.shipping import Payload
 from towhee_ray.backends.stacked import stacked
 from towhee_ray.checks import shown
 from towhee_ray.guard import (RAY_OP_INSTEAD, Failure, LoadFailure, SentOutputs, SentResult, UnpicklableCall,
-                              Generated, gathered, load_error, worker_note)
+                              gathered, load_error, worker_note)
 
 logger = logging.getLogger(__name__)
 
@@ -203,9 +204,9 @@ class _OperatorActor:
         keywords = {name: [row_kws[name] for _, row_kws in rows] for name in kws}
         self._calls += 1
         self._batch_sizes[len(rows)] += 1
-        outputs = gathered(self._operator(*columns, **keywords))
-        if outputs.__class__ is Generated:   # one result a row, as it yielded them
-            outputs = outputs.items
+        outputs = self._operator(*columns, **keywords)
+        if inspect.isgenerator(outputs):   # one result a row, as it yielded them
+            outputs = list(outputs)
         if not hasattr(outputs, '__len__') or len(outputs) != len(rows):
             raise _wrong_batch_output(self._step, len(rows), outputs)
         return [gathered(output) for output in outputs]
